@@ -1,0 +1,18 @@
+// cuda_unavailable.cpp: the CUDA backend of a build made without a CUDA compiler.
+// Every CUDA request is answered with GQA_STATUS_DEVICE_UNAVAILABLE by the API layer.
+#include "backend.hpp"
+
+namespace gqa {
+
+bool cuda_built() { return false; }
+bool cuda_usable(std::string* why) {
+    if (why) *why = "this libgqa was built without its CUDA backend (no CUDA compiler was found)";
+    return false;
+}
+void cuda_check_supported(const Problem&) {}
+uint64_t cuda_decode_workspace_bytes(const Problem&) { return 0; }
+void cuda_attention(const Problem&) {
+    throw Error(GQA_STATUS_DEVICE_UNAVAILABLE, "this libgqa was built without its CUDA backend");
+}
+
+}  // namespace gqa

@@ -1,0 +1,119 @@
+// log.cpp: the log level (GQA_LOG_LEVEL or gqa_set_log_level) and the sink (callback or stderr).
+#include "log.hpp"
+
+#include <atomic>
+#include <cctype>
+#include <cstdarg>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "error.hpp"
+#include "gqa.h"
+
+namespace gqa {
+
+namespace {
+
+// Parses "DEBUG", "info", "30", ...; returns -1 when the text is not a level.
+int32_t parse_level(const char* text) {
+    if (!text || !*text) return -1;
+    char* end = nullptr;
+    long n = std::strtol(text, &end, 10);
+    if (*end == '\0') return (n >= 0 && n <= GQA_LOG_OFF) ? static_cast<int32_t>(n) : -1;
+    std::string upper;
+    for (const char* c = text; *c; ++c) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(*c)));
+    if (upper == "DEBUG") return GQA_LOG_DEBUG;
+    if (upper == "INFO") return GQA_LOG_INFO;
+    if (upper == "WARNING" || upper == "WARN") return GQA_LOG_WARNING;
+    if (upper == "ERROR") return GQA_LOG_ERROR;
+    if (upper == "OFF" || upper == "NONE") return GQA_LOG_OFF;
+    return -1;
+}
+
+struct LogState {
+    std::atomic<int32_t> level;
+    std::mutex mutex;  // guards callback + user_data
+    gqa_log_callback callback = nullptr;
+    void* user_data = nullptr;
+    bool bad_env = false;
+
+    LogState() {
+        const char* env = std::getenv("GQA_LOG_LEVEL");
+        int32_t parsed = parse_level(env);
+        bad_env = env && *env && parsed < 0;
+        level.store(parsed >= 0 ? parsed : GQA_LOG_WARNING);
+    }
+};
+
+LogState& state() {
+    static LogState* s = new LogState();  // never destroyed: usable from any static destructor
+    static std::once_flag warned;
+    if (s->bad_env) {
+        std::call_once(warned, [] {
+            log_message(GQA_LOG_WARNING, "GQA_LOG_LEVEL='%s' is not a level (DEBUG, INFO, WARNING, "
+                        "ERROR, OFF or 0..100); using WARNING", std::getenv("GQA_LOG_LEVEL"));
+        });
+    }
+    return *s;
+}
+
+const char* level_name(int32_t level) {
+    if (level >= GQA_LOG_ERROR) return "ERROR";
+    if (level >= GQA_LOG_WARNING) return "WARNING";
+    if (level >= GQA_LOG_INFO) return "INFO";
+    return "DEBUG";
+}
+
+}  // namespace
+
+bool log_enabled(int32_t level) { return level >= state().level.load(std::memory_order_relaxed); }
+
+void log_message(int32_t level, const char* fmt, ...) {
+    LogState& s = state();
+    if (level < s.level.load(std::memory_order_relaxed)) return;
+    char buf[1024];
+    va_list args;
+    va_start(args, fmt);
+    std::vsnprintf(buf, sizeof buf, fmt, args);
+    va_end(args);
+    gqa_log_callback callback;
+    void* user_data;
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        callback = s.callback;
+        user_data = s.user_data;
+    }
+    // Called outside the lock so that a callback may itself call into libgqa.
+    if (callback) {
+        callback(level, buf, user_data);
+    } else {
+        std::fprintf(stderr, "[gqa %s] %s\n", level_name(level), buf);
+    }
+}
+
+}  // namespace gqa
+
+extern "C" GQA_API gqa_status gqa_set_log_level(int32_t level) {
+    if (level < 0 || level > GQA_LOG_OFF) {
+        gqa::set_last_error(gqa::format("level (%d) must be between 0 and GQA_LOG_OFF (%d)",
+                                        level, GQA_LOG_OFF));
+        return GQA_STATUS_INVALID_ARGUMENT;
+    }
+    gqa::clear_last_error();
+    gqa::state().level.store(level);
+    return GQA_STATUS_OK;
+}
+
+extern "C" GQA_API int32_t gqa_get_log_level(void) { return gqa::state().level.load(); }
+
+extern "C" GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data) {
+    gqa::clear_last_error();
+    gqa::LogState& s = gqa::state();
+    std::lock_guard<std::mutex> lock(s.mutex);
+    s.callback = callback;
+    s.user_data = callback ? user_data : nullptr;
+    return GQA_STATUS_OK;
+}

@@ -1,0 +1,292 @@
+// validate.cpp: every check a call needs, run before any byte of out or the caches is written.
+// Messages name the parameter and its value, e.g.
+//   "num_q_heads (14) must be a multiple of num_kv_heads (4)".
+#include "validate.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "backend.hpp"
+#include "error.hpp"
+
+namespace gqa {
+
+namespace {
+
+void require_config_header(uint32_t struct_size, uint32_t abi_version, size_t expected_size,
+                           const char* type_name, const char* init_name) {
+    if (struct_size != expected_size) {
+        fail(GQA_STATUS_VERSION_MISMATCH,
+             "config->struct_size (%u) is not sizeof(%s) of this libgqa (%zu); initialise the "
+             "config with %s_init() or %s and rebuild against this gqa.h",
+             struct_size, type_name, expected_size, type_name, init_name);
+    }
+    if (abi_version != GQA_ABI_VERSION) {
+        fail(GQA_STATUS_VERSION_MISMATCH,
+             "config->abi_version (%u) does not match this libgqa's ABI version (%d)",
+             abi_version, GQA_ABI_VERSION);
+    }
+}
+
+DType require_dtype(int32_t dtype) {
+    if (dtype != GQA_DTYPE_F16 && dtype != GQA_DTYPE_BF16 && dtype != GQA_DTYPE_F32) {
+        fail(GQA_STATUS_INVALID_ARGUMENT,
+             "dtype (%d) must be GQA_DTYPE_F16 (%d), GQA_DTYPE_BF16 (%d) or GQA_DTYPE_F32 (%d)",
+             dtype, GQA_DTYPE_F16, GQA_DTYPE_BF16, GQA_DTYPE_F32);
+    }
+    return static_cast<DType>(dtype);
+}
+
+void require_device(int32_t device) {
+    if (device != GQA_DEVICE_CPU && device != GQA_DEVICE_CUDA) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "device (%d) must be GQA_DEVICE_CPU (%d) or GQA_DEVICE_CUDA (%d)",
+             device, GQA_DEVICE_CPU, GQA_DEVICE_CUDA);
+    }
+}
+
+void require_positive(const char* name, int32_t value) {
+    if (value <= 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be > 0", name, value);
+}
+
+void require_heads(int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim) {
+    require_positive("num_q_heads", num_q_heads);
+    require_positive("num_kv_heads", num_kv_heads);
+    require_positive("head_dim", head_dim);
+    if (num_q_heads % num_kv_heads != 0) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "num_q_heads (%d) must be a multiple of num_kv_heads (%d)",
+             num_q_heads, num_kv_heads);
+    }
+    if (head_dim > kMaxHeadDim) {
+        fail(GQA_STATUS_UNSUPPORTED, "head_dim (%d) is larger than %d, the largest libgqa supports",
+             head_dim, kMaxHeadDim);
+    }
+}
+
+float resolve_scale(float scale, int32_t head_dim) {
+    if (!std::isfinite(scale) || scale < 0.0f) {
+        fail(GQA_STATUS_INVALID_ARGUMENT,
+             "scale (%g) must be finite and >= 0 (0 means 1/sqrt(head_dim))", static_cast<double>(scale));
+    }
+    return scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim))) : scale;
+}
+
+void require_pointer(const char* name, const void* ptr) {
+    if (!ptr) fail(GQA_STATUS_INVALID_ARGUMENT, "%s is NULL", name);
+}
+
+// Bytes of a tensor [d0, d1, d2, d3] of elem_bytes each; fails if the size does not fit in
+// int64 (and so in any address space).
+int64_t tensor_bytes(const char* name, int64_t d0, int64_t d1, int64_t d2, int64_t d3, int64_t elem_bytes) {
+    int64_t total = elem_bytes;
+    for (int64_t d : {d0, d1, d2, d3}) {
+        if (__builtin_mul_overflow(total, d, &total)) {
+            fail(GQA_STATUS_INVALID_ARGUMENT,
+                 "%s has %lld x %lld x %lld x %lld elements of %lld bytes, which overflows a 64-bit size",
+                 name, static_cast<long long>(d0), static_cast<long long>(d1), static_cast<long long>(d2),
+                 static_cast<long long>(d3), static_cast<long long>(elem_bytes));
+        }
+    }
+    return total;
+}
+
+struct Span {
+    const char* name;
+    const void* ptr;
+    int64_t bytes;
+};
+
+bool overlaps(const Span& a, const Span& b) {
+    if (!a.ptr || !b.ptr) return false;
+    auto a0 = reinterpret_cast<uintptr_t>(a.ptr), b0 = reinterpret_cast<uintptr_t>(b.ptr);
+    return a0 < b0 + static_cast<uintptr_t>(b.bytes) && b0 < a0 + static_cast<uintptr_t>(a.bytes);
+}
+
+// Written tensors (out, k_cache, v_cache) must not share memory with each other or with inputs:
+// otherwise the result would depend on the order of writes.
+void require_no_aliasing(const Span& out, const Span& q, const Span& k, const Span& v,
+                         const Span& k_cache, const Span& v_cache) {
+    const Span* written[] = {&out, &k_cache, &v_cache};
+    const Span* all[] = {&out, &q, &k, &v, &k_cache, &v_cache};
+    for (const Span* w : written) {
+        for (const Span* other : all) {
+            if (w == other || (other == &out && w != &out)) continue;  // each pair once
+            if (overlaps(*w, *other)) {
+                fail(GQA_STATUS_INVALID_ARGUMENT, "%s overlaps %s in memory; the tensors a call writes "
+                     "(out, k_cache, v_cache) must not alias any other tensor", w->name, other->name);
+            }
+        }
+    }
+}
+
+// Fills the fields prefill and decode share and checks shapes, sizes and aliasing.
+void finish(Problem& p, int64_t max_seq_len_for_size) {
+    const int64_t eb = dtype_bytes(p.dtype);
+    Span out{"out", p.out, tensor_bytes("out", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
+    Span q{"q", p.q, tensor_bytes("q", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
+    Span k{"k", p.k, tensor_bytes("k", p.batch, p.seq_len, p.num_kv_heads, p.head_dim, eb)};
+    Span v{"v", p.v, k.bytes};
+    int64_t cache_bytes = p.has_cache
+        ? tensor_bytes("k_cache", p.batch, max_seq_len_for_size, p.num_kv_heads, p.head_dim, eb) : 0;
+    Span k_cache{"k_cache", p.k_cache, cache_bytes};
+    Span v_cache{"v_cache", p.v_cache, cache_bytes};
+    require_no_aliasing(out, q, k, v, k_cache, v_cache);
+    p.group = p.num_q_heads / p.num_kv_heads;
+}
+
+}  // namespace
+
+Problem validate_prefill(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                         void* v_cache, const gqa_prefill_config* c, void* stream) {
+    require_pointer("config", c);
+    require_config_header(c->struct_size, c->abi_version, sizeof(gqa_prefill_config),
+                          "gqa_prefill_config", "GQA_PREFILL_CONFIG_INIT");
+    Problem p;
+    p.kind = Kind::Prefill;
+    p.dtype = require_dtype(c->dtype);
+    require_device(c->device);
+    p.device = c->device;
+    require_positive("batch_size", c->batch_size);
+    require_positive("seq_len", c->seq_len);
+    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
+    if (c->causal != 0 && c->causal != 1) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "causal (%d) must be 0 or 1", c->causal);
+    }
+    if (c->reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c->reserved);
+    p.scale = resolve_scale(c->scale, c->head_dim);
+
+    require_pointer("out", out);
+    require_pointer("q", q);
+    require_pointer("k", k);
+    require_pointer("v", v);
+    if ((k_cache == nullptr) != (v_cache == nullptr)) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "%s is NULL but %s is not; pass both caches or neither",
+             k_cache ? "v_cache" : "k_cache", k_cache ? "k_cache" : "v_cache");
+    }
+    p.has_cache = k_cache != nullptr;
+    if (p.has_cache) {
+        require_positive("max_seq_len", c->max_seq_len);
+        if (c->start_pos < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "start_pos (%d) must be >= 0", c->start_pos);
+        if (static_cast<int64_t>(c->start_pos) + c->seq_len > c->max_seq_len) {
+            fail(GQA_STATUS_CACHE_OVERFLOW,
+                 "start_pos (%d) + seq_len (%d) exceeds max_seq_len (%d): the cache is too small",
+                 c->start_pos, c->seq_len, c->max_seq_len);
+        }
+        p.max_seq_len = c->max_seq_len;
+        p.start_pos = c->start_pos;
+    } else if (c->start_pos != 0) {
+        fail(GQA_STATUS_INVALID_ARGUMENT,
+             "start_pos (%d) must be 0 without caches (k_cache and v_cache are NULL)", c->start_pos);
+    }
+
+    p.batch = c->batch_size;
+    p.seq_len = c->seq_len;
+    p.num_q_heads = c->num_q_heads;
+    p.num_kv_heads = c->num_kv_heads;
+    p.head_dim = c->head_dim;
+    p.causal = c->causal == 1;
+    p.out = out;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.k_cache = k_cache;
+    p.v_cache = v_cache;
+    p.stream = stream;
+    finish(p, p.max_seq_len);
+    validate_backend(p);
+    return p;
+}
+
+Problem validate_decode_shape(const gqa_decode_config* c) {
+    require_pointer("config", c);
+    require_config_header(c->struct_size, c->abi_version, sizeof(gqa_decode_config),
+                          "gqa_decode_config", "GQA_DECODE_CONFIG_INIT");
+    Problem p;
+    p.kind = Kind::Decode;
+    p.dtype = require_dtype(c->dtype);
+    require_device(c->device);
+    p.device = c->device;
+    require_positive("batch_size", c->batch_size);
+    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
+    require_positive("max_seq_len", c->max_seq_len);
+    p.scale = resolve_scale(c->scale, c->head_dim);
+    if (c->num_splits < 0 || c->num_splits > kMaxSplits) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d",
+             c->num_splits, kMaxSplits);
+    }
+    p.batch = c->batch_size;
+    p.seq_len = 1;
+    p.num_q_heads = c->num_q_heads;
+    p.num_kv_heads = c->num_kv_heads;
+    p.group = p.num_q_heads / p.num_kv_heads;
+    p.head_dim = c->head_dim;
+    p.max_seq_len = c->max_seq_len;
+    p.has_cache = true;
+    p.causal = true;
+    p.num_splits = c->num_splits;
+    return p;
+}
+
+Problem validate_decode(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                        void* v_cache, const gqa_decode_config* c, void* stream) {
+    Problem p = validate_decode_shape(c);
+    require_pointer("out", out);
+    require_pointer("q", q);
+    require_pointer("k", k);
+    require_pointer("v", v);
+    require_pointer("k_cache", k_cache);
+    require_pointer("v_cache", v_cache);
+
+    // Each sequence appends at its cache length, which must leave room for the new token.
+    auto check_len = [&](const char* name, int32_t len) {
+        if (len < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be >= 0", name, len);
+        if (len >= c->max_seq_len) {
+            fail(GQA_STATUS_CACHE_OVERFLOW,
+                 "%s (%d) must be less than max_seq_len (%d): the cache has no room for the new token",
+                 name, len, c->max_seq_len);
+        }
+    };
+    if (c->cache_lens) {
+        for (int32_t b = 0; b < c->batch_size; ++b) {
+            std::string name = format("cache_lens[%d]", b);
+            check_len(name.c_str(), c->cache_lens[b]);
+        }
+    } else {
+        check_len("cache_len", c->cache_len);
+    }
+
+    p.start_pos = c->cache_lens ? 0 : c->cache_len;
+    p.start_positions = c->cache_lens;
+    p.workspace = c->workspace;
+    p.workspace_bytes = c->workspace_bytes;
+    p.out = out;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.k_cache = k_cache;
+    p.v_cache = v_cache;
+    p.stream = stream;
+    finish(p, p.max_seq_len);
+    validate_backend(p);
+    if (p.device == GQA_DEVICE_CUDA && p.workspace) {
+        uint64_t needed = cuda_decode_workspace_bytes(p);
+        if (p.workspace_bytes < needed) {
+            fail(GQA_STATUS_INVALID_ARGUMENT,
+                 "workspace_bytes (%llu) is less than gqa_decode_workspace_size() (%llu) for this config",
+                 static_cast<unsigned long long>(p.workspace_bytes), static_cast<unsigned long long>(needed));
+        }
+    }
+    return p;
+}
+
+void validate_backend(const Problem& p) {
+    if (p.device == GQA_DEVICE_CPU) return;  // the CPU backend takes every valid Problem
+    std::string why;
+    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
+    if (p.dtype == DType::F32) {
+        fail(GQA_STATUS_UNSUPPORTED, "dtype (GQA_DTYPE_F32) is supported on the CPU only; use f16 or bf16 on CUDA");
+    }
+    cuda_check_supported(p);
+}
+
+}  // namespace gqa

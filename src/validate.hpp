@@ -1,0 +1,23 @@
+// validate.hpp: turn a C call into a Problem, or throw gqa::Error before anything is written.
+#pragma once
+
+#include "gqa.h"
+#include "problem.hpp"
+
+namespace gqa {
+
+Problem validate_prefill(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                         void* v_cache, const gqa_prefill_config* config, void* stream);
+Problem validate_decode(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                        void* v_cache, const gqa_decode_config* config, void* stream);
+
+// The pointer-free part of validate_decode (config header, dtype, device, shapes).
+Problem validate_decode_shape(const gqa_decode_config* config);
+
+// Checks the device-specific limits of a Problem whose fields are already valid.
+void validate_backend(const Problem& p);
+
+constexpr int32_t kMaxHeadDim = 256;
+constexpr int32_t kMaxSplits = 256;
+
+}  // namespace gqa
