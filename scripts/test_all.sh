@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs every suite:
+#   ctest (C tests over the header and library; GPU tests skip with 77 when no device),
+#   pytest (the Python package; GPU tests skip without a device),
+#   reliability (ASan/UBSan/TSan builds, fuzzing, ABI check) and callers (C package, Rust, Go, PyTorch).
+# Uses the active virtual environment, else creates ./.venv. Exit status: non-zero if any suite failed.
+# Options: --quick runs only ctest and pytest.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+
+if [ -n "${VIRTUAL_ENV:-}" ]; then
+  PY=python
+else
+  [ -x .venv/bin/python ] || python3 -m venv .venv || exit 1
+  PY="$PWD/.venv/bin/python"
+fi
+export PY
+
+echo "== install: libgqa + test requirements (build dir build/py) =="
+"$PY" -m pip install -q --upgrade pip || exit 1
+# One build serves both suites: the wheel's libgqa.so and the ctest programs come from build/py.
+"$PY" -m pip install -q ".[test]" -C build-dir=build/py -C cmake.define.GQA_BUILD_TESTS=ON || exit 1
+
+declare -a names=() results=()
+run_suite() {
+  local name=$1; shift
+  echo
+  echo "== suite: $name =="
+  local start=$SECONDS
+  "$@"
+  local rc=$?
+  names+=("$name ($((SECONDS - start)) s)")
+  results+=("$rc")
+}
+
+run_suite ctest ctest --test-dir build/py --output-on-failure
+run_suite pytest "$PY" -m pytest -q -rs tests/python
+if [ "$quick" = 0 ]; then
+  [ -f scripts/reliability/run_all.sh ] && run_suite reliability bash scripts/reliability/run_all.sh
+  [ -f scripts/callers/run_all.sh ] && run_suite callers bash scripts/callers/run_all.sh
+fi
+
+echo
+echo "== summary =="
+passed=0 failed=0
+for i in "${!names[@]}"; do
+  if [ "${results[$i]}" = 0 ]; then status=PASS; passed=$((passed + 1)); else status="FAIL (exit ${results[$i]})"; failed=$((failed + 1)); fi
+  printf '  %-40s %s\n' "${names[$i]}" "$status"
+done
+echo "suites: $passed passed, $failed failed"
+[ "$failed" = 0 ]
