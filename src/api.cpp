@@ -101,12 +101,13 @@ GQA_API gqa_status gqa_decode_workspace_size(const gqa_decode_config* config, ui
     GQA_API_BEGIN("gqa_decode_workspace_size")
     if (!bytes) gqa::fail(GQA_STATUS_INVALID_ARGUMENT, "bytes is NULL");
     gqa::Problem p = gqa::validate_decode_shape(config);
-    *bytes = 0;
+    uint64_t needed = 0;
     if (p.device == GQA_DEVICE_CUDA) {
         std::string why;
         if (!gqa::cuda_usable(&why)) gqa::fail(GQA_STATUS_DEVICE_UNAVAILABLE, "%s", why.c_str());
-        *bytes = gqa::cuda_decode_workspace_bytes(p);
+        needed = gqa::cuda_decode_workspace_bytes(p);
     }
+    *bytes = needed;  // written only on success, like every output of libgqa
     GQA_API_END()
 }
 
