@@ -1,13 +1,14 @@
 # Per-ISA compile flags for the CPU kernels. Each src/cpu/*_<isa>.cpp file is compiled for that
 # ISA only and is called only after a run-time CPU feature check, so the library as a whole
-# still runs on any x86-64 (no -march=native in a distributed build).
+# still runs on any x86-64 (no -march=native in a distributed build). The AVX-512 set must match
+# the run-time check in src/cpu/isa.cpp (AVX512-BF16 is not used: bf16 loads are exact shifts).
 function(gqa_cpu_isa_flags target)
   if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     get_target_property(sources ${target} SOURCES)
     foreach(src IN LISTS sources)
       if(src MATCHES "_avx512\\.cpp$")
         set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS
-          "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mavx512bf16;-mfma;-mf16c;-mavx2")
+          "-mavx512f;-mavx512bw;-mavx512vl;-mavx512dq;-mfma;-mf16c;-mavx2")
       elseif(src MATCHES "_avx2\\.cpp$")
         set_source_files_properties(${src} PROPERTIES COMPILE_OPTIONS "-mavx2;-mfma;-mf16c")
       endif()

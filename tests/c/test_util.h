@@ -25,13 +25,13 @@ static int g_checks = 0;
         }                                                                      \
     } while (0)
 
-static int test_summary(const char* name) {
+static inline int test_summary(const char* name) {
     fprintf(stderr, "%s: %d checks, %d failed\n", name, g_checks, g_failures);
     return g_failures ? 1 : 0;
 }
 
 /* ---- storage conversions (round to nearest even) ---------------------------------------- */
-static float f16_to_f32(uint16_t h) {
+static inline float f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ffu, bits;
     if (exp == 0) {
         float f = ldexpf((float)man, -24);
@@ -43,7 +43,7 @@ static float f16_to_f32(uint16_t h) {
     memcpy(&f, &bits, 4);
     return f;
 }
-static uint16_t f32_to_f16(float f) {
+static inline uint16_t f32_to_f16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000u;
@@ -58,40 +58,40 @@ static uint16_t f32_to_f16(float f) {
     uint32_t rounded = ax + 0xfffu + ((ax >> 13) & 1u);
     return (uint16_t)(sign | (((rounded >> 23) - 112) << 10) | ((rounded >> 13) & 0x3ffu));
 }
-static float bf16_to_f32(uint16_t h) {
+static inline float bf16_to_f32(uint16_t h) {
     uint32_t bits = (uint32_t)h << 16;
     float f;
     memcpy(&f, &bits, 4);
     return f;
 }
-static uint16_t f32_to_bf16(float f) {
+static inline uint16_t f32_to_bf16(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u);
     return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
-static size_t dtype_size(int32_t dtype) { return dtype == GQA_DTYPE_F32 ? 4 : 2; }
+static inline size_t dtype_size(int32_t dtype) { return dtype == GQA_DTYPE_F32 ? 4 : 2; }
 
-static float load_elem(const void* base, size_t i, int32_t dtype) {
+static inline float load_elem(const void* base, size_t i, int32_t dtype) {
     if (dtype == GQA_DTYPE_F32) return ((const float*)base)[i];
     uint16_t h = ((const uint16_t*)base)[i];
     return dtype == GQA_DTYPE_F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
-static void store_elem(void* base, size_t i, int32_t dtype, float f) {
+static inline void store_elem(void* base, size_t i, int32_t dtype, float f) {
     if (dtype == GQA_DTYPE_F32) ((float*)base)[i] = f;
     else ((uint16_t*)base)[i] = dtype == GQA_DTYPE_F16 ? f32_to_f16(f) : f32_to_bf16(f);
 }
 
 /* ---- random data ------------------------------------------------------------------------- */
 static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
-static float rand_uniform(void) { /* in [-1, 1) */
+static inline float rand_uniform(void) { /* in [-1, 1) */
     g_rng ^= g_rng << 13;
     g_rng ^= g_rng >> 7;
     g_rng ^= g_rng << 17;
     return (float)((g_rng >> 40) * (1.0 / 8388608.0)) * 2.0f - 1.0f;
 }
-static void fill_random(void* base, size_t n, int32_t dtype) {
+static inline void fill_random(void* base, size_t n, int32_t dtype) {
     for (size_t i = 0; i < n; ++i) store_elem(base, i, dtype, rand_uniform());
 }
 
@@ -105,7 +105,7 @@ typedef struct {
     size_t bytes;
 } guarded_buf;
 
-static guarded_buf guarded_alloc(size_t bytes) {
+static inline guarded_buf guarded_alloc(size_t bytes) {
     guarded_buf b;
     b.bytes = bytes;
     b.raw = (unsigned char*)malloc(bytes + 2 * GUARD_BYTES);
@@ -117,13 +117,13 @@ static guarded_buf guarded_alloc(size_t bytes) {
     b.data = b.raw + GUARD_BYTES;
     return b;
 }
-static int guards_intact(const guarded_buf* b) {
+static inline int guards_intact(const guarded_buf* b) {
     for (size_t i = 0; i < GUARD_BYTES; ++i) {
         if (b->raw[i] != GUARD_BYTE || b->raw[GUARD_BYTES + b->bytes + i] != GUARD_BYTE) return 0;
     }
     return 1;
 }
-static void guarded_free(guarded_buf* b) {
+static inline void guarded_free(guarded_buf* b) {
     free(b->raw);
     b->raw = NULL;
     b->data = NULL;
@@ -139,11 +139,11 @@ typedef struct {
     size_t row_stride;  /* elements between consecutive keys */
 } strided_view;
 
-static double view_at(const strided_view* v, int64_t j, int64_t d) {
+static inline double view_at(const strided_view* v, int64_t j, int64_t d) {
     return load_elem(v->base, v->offset + (size_t)j * v->row_stride + (size_t)d, v->dtype);
 }
 
-static void reference_row(const strided_view* q, const strided_view* k, const strided_view* v,
+static inline void reference_row(const strided_view* q, const strided_view* k, const strided_view* v,
                           int64_t n_keys, int64_t head_dim, double scale, double* res) {
     double m = -INFINITY, l = 0.0;
     for (int64_t d = 0; d < head_dim; ++d) res[d] = 0.0;

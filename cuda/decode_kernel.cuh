@@ -1,0 +1,246 @@
+// decode_kernel.cuh: GQA decode, one new token per sequence.
+//
+// One block = (split, kv head x head group, sequence). Up to kHeads query heads of one KV head
+// share every K/V tile the block loads (16-byte loads into shared memory), so the cache is read
+// once per KV head rather than once per query head (groups larger than kHeads take
+// ceil(G / kHeads) blocks). With num_splits > 1 each split covers a slice of the keys and
+// writes unnormalised partials for combine_kernel; otherwise the block writes out directly.
+//
+// The new token (key position start) is read from k and v, never from the cache, and the block
+// of split 0 / head group 0 copies it into the cache at `start`: no block of this launch reads
+// that cache row, so the fused append cannot race with the attention.
+#pragma once
+
+#include <cmath>
+
+#include "common.cuh"
+#include "launchers.hpp"
+#include "log.hpp"
+
+namespace gqa {
+namespace gpu {
+
+template <int D>
+struct DecodeTile {
+    static constexpr int kKeys = 32;     // keys per tile: one per lane in Q·Kᵀ
+    static constexpr int kThreads = 128;
+    static constexpr int kWarps = kThreads / 32;
+    static constexpr int kHeads = kDecodeHeadsPerBlock;
+    static constexpr int kHeadsPerWarp = kHeads / kWarps;
+    static constexpr int kChunks = D / kVec;
+    static constexpr int kStride = D + kVec;  // odd number of 16-byte units: no bank conflicts
+    static constexpr int kPairs = D / 2;      // P·V works on pairs of dims (4-byte smem reads)
+    static constexpr int kItemsPerThread = (kHeads * kPairs + kThreads - 1) / kThreads;
+    static_assert(D % kVec == 0, "head_dim must be a multiple of 8");
+    static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
+    static_assert(kHeads % kWarps == 0, "heads are dealt to warps evenly");
+};
+
+// Keys of split `split` for a sequence with kv_len keys: whole tiles, the last split shorter.
+__host__ __device__ inline int64_t decode_keys_per_split(int64_t kv_len, int64_t splits,
+                                                         int64_t tile) {
+    const int64_t per = (kv_len + splits - 1) / splits;
+    return (per + tile - 1) / tile * tile;
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__(DecodeTile<D>::kThreads)
+    decode_kernel(const __grid_constant__ AttnParams p) {
+    using Tile = DecodeTile<D>;
+    constexpr int kK = Tile::kKeys, kStride = Tile::kStride, kChunks = Tile::kChunks;
+    constexpr int kH = Tile::kHeads, kPairs = Tile::kPairs;
+    using Pair = typename Storage<T>::Pair;
+
+    __shared__ __align__(16) T k_s[kK * kStride];
+    __shared__ __align__(16) T v_s[kK * kStride];
+    __shared__ __align__(16) float q_s[kH][D];
+    __shared__ float p_s[kH][kK + 1];  // +1: two heads read by one warp use distinct banks
+    __shared__ float alpha_s[kH];
+    __shared__ float m_s[kH];
+    __shared__ float l_s[kH];
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int64_t head_groups = (p.group + kH - 1) / kH;
+    const int64_t kvh = blockIdx.y / head_groups;
+    const int64_t hg = blockIdx.y % head_groups;
+    const int64_t h0 = kvh * p.group + hg * kH;  // first query head of this block
+    const int nh = int(min(int64_t(kH), p.group - hg * kH));
+    const int bl = blockIdx.z;
+    const int64_t b = int64_t(p.chunk.first) + bl;
+    const int64_t start = p.chunk.start[bl];
+    const int64_t kv_len = start + 1;
+    const int64_t split = blockIdx.x;
+    const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kK);
+    const int64_t lo = split * per_split;
+    const int64_t hi = min(kv_len, lo + per_split);  // lo >= hi: an empty split
+
+    const T* k_new = static_cast<const T*>(p.k);
+    const T* v_new = static_cast<const T*>(p.v);
+    T* k_cache = static_cast<T*>(p.k_cache);
+    T* v_cache = static_cast<T*>(p.v_cache);
+
+    // Fused cache append of the new token (see the header comment for why it cannot race).
+    if (split == 0 && hg == 0 && tid < kChunks) {
+        const int64_t src = (b * p.num_kv_heads + kvh) * D + tid * kVec;
+        const int64_t dst = ((b * p.max_seq_len + start) * p.num_kv_heads + kvh) * D + tid * kVec;
+        store16(k_cache + dst, load16(k_new + src));
+        store16(v_cache + dst, load16(v_new + src));
+    }
+
+    // The block's query heads, in fp32; heads past nh are zero.
+    const T* q = static_cast<const T*>(p.q);
+    for (int e = tid; e < kH * kChunks; e += Tile::kThreads) {
+        const int h = e / kChunks, c = e % kChunks;
+        float f[kVec];
+        if (h < nh) {
+            unpack8<T>(load16(q + ((b * p.num_q_heads + h0 + h) * D) + c * kVec), f);
+        } else {
+#pragma unroll
+            for (int i = 0; i < kVec; ++i) f[i] = 0.0f;
+        }
+#pragma unroll
+        for (int i = 0; i < kVec; ++i) q_s[h][c * kVec + i] = f[i];
+    }
+
+    // Softmax state of the heads warp, warp + kWarps, ... (identical in every lane).
+    float m[Tile::kHeadsPerWarp], l[Tile::kHeadsPerWarp];
+#pragma unroll
+    for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+    }
+    // P·V accumulators: item e = tid + i * kThreads is (head e / kPairs, dims 2*(e % kPairs)+0,1).
+    float acc[Tile::kItemsPerThread][2];
+#pragma unroll
+    for (int i = 0; i < Tile::kItemsPerThread; ++i) acc[i][0] = acc[i][1] = 0.0f;
+
+    for (int64_t k0 = lo; k0 < hi; k0 += kK) {
+        // K and V tile; rows at or past hi are zero so that P·V never touches NaN.
+        for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
+            const int r = e / kChunks, c = e % kChunks;
+            const int64_t pos = k0 + r;
+            uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
+            if (pos < hi) {
+                bool cached;
+                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
+                kx = load16((cached ? static_cast<const T*>(k_cache) : k_new) + off);
+                vx = load16((cached ? static_cast<const T*>(v_cache) : v_new) + off);
+            }
+            store16(&k_s[r * kStride + c * kVec], kx);
+            store16(&v_s[r * kStride + c * kVec], vx);
+        }
+        __syncthreads();
+
+        // Q·Kᵀ: lane = key, warp = heads warp, warp + kWarps, ...
+        float s[Tile::kHeadsPerWarp];
+#pragma unroll
+        for (int i = 0; i < Tile::kHeadsPerWarp; ++i) s[i] = 0.0f;
+#pragma unroll 2
+        for (int c = 0; c < kChunks; ++c) {
+            float kf[kVec];
+            unpack8<T>(*reinterpret_cast<const uint4*>(&k_s[lane * kStride + c * kVec]), kf);
+#pragma unroll
+            for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
+                const float4 qa = *reinterpret_cast<const float4*>(&q_s[warp + i * Tile::kWarps][c * kVec]);
+                const float4 qb = *reinterpret_cast<const float4*>(&q_s[warp + i * Tile::kWarps][c * kVec + 4]);
+                s[i] = fmaf(qa.x, kf[0], s[i]);
+                s[i] = fmaf(qa.y, kf[1], s[i]);
+                s[i] = fmaf(qa.z, kf[2], s[i]);
+                s[i] = fmaf(qa.w, kf[3], s[i]);
+                s[i] = fmaf(qb.x, kf[4], s[i]);
+                s[i] = fmaf(qb.y, kf[5], s[i]);
+                s[i] = fmaf(qb.z, kf[6], s[i]);
+                s[i] = fmaf(qb.w, kf[7], s[i]);
+            }
+        }
+        const bool visible = k0 + lane < hi;
+#pragma unroll
+        for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
+            const int h = warp + i * Tile::kWarps;
+            if (h < nh) {  // warp-uniform: the shuffles below see the whole warp
+                const float si = visible ? s[i] * p.scale_log2 : -INFINITY;
+                // k0 < hi, so lane 0's key is visible and m_new is finite.
+                const float m_new = fmaxf(m[i], warp_max(si));
+                const float alpha = exp2f(m[i] - m_new);  // exp2f(-inf) == 0 on the first tile
+                const float pr = exp2f(si - m_new);
+                l[i] = l[i] * alpha + warp_sum(pr);
+                m[i] = m_new;
+                p_s[h][lane] = pr;
+                if (lane == 0) alpha_s[h] = alpha;
+            }
+        }
+        __syncthreads();
+
+        // P·V on pairs of dims.
+#pragma unroll
+        for (int i = 0; i < Tile::kItemsPerThread; ++i) {
+            const int e = tid + i * Tile::kThreads;
+            const int h = e / kPairs, c = e % kPairs;
+            if (h < nh) {
+                const float alpha = alpha_s[h];
+                float a0 = acc[i][0] * alpha, a1 = acc[i][1] * alpha;
+#pragma unroll 8
+                for (int j = 0; j < kK; ++j) {
+                    const float pj = p_s[h][j];
+                    const float2 vv = Storage<T>::to_float2(
+                        *reinterpret_cast<const Pair*>(&v_s[j * kStride + 2 * c]));
+                    a0 = fmaf(pj, vv.x, a0);
+                    a1 = fmaf(pj, vv.y, a1);
+                }
+                acc[i][0] = a0;
+                acc[i][1] = a1;
+            }
+        }
+        __syncthreads();  // k_s, v_s, p_s and alpha_s are overwritten by the next tile
+    }
+
+#pragma unroll
+    for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
+        const int h = warp + i * Tile::kWarps;
+        if (h < nh && lane == 0) {
+            m_s[h] = m[i];
+            l_s[h] = l[i];
+        }
+    }
+    __syncthreads();
+
+#pragma unroll
+    for (int i = 0; i < Tile::kItemsPerThread; ++i) {
+        const int e = tid + i * Tile::kThreads;
+        const int h = e / kPairs, c = e % kPairs;
+        if (h >= nh) continue;
+        const int64_t qh = h0 + h;
+        if (p.num_splits == 1) {
+            // Key `start` is always visible, so l >= 1.
+            const float inv_l = 1.0f / l_s[h];
+            T* out = static_cast<T*>(p.out) + (b * p.num_q_heads + qh) * D + 2 * c;
+            *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(acc[i][0] * inv_l, acc[i][1] * inv_l);
+        } else {
+            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + split;
+            *reinterpret_cast<float2*>(p.partial_o + entry * D + 2 * c) = make_float2(acc[i][0], acc[i][1]);
+            if (c == 0) p.partial_ml[entry] = make_float2(m_s[h], l_s[h]);
+        }
+    }
+}
+
+template <typename T, int D>
+void launch_decode(const AttnParams& p, cudaStream_t stream) {
+    using Tile = DecodeTile<D>;
+    const int64_t head_groups = (p.group + Tile::kHeads - 1) / Tile::kHeads;
+    const dim3 grid(unsigned(p.num_splits), unsigned(p.num_kv_heads * head_groups),
+                    unsigned(p.chunk.count));
+    const dim3 block(Tile::kThreads);
+    GQA_LOG(GQA_LOG_DEBUG,
+            "cuda decode_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
+            "static smem %d B, splits %d, %lld head group(s) of <= %d query heads",
+            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
+            int(sizeof(T) * 2 * Tile::kKeys * Tile::kStride +
+                sizeof(float) * (Tile::kHeads * D + Tile::kHeads * (Tile::kKeys + 1) + 3 * Tile::kHeads)),
+            p.num_splits, (long long)head_groups, Tile::kHeads);
+    decode_kernel<T, D><<<grid, block, 0, stream>>>(p);
+}
+
+}  // namespace gpu
+}  // namespace gqa

@@ -1,0 +1,49 @@
+/*
+ * gqa_layout.c: prints the size and field offsets of the config structs as C sees them, as
+ * JSON on stdout. tests/python/test_layout.py compares this with Python (cffi), Rust and Go.
+ */
+#include <gqa.h>
+
+#include <stddef.h>
+#include <stdio.h>
+
+#define FIELD(type, name) \
+    printf("%s\"%s\": %zu", first ? "" : ", ", #name, offsetof(type, name)); first = 0;
+
+int main(void) {
+    int first = 1;
+    printf("{\"gqa_prefill_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_prefill_config));
+    FIELD(gqa_prefill_config, struct_size)
+    FIELD(gqa_prefill_config, abi_version)
+    FIELD(gqa_prefill_config, dtype)
+    FIELD(gqa_prefill_config, device)
+    FIELD(gqa_prefill_config, batch_size)
+    FIELD(gqa_prefill_config, seq_len)
+    FIELD(gqa_prefill_config, num_q_heads)
+    FIELD(gqa_prefill_config, num_kv_heads)
+    FIELD(gqa_prefill_config, head_dim)
+    FIELD(gqa_prefill_config, max_seq_len)
+    FIELD(gqa_prefill_config, start_pos)
+    FIELD(gqa_prefill_config, causal)
+    FIELD(gqa_prefill_config, scale)
+    FIELD(gqa_prefill_config, reserved)
+    first = 1;
+    printf("}}, \"gqa_decode_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_decode_config));
+    FIELD(gqa_decode_config, struct_size)
+    FIELD(gqa_decode_config, abi_version)
+    FIELD(gqa_decode_config, dtype)
+    FIELD(gqa_decode_config, device)
+    FIELD(gqa_decode_config, batch_size)
+    FIELD(gqa_decode_config, num_q_heads)
+    FIELD(gqa_decode_config, num_kv_heads)
+    FIELD(gqa_decode_config, head_dim)
+    FIELD(gqa_decode_config, max_seq_len)
+    FIELD(gqa_decode_config, cache_len)
+    FIELD(gqa_decode_config, scale)
+    FIELD(gqa_decode_config, num_splits)
+    FIELD(gqa_decode_config, cache_lens)
+    FIELD(gqa_decode_config, workspace)
+    FIELD(gqa_decode_config, workspace_bytes)
+    printf("}}}\n");
+    return 0;
+}

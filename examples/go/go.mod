@@ -1,0 +1,3 @@
+module libgqa.example/gqa
+
+go 1.19

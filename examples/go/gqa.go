@@ -1,0 +1,216 @@
+// Package gqa calls libgqa (Grouped-Query Attention) through cgo, against include/gqa.h itself.
+//
+// Tensors are BSHD row-major slices on the CPU. Each call checks that every slice is exactly as
+// long as its shape needs before libgqa sees a pointer; libgqa validates the rest and answers
+// with a status and a sentence naming the parameter, returned as *Error.
+//
+// Build: `#cgo pkg-config: gqa` finds the installed header and library (PKG_CONFIG_PATH=PREFIX/lib/pkgconfig);
+// at run time libgqa.so must be on the loader's path (LD_LIBRARY_PATH=PREFIX/lib).
+package gqa
+
+/*
+#cgo pkg-config: gqa
+#include <stdlib.h>
+#include <gqa.h>
+*/
+import "C"
+
+import (
+	"fmt"
+	"runtime"
+	"unsafe"
+)
+
+// Status codes of gqa.h.
+const (
+	StatusOK                = int(C.GQA_STATUS_OK)
+	StatusInvalidArgument   = int(C.GQA_STATUS_INVALID_ARGUMENT)
+	StatusCacheOverflow     = int(C.GQA_STATUS_CACHE_OVERFLOW)
+	StatusUnsupported       = int(C.GQA_STATUS_UNSUPPORTED)
+	StatusDeviceUnavailable = int(C.GQA_STATUS_DEVICE_UNAVAILABLE)
+	StatusVersionMismatch   = int(C.GQA_STATUS_VERSION_MISMATCH)
+)
+
+// ABIVersion is the GQA_ABI_VERSION these bindings were compiled against.
+const ABIVersion = int(C.GQA_ABI_VERSION)
+
+// Error is a failed call: the status and the sentence that names the parameter and its value.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("%s: %s", StatusString(e.Status), e.Message)
+}
+
+// StatusString is gqa_status_string: the name of a status.
+func StatusString(status int) string {
+	return C.GoString(C.gqa_status_string(C.gqa_status(status)))
+}
+
+// Version is the library's version string.
+func Version() string { return C.GoString(C.gqa_version_string()) }
+
+// CheckABI fails when the loaded libgqa speaks another ABI than the header compiled in here.
+func CheckABI() error {
+	if abi := int(C.gqa_abi_version()); abi != ABIVersion {
+		return &Error{StatusVersionMismatch, fmt.Sprintf("libgqa ABI version is %d, these bindings need %d", abi, ABIVersion)}
+	}
+	return nil
+}
+
+func check(status C.gqa_status) error {
+	if status == C.GQA_STATUS_OK {
+		return nil
+	}
+	// gqa_last_error is thread-local: callers hold runtime.LockOSThread across the call and this.
+	return &Error{int(status), C.GoString(C.gqa_last_error())}
+}
+
+// Element is a storage type libgqa accepts on the CPU.
+type Element interface{ float32 | F16 | BF16 }
+
+func dtypeOf[T Element]() C.int32_t {
+	var zero T
+	switch any(zero).(type) {
+	case F16:
+		return C.GQA_DTYPE_F16
+	case BF16:
+		return C.GQA_DTYPE_BF16
+	}
+	return C.GQA_DTYPE_F32
+}
+
+// elements is the product of dims, or -1 when a dim is not positive (libgqa then rejects the
+// call before touching memory) or the product overflows.
+func elements(dims ...int) int {
+	n := 1
+	for _, d := range dims {
+		if d <= 0 || n > int(^uint(0)>>1)/d {
+			return -1
+		}
+		n *= d
+	}
+	return n
+}
+
+func expectLen(name string, got, want int) error {
+	if want >= 0 && got != want {
+		return &Error{StatusInvalidArgument, fmt.Sprintf("%s has %d elements, the shape needs %d", name, got, want)}
+	}
+	return nil
+}
+
+func pointer[T Element](s []T) unsafe.Pointer {
+	if len(s) == 0 {
+		return nil // libgqa rejects a NULL tensor with a message naming it
+	}
+	return unsafe.Pointer(&s[0])
+}
+
+// PrefillParams is the shape and options of a prefill call (gqa_prefill_config).
+type PrefillParams struct {
+	BatchSize, SeqLen, NumQHeads, NumKVHeads, HeadDim int
+	MaxSeqLen                                         int // cache capacity in tokens; ignored without caches
+	StartPos                                          int
+	NonCausal                                         bool    // false: causal attention (the default)
+	Scale                                             float32 // 0 means 1/sqrt(HeadDim)
+}
+
+// Prefill runs prefill on the CPU. q, out: [batch, seq_len, num_q_heads, head_dim]; k, v:
+// [batch, seq_len, num_kv_heads, head_dim]; kCache, vCache (both nil for none):
+// [batch, max_seq_len, num_kv_heads, head_dim], receiving k, v at [StartPos, StartPos+SeqLen).
+func Prefill[T Element](out, q, k, v, kCache, vCache []T, p PrefillParams) error {
+	qLen := elements(p.BatchSize, p.SeqLen, p.NumQHeads, p.HeadDim)
+	kvLen := elements(p.BatchSize, p.SeqLen, p.NumKVHeads, p.HeadDim)
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen}} {
+		if err := expectLen(c.name, c.got, c.want); err != nil {
+			return err
+		}
+	}
+	if kCache != nil || vCache != nil {
+		cacheLen := elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)
+		if err := expectLen("k_cache", len(kCache), cacheLen); err != nil {
+			return err
+		}
+		if err := expectLen("v_cache", len(vCache), cacheLen); err != nil {
+			return err
+		}
+	}
+	var config C.gqa_prefill_config
+	C.gqa_prefill_config_init(&config)
+	config.dtype = dtypeOf[T]()
+	config.device = C.GQA_DEVICE_CPU
+	config.batch_size = C.int32_t(p.BatchSize)
+	config.seq_len = C.int32_t(p.SeqLen)
+	config.num_q_heads = C.int32_t(p.NumQHeads)
+	config.num_kv_heads = C.int32_t(p.NumKVHeads)
+	config.head_dim = C.int32_t(p.HeadDim)
+	config.max_seq_len = C.int32_t(p.MaxSeqLen)
+	config.start_pos = C.int32_t(p.StartPos)
+	config.causal = 1
+	if p.NonCausal {
+		config.causal = 0
+	}
+	config.scale = C.float(p.Scale)
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return check(C.gqa_attention_prefill(pointer(out), pointer(q), pointer(k), pointer(v),
+		pointer(kCache), pointer(vCache), &config, nil))
+}
+
+// DecodeParams is the shape and options of a decode call (gqa_decode_config).
+type DecodeParams struct {
+	BatchSize, NumQHeads, NumKVHeads, HeadDim int
+	MaxSeqLen                                 int
+	CacheLen                                  int     // tokens already cached, for every sequence ...
+	CacheLens                                 []int32 // ... or one per sequence when not nil
+	Scale                                     float32 // 0 means 1/sqrt(HeadDim)
+}
+
+// Decode runs one decode step on the CPU. q, out: [batch, 1, num_q_heads, head_dim]; k, v:
+// [batch, 1, num_kv_heads, head_dim], written at cache position CacheLen (or CacheLens[b]);
+// kCache, vCache: [batch, max_seq_len, num_kv_heads, head_dim].
+func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
+	qLen := elements(p.BatchSize, p.NumQHeads, p.HeadDim)
+	kvLen := elements(p.BatchSize, p.NumKVHeads, p.HeadDim)
+	cacheLen := elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen},
+		{"k_cache", len(kCache), cacheLen}, {"v_cache", len(vCache), cacheLen}} {
+		if err := expectLen(c.name, c.got, c.want); err != nil {
+			return err
+		}
+	}
+	var config C.gqa_decode_config
+	C.gqa_decode_config_init(&config)
+	config.dtype = dtypeOf[T]()
+	config.device = C.GQA_DEVICE_CPU
+	config.batch_size = C.int32_t(p.BatchSize)
+	config.num_q_heads = C.int32_t(p.NumQHeads)
+	config.num_kv_heads = C.int32_t(p.NumKVHeads)
+	config.head_dim = C.int32_t(p.HeadDim)
+	config.max_seq_len = C.int32_t(p.MaxSeqLen)
+	config.cache_len = C.int32_t(p.CacheLen)
+	config.scale = C.float(p.Scale)
+	if p.CacheLens != nil {
+		if err := expectLen("cache_lens", len(p.CacheLens), elements(p.BatchSize)); err != nil {
+			return err
+		}
+		// cgo forbids handing C a Go struct that holds a Go pointer: copy the lengths to C memory.
+		lens := (*C.int32_t)(C.malloc(C.size_t(4 * len(p.CacheLens))))
+		defer C.free(unsafe.Pointer(lens))
+		copy(unsafe.Slice((*int32)(unsafe.Pointer(lens)), len(p.CacheLens)), p.CacheLens)
+		config.cache_lens = lens
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return check(C.gqa_attention_decode(pointer(out), pointer(q), pointer(k), pointer(v),
+		pointer(kCache), pointer(vCache), &config, nil))
+}

@@ -1,0 +1,205 @@
+package gqa
+
+import (
+	"math"
+	"strings"
+	"testing"
+)
+
+const (
+	batch    = 2
+	qHeads   = 6
+	kvHeads  = 2
+	headDim  = 17
+	maxSeq   = 40
+	groupLen = qHeads / kvHeads
+)
+
+// storage bundles a dtype's conversions and the project's tolerance against float64.
+type storage[T Element] struct {
+	from      func(float32) T
+	to        func(T) float32
+	tolerance float64
+}
+
+var (
+	f32Storage  = storage[float32]{func(x float32) float32 { return x }, func(x float32) float32 { return x }, 1e-4}
+	f16Storage  = storage[F16]{F16FromFloat32, F16.Float32, 4e-3}
+	bf16Storage = storage[BF16]{BF16FromFloat32, BF16.Float32, 3e-2}
+)
+
+// rng gives deterministic values in [-1, 1).
+type rng uint64
+
+func tensor[T Element](r *rng, s storage[T], n int) []T {
+	out := make([]T, n)
+	for i := range out {
+		*r = *r*6364136223846793005 + 1442695040888963407
+		out[i] = s.from(float32(float64(uint64(*r)>>11)/(1<<53)*2 - 1))
+	}
+	return out
+}
+
+func filled[T Element](s storage[T], n int, x float32) []T {
+	out := make([]T, n)
+	for i := range out {
+		out[i] = s.from(x)
+	}
+	return out
+}
+
+func idx(b, s, h, seq, heads int) int { return ((b*seq+s)*heads + h) * headDim }
+
+// writeCache copies new rows [batch, n, kvHeads, headDim] into a shadow cache at start[b].
+func writeCache[T Element](cache, rows []T, n int, start []int) {
+	row := kvHeads * headDim
+	for b := 0; b < batch; b++ {
+		for s := 0; s < n; s++ {
+			copy(cache[idx(b, start[b]+s, 0, maxSeq, kvHeads):][:row], rows[idx(b, s, 0, n, kvHeads):][:row])
+		}
+	}
+}
+
+// worstError compares out with float64 attention where query row s of sequence b sees cache
+// positions 0..last(b, s); NaN counts as infinitely wrong.
+func worstError[T Element](st storage[T], q, out, kc, vc []T, n int, last func(b, s int) int) float64 {
+	worst := 0.0
+	scale := 1 / math.Sqrt(headDim)
+	for b := 0; b < batch; b++ {
+		for s := 0; s < n; s++ {
+			for h := 0; h < qHeads; h++ {
+				kvh, positions := h/groupLen, last(b, s)+1
+				scores := make([]float64, positions)
+				maxScore := math.Inf(-1)
+				for t := range scores {
+					dot := 0.0
+					for d := 0; d < headDim; d++ {
+						dot += float64(st.to(q[idx(b, s, h, n, qHeads)+d])) * float64(st.to(kc[idx(b, t, kvh, maxSeq, kvHeads)+d]))
+					}
+					scores[t] = dot * scale
+					maxScore = math.Max(maxScore, scores[t])
+				}
+				total := 0.0
+				for t := range scores {
+					scores[t] = math.Exp(scores[t] - maxScore)
+					total += scores[t]
+				}
+				for d := 0; d < headDim; d++ {
+					expected := 0.0
+					for t := range scores {
+						expected += scores[t] / total * float64(st.to(vc[idx(b, t, kvh, maxSeq, kvHeads)+d]))
+					}
+					err := math.Abs(expected - float64(st.to(out[idx(b, s, h, n, qHeads)+d])))
+					if math.IsNaN(err) {
+						err = math.Inf(1)
+					}
+					worst = math.Max(worst, err)
+				}
+			}
+		}
+	}
+	return worst
+}
+
+// equal compares element-wise; the NaN poison of unwritten positions equals itself.
+func equal[T Element](a, b []T) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] && !(a[i] != a[i] && b[i] != b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func prefillThenDecode[T Element](t *testing.T, st storage[T]) {
+	if err := CheckABI(); err != nil {
+		t.Fatal(err)
+	}
+	r := rng(7)
+	cacheElems := batch * maxSeq * kvHeads * headDim
+	nan := float32(math.NaN())
+	kc, vc := filled(st, cacheElems, nan), filled(st, cacheElems, nan)
+	shadowK, shadowV := append([]T(nil), kc...), append([]T(nil), vc...)
+
+	// A 13-token prompt prefilled in two chunks: 8 tokens, then 5 at start_pos 8.
+	for _, chunk := range [][2]int{{0, 8}, {8, 5}} {
+		start, n := chunk[0], chunk[1]
+		q := tensor(&r, st, batch*n*qHeads*headDim)
+		k := tensor(&r, st, batch*n*kvHeads*headDim)
+		v := tensor(&r, st, batch*n*kvHeads*headDim)
+		out := filled(st, len(q), nan)
+		p := PrefillParams{BatchSize: batch, SeqLen: n, NumQHeads: qHeads, NumKVHeads: kvHeads,
+			HeadDim: headDim, MaxSeqLen: maxSeq, StartPos: start}
+		if err := Prefill(out, q, k, v, kc, vc, p); err != nil {
+			t.Fatal(err)
+		}
+		writeCache(shadowK, k, n, []int{start, start})
+		writeCache(shadowV, v, n, []int{start, start})
+		if !equal(kc, shadowK) || !equal(vc, shadowV) {
+			t.Fatalf("prefill at %d wrote the cache wrongly", start)
+		}
+		if err := worstError(st, q, out, kc, vc, n, func(_, s int) int { return start + s }); err > st.tolerance {
+			t.Fatalf("prefill chunk at %d: error %g > %g", start, err, st.tolerance)
+		}
+	}
+
+	// Three decode steps for both sequences, then one with per-sequence lengths (16 and 9).
+	for _, lens := range [][]int{{13, 13}, {14, 14}, {15, 15}, {16, 9}} {
+		q := tensor(&r, st, batch*qHeads*headDim)
+		k := tensor(&r, st, batch*kvHeads*headDim)
+		v := tensor(&r, st, batch*kvHeads*headDim)
+		out := filled(st, len(q), nan)
+		p := DecodeParams{BatchSize: batch, NumQHeads: qHeads, NumKVHeads: kvHeads, HeadDim: headDim,
+			MaxSeqLen: maxSeq, CacheLen: lens[0]}
+		if lens[0] != lens[1] {
+			p.CacheLens = []int32{int32(lens[0]), int32(lens[1])}
+		}
+		if err := Decode(out, q, k, v, kc, vc, p); err != nil {
+			t.Fatal(err)
+		}
+		writeCache(shadowK, k, 1, lens)
+		writeCache(shadowV, v, 1, lens)
+		if !equal(kc, shadowK) || !equal(vc, shadowV) {
+			t.Fatalf("decode at %v wrote the cache wrongly", lens)
+		}
+		if err := worstError(st, q, out, kc, vc, 1, func(b, _ int) int { return lens[b] }); err > st.tolerance {
+			t.Fatalf("decode at %v: error %g > %g", lens, err, st.tolerance)
+		}
+	}
+}
+
+func TestF32PrefillThenDecode(t *testing.T)  { prefillThenDecode(t, f32Storage) }
+func TestF16PrefillThenDecode(t *testing.T)  { prefillThenDecode(t, f16Storage) }
+func TestBF16PrefillThenDecode(t *testing.T) { prefillThenDecode(t, bf16Storage) }
+
+func TestErrorsCarryStatusAndMessageAndWriteNothing(t *testing.T) {
+	run := func(kv, cacheLen, qLen int) *Error {
+		q, k, v := filled(f32Storage, qLen, 0.5), filled(f32Storage, kv*headDim, 0.25), filled(f32Storage, kv*headDim, 1)
+		kc, vc := filled(f32Storage, maxSeq*kv*headDim, 7), filled(f32Storage, maxSeq*kv*headDim, 7)
+		out := filled(f32Storage, qLen, 9)
+		err := Decode(out, q, k, v, kc, vc, DecodeParams{BatchSize: 1, NumQHeads: qHeads, NumKVHeads: kv,
+			HeadDim: headDim, MaxSeqLen: maxSeq, CacheLen: cacheLen})
+		seven := filled(f32Storage, len(kc), 7)
+		if !equal(out, filled(f32Storage, qLen, 9)) || !equal(kc, seven) || !equal(vc, seven) {
+			t.Fatal("a rejected call wrote out or a cache")
+		}
+		e, ok := err.(*Error)
+		if !ok {
+			t.Fatalf("want *Error, got %v", err)
+		}
+		return e
+	}
+	full := qHeads * headDim
+	if e := run(kvHeads, maxSeq, full); e.Status != StatusCacheOverflow || !strings.Contains(e.Message, "cache_len") {
+		t.Fatalf("full cache: %v", e)
+	}
+	if e := run(4, 0, full); e.Status != StatusInvalidArgument || !strings.Contains(e.Message, "num_kv_heads") {
+		t.Fatalf("6 query heads over 4 KV heads: %v", e)
+	}
+	if e := run(kvHeads, 0, full-1); e.Status != StatusInvalidArgument || !strings.HasPrefix(e.Message, "out has") {
+		t.Fatalf("short q: %v", e)
+	}
+}

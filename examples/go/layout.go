@@ -1,0 +1,50 @@
+package gqa
+
+/*
+#include <gqa.h>
+*/
+import "C"
+
+import (
+	"fmt"
+	"strings"
+	"unsafe"
+)
+
+// LayoutJSON reports the size and field offsets of the config structs as Go (cgo) sees them,
+// for tests/python/test_layout.py, which compares them with C, Python (cffi) and Rust.
+func LayoutJSON() string {
+	var p C.gqa_prefill_config
+	var d C.gqa_decode_config
+	type field struct {
+		name   string
+		offset uintptr
+	}
+	object := func(size uintptr, fields []field) string {
+		parts := make([]string, len(fields))
+		for i, f := range fields {
+			parts[i] = fmt.Sprintf("%q: %d", f.name, f.offset)
+		}
+		return fmt.Sprintf(`{"size": %d, "fields": {%s}}`, size, strings.Join(parts, ", "))
+	}
+	prefill := object(unsafe.Sizeof(p), []field{
+		{"struct_size", unsafe.Offsetof(p.struct_size)}, {"abi_version", unsafe.Offsetof(p.abi_version)},
+		{"dtype", unsafe.Offsetof(p.dtype)}, {"device", unsafe.Offsetof(p.device)},
+		{"batch_size", unsafe.Offsetof(p.batch_size)}, {"seq_len", unsafe.Offsetof(p.seq_len)},
+		{"num_q_heads", unsafe.Offsetof(p.num_q_heads)}, {"num_kv_heads", unsafe.Offsetof(p.num_kv_heads)},
+		{"head_dim", unsafe.Offsetof(p.head_dim)}, {"max_seq_len", unsafe.Offsetof(p.max_seq_len)},
+		{"start_pos", unsafe.Offsetof(p.start_pos)}, {"causal", unsafe.Offsetof(p.causal)},
+		{"scale", unsafe.Offsetof(p.scale)}, {"reserved", unsafe.Offsetof(p.reserved)},
+	})
+	decode := object(unsafe.Sizeof(d), []field{
+		{"struct_size", unsafe.Offsetof(d.struct_size)}, {"abi_version", unsafe.Offsetof(d.abi_version)},
+		{"dtype", unsafe.Offsetof(d.dtype)}, {"device", unsafe.Offsetof(d.device)},
+		{"batch_size", unsafe.Offsetof(d.batch_size)}, {"num_q_heads", unsafe.Offsetof(d.num_q_heads)},
+		{"num_kv_heads", unsafe.Offsetof(d.num_kv_heads)}, {"head_dim", unsafe.Offsetof(d.head_dim)},
+		{"max_seq_len", unsafe.Offsetof(d.max_seq_len)}, {"cache_len", unsafe.Offsetof(d.cache_len)},
+		{"scale", unsafe.Offsetof(d.scale)}, {"num_splits", unsafe.Offsetof(d.num_splits)},
+		{"cache_lens", unsafe.Offsetof(d.cache_lens)}, {"workspace", unsafe.Offsetof(d.workspace)},
+		{"workspace_bytes", unsafe.Offsetof(d.workspace_bytes)},
+	})
+	return fmt.Sprintf(`{"gqa_prefill_config": %s, "gqa_decode_config": %s}`, prefill, decode)
+}

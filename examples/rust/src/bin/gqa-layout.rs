@@ -1,0 +1,21 @@
+//! Prints the size and field offsets of the config structs as these Rust bindings lay them out,
+//! as JSON. tests/python/test_layout.py compares it with C, Python (cffi) and Go.
+use gqa::ffi::{gqa_decode_config, gqa_prefill_config};
+use std::mem::{offset_of, size_of};
+
+macro_rules! layout {
+    ($ty:ty, $($field:ident),+) => {{
+        let fields: Vec<String> =
+            vec![$(format!("\"{}\": {}", stringify!($field), offset_of!($ty, $field))),+];
+        format!("{{\"size\": {}, \"fields\": {{{}}}}}", size_of::<$ty>(), fields.join(", "))
+    }};
+}
+
+fn main() {
+    let prefill = layout!(gqa_prefill_config, struct_size, abi_version, dtype, device, batch_size,
+        seq_len, num_q_heads, num_kv_heads, head_dim, max_seq_len, start_pos, causal, scale, reserved);
+    let decode = layout!(gqa_decode_config, struct_size, abi_version, dtype, device, batch_size,
+        num_q_heads, num_kv_heads, head_dim, max_seq_len, cache_len, scale, num_splits, cache_lens,
+        workspace, workspace_bytes);
+    println!("{{\"gqa_prefill_config\": {prefill}, \"gqa_decode_config\": {decode}}}");
+}

@@ -1,0 +1,105 @@
+//! Raw declarations mirroring `include/gqa.h` field for field. `tests/python/test_layout.py`
+//! compares these structs' sizes and offsets with C, Python (cffi) and Go.
+#![allow(non_camel_case_types)]
+
+use std::ffi::{c_char, c_void};
+
+pub const GQA_ABI_VERSION: u32 = 1;
+
+pub type gqa_status = i32;
+pub const GQA_STATUS_OK: gqa_status = 0;
+pub const GQA_STATUS_INVALID_ARGUMENT: gqa_status = 1;
+pub const GQA_STATUS_CACHE_OVERFLOW: gqa_status = 2;
+pub const GQA_STATUS_UNSUPPORTED: gqa_status = 3;
+pub const GQA_STATUS_DEVICE_UNAVAILABLE: gqa_status = 4;
+pub const GQA_STATUS_CUDA_ERROR: gqa_status = 5;
+pub const GQA_STATUS_VERSION_MISMATCH: gqa_status = 6;
+pub const GQA_STATUS_OUT_OF_MEMORY: gqa_status = 7;
+pub const GQA_STATUS_INTERNAL_ERROR: gqa_status = 8;
+
+pub const GQA_DTYPE_F16: i32 = 1;
+pub const GQA_DTYPE_BF16: i32 = 2;
+pub const GQA_DTYPE_F32: i32 = 3;
+
+pub const GQA_DEVICE_CPU: i32 = 1;
+pub const GQA_DEVICE_CUDA: i32 = 2;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct gqa_prefill_config {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub dtype: i32,
+    pub device: i32,
+    pub batch_size: i32,
+    pub seq_len: i32,
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    pub max_seq_len: i32,
+    pub start_pos: i32,
+    pub causal: i32,
+    pub scale: f32,
+    pub reserved: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct gqa_decode_config {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub dtype: i32,
+    pub device: i32,
+    pub batch_size: i32,
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    pub max_seq_len: i32,
+    pub cache_len: i32,
+    pub scale: f32,
+    pub num_splits: i32,
+    pub cache_lens: *const i32,
+    pub workspace: *mut c_void,
+    pub workspace_bytes: u64,
+}
+
+pub type gqa_log_callback =
+    Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
+
+extern "C" {
+    pub fn gqa_prefill_config_init(config: *mut gqa_prefill_config);
+    pub fn gqa_decode_config_init(config: *mut gqa_decode_config);
+    pub fn gqa_attention_prefill(
+        out: *mut c_void,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        k_cache: *mut c_void,
+        v_cache: *mut c_void,
+        config: *const gqa_prefill_config,
+        stream: *mut c_void,
+    ) -> gqa_status;
+    pub fn gqa_attention_decode(
+        out: *mut c_void,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        k_cache: *mut c_void,
+        v_cache: *mut c_void,
+        config: *const gqa_decode_config,
+        stream: *mut c_void,
+    ) -> gqa_status;
+    pub fn gqa_decode_workspace_size(config: *const gqa_decode_config, bytes: *mut u64) -> gqa_status;
+    pub fn gqa_status_string(status: gqa_status) -> *const c_char;
+    pub fn gqa_last_error() -> *const c_char;
+    pub fn gqa_version_string() -> *const c_char;
+    pub fn gqa_version_number() -> u32;
+    pub fn gqa_abi_version() -> u32;
+    pub fn gqa_set_log_level(level: i32) -> gqa_status;
+    pub fn gqa_get_log_level() -> i32;
+    pub fn gqa_set_log_callback(callback: gqa_log_callback, user_data: *mut c_void) -> gqa_status;
+    pub fn gqa_set_num_threads(num_threads: i32) -> gqa_status;
+    pub fn gqa_get_num_threads() -> i32;
+    pub fn gqa_cuda_available() -> gqa_status;
+    pub fn gqa_built_with_cuda() -> i32;
+}

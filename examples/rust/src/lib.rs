@@ -1,0 +1,297 @@
+//! Safe Rust bindings of libgqa's C API (`include/gqa.h`) for CPU tensors.
+//!
+//! Tensors are BSHD row-major slices. Every call checks that each slice is exactly as long as the
+//! shape says before libgqa sees a pointer, so a wrong shape is an `Err`, never a wild read;
+//! libgqa then validates the rest and answers with a status and a sentence, returned as
+//! [`Error`].
+//!
+//! ```no_run
+//! let p = gqa::PrefillParams { batch_size: 1, seq_len: 4, num_q_heads: 6, num_kv_heads: 2,
+//!                              head_dim: 16, max_seq_len: 32, ..Default::default() };
+//! let (q, k, v) = (vec![0.1f32; 4 * 6 * 16], vec![0.2f32; 4 * 2 * 16], vec![0.3f32; 4 * 2 * 16]);
+//! let (mut kc, mut vc) = (vec![0f32; 32 * 2 * 16], vec![0f32; 32 * 2 * 16]);
+//! let mut out = vec![0f32; 4 * 6 * 16];
+//! gqa::prefill(&mut out, &q, &k, &v, Some((&mut kc, &mut vc)), &p).unwrap();
+//! ```
+
+pub mod ffi;
+mod half;
+
+pub use half::{Bf16, F16};
+
+use std::ffi::{c_void, CStr};
+use std::fmt;
+use std::ptr;
+
+/// A storage element type libgqa accepts on the CPU.
+pub trait Element: Copy {
+    /// The `GQA_DTYPE_*` value of this type.
+    const DTYPE: i32;
+}
+impl Element for f32 {
+    const DTYPE: i32 = ffi::GQA_DTYPE_F32;
+}
+impl Element for F16 {
+    const DTYPE: i32 = ffi::GQA_DTYPE_F16;
+}
+impl Element for Bf16 {
+    const DTYPE: i32 = ffi::GQA_DTYPE_BF16;
+}
+
+/// A failed call: libgqa's status (or `INVALID_ARGUMENT` for a slice of the wrong length,
+/// caught here) and the sentence that names the parameter and its value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Error {
+    pub status: i32,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", status_string(self.status), self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+fn c_text(text: *const std::ffi::c_char) -> String {
+    if text.is_null() {
+        return String::new();
+    }
+    // SAFETY: libgqa returns NUL-terminated strings that stay valid until this thread's next call.
+    unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned()
+}
+
+/// `gqa_status_string`: the name of a status.
+pub fn status_string(status: i32) -> String {
+    // SAFETY: takes any value, never returns NULL.
+    c_text(unsafe { ffi::gqa_status_string(status) })
+}
+
+fn check(status: i32) -> Result<(), Error> {
+    if status == ffi::GQA_STATUS_OK {
+        return Ok(());
+    }
+    // SAFETY: read right after the failed call, on the same thread.
+    Err(Error { status, message: c_text(unsafe { ffi::gqa_last_error() }) })
+}
+
+fn bad_argument(message: String) -> Error {
+    Error { status: ffi::GQA_STATUS_INVALID_ARGUMENT, message }
+}
+
+/// The library's version string, e.g. "0.1.0".
+pub fn version() -> String {
+    // SAFETY: no arguments; returns a static string.
+    c_text(unsafe { ffi::gqa_version_string() })
+}
+
+/// Err when the loaded libgqa speaks another ABI than these bindings were written for.
+pub fn check_abi() -> Result<(), Error> {
+    // SAFETY: no arguments.
+    let abi = unsafe { ffi::gqa_abi_version() };
+    if abi == ffi::GQA_ABI_VERSION {
+        Ok(())
+    } else {
+        Err(Error {
+            status: ffi::GQA_STATUS_VERSION_MISMATCH,
+            message: format!("libgqa ABI version is {abi}, these bindings need {}", ffi::GQA_ABI_VERSION),
+        })
+    }
+}
+
+/// Shape and options of a prefill call (see `gqa_prefill_config` in gqa.h).
+#[derive(Clone, Copy, Debug)]
+pub struct PrefillParams {
+    pub batch_size: i32,
+    pub seq_len: i32,
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    /// Cache capacity in tokens; ignored without caches.
+    pub max_seq_len: i32,
+    pub start_pos: i32,
+    pub causal: bool,
+    /// 0 means 1/sqrt(head_dim).
+    pub scale: f32,
+}
+
+impl Default for PrefillParams {
+    fn default() -> Self {
+        PrefillParams {
+            batch_size: 1,
+            seq_len: 1,
+            num_q_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 64,
+            max_seq_len: 0,
+            start_pos: 0,
+            causal: true,
+            scale: 0.0,
+        }
+    }
+}
+
+/// Shape and options of a decode call (see `gqa_decode_config` in gqa.h).
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeParams<'a> {
+    pub batch_size: i32,
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    pub max_seq_len: i32,
+    /// Tokens already cached, for every sequence ...
+    pub cache_len: i32,
+    /// ... or one per sequence (`batch_size` values) when given.
+    pub cache_lens: Option<&'a [i32]>,
+    /// 0 means 1/sqrt(head_dim).
+    pub scale: f32,
+}
+
+impl Default for DecodeParams<'_> {
+    fn default() -> Self {
+        DecodeParams {
+            batch_size: 1,
+            num_q_heads: 1,
+            num_kv_heads: 1,
+            head_dim: 64,
+            max_seq_len: 1,
+            cache_len: 0,
+            cache_lens: None,
+            scale: 0.0,
+        }
+    }
+}
+
+/// Product of the dims as an element count; None when a dim is not positive (libgqa then
+/// rejects the call before reading anything) or the product overflows.
+fn elements(dims: &[i32]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |acc, &d| {
+        if d <= 0 {
+            None
+        } else {
+            acc.checked_mul(d as usize)
+        }
+    })
+}
+
+fn expect_len(name: &str, len: usize, want: Option<usize>) -> Result<(), Error> {
+    match want {
+        Some(w) if w != len => Err(bad_argument(format!("{name} has {len} elements, the shape needs {w}"))),
+        _ => Ok(()),
+    }
+}
+
+/// Prefill on the CPU: `q`, `out` are [batch, seq_len, num_q_heads, head_dim]; `k`, `v` are
+/// [batch, seq_len, num_kv_heads, head_dim]; `caches` (k_cache, v_cache), when given, are
+/// [batch, max_seq_len, num_kv_heads, head_dim] and receive k, v at [start_pos, start_pos+seq_len).
+pub fn prefill<T: Element>(
+    out: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    caches: Option<(&mut [T], &mut [T])>,
+    p: &PrefillParams,
+) -> Result<(), Error> {
+    let q_len = elements(&[p.batch_size, p.seq_len, p.num_q_heads, p.head_dim]);
+    let kv_len = elements(&[p.batch_size, p.seq_len, p.num_kv_heads, p.head_dim]);
+    expect_len("out", out.len(), q_len)?;
+    expect_len("q", q.len(), q_len)?;
+    expect_len("k", k.len(), kv_len)?;
+    expect_len("v", v.len(), kv_len)?;
+    let (k_cache, v_cache) = match caches {
+        Some((kc, vc)) => {
+            let cache_len = elements(&[p.batch_size, p.max_seq_len, p.num_kv_heads, p.head_dim]);
+            expect_len("k_cache", kc.len(), cache_len)?;
+            expect_len("v_cache", vc.len(), cache_len)?;
+            (kc.as_mut_ptr() as *mut c_void, vc.as_mut_ptr() as *mut c_void)
+        }
+        None => (ptr::null_mut(), ptr::null_mut()),
+    };
+    let mut config = std::mem::MaybeUninit::<ffi::gqa_prefill_config>::uninit();
+    // SAFETY: the initializer fills every field of the struct.
+    let mut config = unsafe {
+        ffi::gqa_prefill_config_init(config.as_mut_ptr());
+        config.assume_init()
+    };
+    config.dtype = T::DTYPE;
+    config.device = ffi::GQA_DEVICE_CPU;
+    config.batch_size = p.batch_size;
+    config.seq_len = p.seq_len;
+    config.num_q_heads = p.num_q_heads;
+    config.num_kv_heads = p.num_kv_heads;
+    config.head_dim = p.head_dim;
+    config.max_seq_len = p.max_seq_len;
+    config.start_pos = p.start_pos;
+    config.causal = p.causal as i32;
+    config.scale = p.scale;
+    // SAFETY: every slice has exactly the length its shape needs (checked above) or the shape has
+    // a non-positive dim, which libgqa rejects before it touches memory.
+    check(unsafe {
+        ffi::gqa_attention_prefill(
+            out.as_mut_ptr() as *mut c_void,
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            k_cache,
+            v_cache,
+            &config,
+            ptr::null_mut(),
+        )
+    })
+}
+
+/// Decode on the CPU: one new token per sequence. `q`, `out` are [batch, 1, num_q_heads,
+/// head_dim]; `k`, `v` are [batch, 1, num_kv_heads, head_dim], written at cache position
+/// cache_len (or cache_lens[b]); the caches are [batch, max_seq_len, num_kv_heads, head_dim].
+pub fn decode<T: Element>(
+    out: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    k_cache: &mut [T],
+    v_cache: &mut [T],
+    p: &DecodeParams<'_>,
+) -> Result<(), Error> {
+    let q_len = elements(&[p.batch_size, p.num_q_heads, p.head_dim]);
+    let kv_len = elements(&[p.batch_size, p.num_kv_heads, p.head_dim]);
+    let cache_len = elements(&[p.batch_size, p.max_seq_len, p.num_kv_heads, p.head_dim]);
+    expect_len("out", out.len(), q_len)?;
+    expect_len("q", q.len(), q_len)?;
+    expect_len("k", k.len(), kv_len)?;
+    expect_len("v", v.len(), kv_len)?;
+    expect_len("k_cache", k_cache.len(), cache_len)?;
+    expect_len("v_cache", v_cache.len(), cache_len)?;
+    if let Some(lens) = p.cache_lens {
+        expect_len("cache_lens", lens.len(), elements(&[p.batch_size]))?;
+    }
+    let mut config = std::mem::MaybeUninit::<ffi::gqa_decode_config>::uninit();
+    // SAFETY: the initializer fills every field of the struct.
+    let mut config = unsafe {
+        ffi::gqa_decode_config_init(config.as_mut_ptr());
+        config.assume_init()
+    };
+    config.dtype = T::DTYPE;
+    config.device = ffi::GQA_DEVICE_CPU;
+    config.batch_size = p.batch_size;
+    config.num_q_heads = p.num_q_heads;
+    config.num_kv_heads = p.num_kv_heads;
+    config.head_dim = p.head_dim;
+    config.max_seq_len = p.max_seq_len;
+    config.cache_len = p.cache_len;
+    config.scale = p.scale;
+    config.cache_lens = p.cache_lens.map_or(ptr::null(), |lens| lens.as_ptr());
+    // SAFETY: as in prefill; cache_lens (when given) holds batch_size values and outlives the call.
+    check(unsafe {
+        ffi::gqa_attention_decode(
+            out.as_mut_ptr() as *mut c_void,
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            k_cache.as_mut_ptr() as *mut c_void,
+            v_cache.as_mut_ptr() as *mut c_void,
+            &config,
+            ptr::null_mut(),
+        )
+    })
+}

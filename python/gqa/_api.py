@@ -1,0 +1,218 @@
+"""gqa.prefill and gqa.decode: shape checks with helpful messages, then one libgqa call.
+
+The C library is the authority on validity (it checks everything again and writes nothing on
+a rejected call); Python checks shapes first only to name the argument in its own words."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, Sequence
+
+import numpy as np
+
+from ._arrays import CUDA, Tensor, as_tensor, common_device_and_dtype, empty_like
+from ._errors import InvalidArgumentError, error_for_status
+from ._ffi import ffi, last_error, lib
+
+
+def _check_status(status: int) -> None:
+    if status != lib.GQA_STATUS_OK:
+        raise error_for_status(int(status), last_error())
+
+
+def _require_shape(t: Tensor, expected: Sequence[Any], layout: str) -> None:
+    """expected: ints, or None for a free extent."""
+    ok = len(t.shape) == len(expected) and all(e is None or s == e for s, e in zip(t.shape, expected))
+    if not ok:
+        want = ", ".join("?" if e is None else str(e) for e in expected)
+        raise InvalidArgumentError(f"{t.name} has shape {t.shape}, expected [{want}] ({layout})")
+
+
+def _stream_for(tensors: list[Tensor], stream: Any) -> int:
+    if stream is not None:
+        return int(stream) if not hasattr(stream, "cuda_stream") else int(stream.cuda_stream)
+    for t in tensors:  # the producer's current stream
+        if t.stream is not None:
+            return int(t.stream)
+    return 0
+
+
+@contextlib.contextmanager
+def _on_device(t: Tensor):
+    """Make the tensors' device current for the call (libgqa uses the current device)."""
+    if t.device == CUDA and type(t.obj).__module__.split(".")[0] == "torch":
+        import torch
+
+        with torch.cuda.device(t.device_id):
+            yield
+    else:
+        yield
+
+
+def _scale(scale: float | None) -> float:
+    return 0.0 if scale is None else float(scale)
+
+
+def _sync_log_level() -> None:
+    """Ask C for DEBUG messages only when Python's "gqa" logger would show them."""
+    want = lib.GQA_LOG_DEBUG if logging.getLogger("gqa").isEnabledFor(logging.DEBUG) else None
+    if want is not None and lib.gqa_get_log_level() > want:
+        lib.gqa_set_log_level(want)
+
+
+def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
+            scale: float | None = None, out=None, stream=None):
+    """Causal (or not) attention of seq_len new tokens per sequence, writing their K/V into the
+    caches at [start_pos, start_pos + seq_len) when caches are given.
+
+    q [B, S, Hq, D], k/v [B, S, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, S, Hq, D].
+    """
+    tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
+    _require_shape(tq, [None, None, None, None], "q is [batch, seq_len, num_q_heads, head_dim]")
+    B, S, Hq, D = tq.shape
+    _require_shape(tk, [B, S, None, D], "k is [batch, seq_len, num_kv_heads, head_dim]")
+    Hkv = tk.shape[2]
+    _require_shape(tv, [B, S, Hkv, D], "v is like k")
+    if (k_cache is None) != (v_cache is None):
+        raise InvalidArgumentError("pass both k_cache and v_cache, or neither")
+    tensors = [tq, tk, tv]
+    max_seq_len = 0
+    if k_cache is not None:
+        tkc, tvc = as_tensor("k_cache", k_cache, writable=True), as_tensor("v_cache", v_cache, writable=True)
+        _require_shape(tkc, [B, None, Hkv, D], "k_cache is [batch, max_seq_len, num_kv_heads, head_dim]")
+        max_seq_len = tkc.shape[1]
+        _require_shape(tvc, [B, max_seq_len, Hkv, D], "v_cache is like k_cache")
+        tensors += [tkc, tvc]
+    if out is None:
+        out = empty_like(tq)
+    tout = as_tensor("out", out, writable=True)
+    _require_shape(tout, [B, S, Hq, D], "out is like q")
+    tensors.append(tout)
+    device, dtype = common_device_and_dtype(tensors)
+
+    cfg = ffi.new("gqa_prefill_config*")
+    lib.gqa_prefill_config_init(cfg)
+    cfg.dtype, cfg.device = dtype, device
+    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
+    cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(bool(causal)), _scale(scale)
+    kc = ffi.cast("void*", tensors[3].address) if k_cache is not None else ffi.NULL
+    vc = ffi.cast("void*", tensors[4].address) if k_cache is not None else ffi.NULL
+    _sync_log_level()
+    with _on_device(tq):
+        status = lib.gqa_attention_prefill(
+            ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
+            ffi.cast("void*", tv.address), kc, vc, cfg, ffi.cast("void*", _stream_for(tensors, stream)))
+    _check_status(status)
+    return out
+
+
+def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, out=None,
+           num_splits: int = 0, stream=None, workspace=None):
+    """One new token per sequence: append k/v at cache_len (an int, or one per sequence) and
+    attend over cache positions 0..cache_len.
+
+    q [B, 1, Hq, D], k/v [B, 1, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, 1, Hq, D].
+    ``workspace`` (CUDA only) enables split-KV: a device buffer of at least
+    ``decode_workspace_size(...)`` bytes.
+    """
+    tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
+    _require_shape(tq, [None, 1, None, None], "q is [batch, 1, num_q_heads, head_dim]")
+    B, _, Hq, D = tq.shape
+    _require_shape(tk, [B, 1, None, D], "k is [batch, 1, num_kv_heads, head_dim]")
+    Hkv = tk.shape[2]
+    _require_shape(tv, [B, 1, Hkv, D], "v is like k")
+    tkc, tvc = as_tensor("k_cache", k_cache, writable=True), as_tensor("v_cache", v_cache, writable=True)
+    _require_shape(tkc, [B, None, Hkv, D], "k_cache is [batch, max_seq_len, num_kv_heads, head_dim]")
+    max_seq_len = tkc.shape[1]
+    _require_shape(tvc, [B, max_seq_len, Hkv, D], "v_cache is like k_cache")
+    if out is None:
+        out = empty_like(tq)
+    tout = as_tensor("out", out, writable=True)
+    _require_shape(tout, [B, 1, Hq, D], "out is like q")
+    tensors = [tq, tk, tv, tkc, tvc, tout]
+    device, dtype = common_device_and_dtype(tensors)
+
+    cfg = ffi.new("gqa_decode_config*")
+    lib.gqa_decode_config_init(cfg)
+    cfg.dtype, cfg.device = dtype, device
+    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
+    cfg.max_seq_len, cfg.scale, cfg.num_splits = max_seq_len, _scale(scale), num_splits
+    lens_keepalive = None
+    if np.ndim(cache_len) == 0:
+        cfg.cache_len = int(cache_len)
+    else:
+        lens = np.ascontiguousarray(np.asarray(cache_len), dtype=np.int32)  # host memory, always
+        if lens.shape != (B,):
+            raise InvalidArgumentError(f"cache_len has shape {lens.shape}; give an int or {B} values (one per sequence)")
+        if not np.array_equal(lens, np.asarray(cache_len)):
+            raise InvalidArgumentError(f"cache_len values {cache_len!r} do not fit in int32")
+        lens_keepalive = lens
+        cfg.cache_lens = ffi.cast("const int32_t*", lens.ctypes.data)
+    if workspace is not None:
+        tws = as_tensor("workspace", workspace, writable=True) if not isinstance(workspace, int) else None
+        cfg.workspace = ffi.cast("void*", tws.address if tws else workspace)
+        cfg.workspace_bytes = (int(np.prod(tws.shape)) * _itemsize(tws)) if tws else 0
+    _sync_log_level()
+    with _on_device(tq):
+        status = lib.gqa_attention_decode(
+            ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
+            ffi.cast("void*", tv.address), ffi.cast("void*", tkc.address), ffi.cast("void*", tvc.address),
+            cfg, ffi.cast("void*", _stream_for(tensors, stream)))
+    del lens_keepalive
+    _check_status(status)
+    return out
+
+
+def _itemsize(t: Tensor) -> int:
+    return 4 if t.dtype == lib.GQA_DTYPE_F32 else 2
+
+
+def decode_workspace_size(batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
+                          max_seq_len: int, dtype: str = "float16", device: str = "cuda") -> int:
+    """Bytes of CUDA workspace that lets decode split long caches (0 on the CPU)."""
+    cfg = ffi.new("gqa_decode_config*")
+    lib.gqa_decode_config_init(cfg)
+    cfg.dtype = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}[dtype]
+    cfg.device = lib.GQA_DEVICE_CUDA if device == "cuda" else lib.GQA_DEVICE_CPU
+    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads = batch_size, num_q_heads, num_kv_heads
+    cfg.head_dim, cfg.max_seq_len = head_dim, max_seq_len
+    size = ffi.new("uint64_t*")
+    _check_status(lib.gqa_decode_workspace_size(cfg, size))
+    return int(size[0])
+
+
+def version() -> str:
+    return ffi.string(lib.gqa_version_string()).decode()
+
+
+def cuda_available() -> bool:
+    """True when this libgqa has its CUDA backend and a usable device."""
+    return lib.gqa_cuda_available() == lib.GQA_STATUS_OK
+
+
+def cuda_unavailable_reason() -> str:
+    return "" if cuda_available() else last_error()
+
+
+def built_with_cuda() -> bool:
+    return bool(lib.gqa_built_with_cuda())
+
+
+def set_num_threads(n: int) -> None:
+    """CPU threads (0: GQA_NUM_THREADS, else the usable cores)."""
+    _check_status(lib.gqa_set_num_threads(int(n)))
+
+
+def get_num_threads() -> int:
+    return int(lib.gqa_get_num_threads())
+
+
+_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "OFF": 100}
+
+
+def set_log_level(level) -> None:
+    """C log level: a name (DEBUG, INFO, WARNING, ERROR, OFF) or a number; messages reach
+    logging.getLogger("gqa")."""
+    value = _LEVELS[level.upper()] if isinstance(level, str) else int(level)
+    _check_status(lib.gqa_set_log_level(value))

