@@ -38,6 +38,12 @@ run_suite() {
 
 run_suite ctest ctest --test-dir build/py --output-on-failure
 run_suite pytest "$PY" -m pytest -q -rs tests/python
+# The CPU backend picks its ISA at run time; each forced path must pass the same tests
+# (GQA_CPU_ISA falls back to the best available, with a warning, where the CPU lacks one).
+for isa in scalar avx2 avx512; do
+  run_suite "ctest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa ctest --test-dir build/py --output-on-failure -L cpu
+  run_suite "pytest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa "$PY" -m pytest -q tests/python -m "not slow and not gpu"
+done
 if [ "$quick" = 0 ]; then
   [ -f scripts/reliability/run_all.sh ] && run_suite reliability bash scripts/reliability/run_all.sh
   [ -f scripts/callers/run_all.sh ] && run_suite callers bash scripts/callers/run_all.sh

@@ -28,16 +28,11 @@ rel_need() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Configure the top-level project into build dir $1 with extra cmake arguments. The reliability
-# tests are compiled too: through the top-level add_subdirectory(tests/reliability) when it is
-# there, otherwise through a small wrapper project (scripts/reliability/wrapper/).
+# Configure the top-level project (which adds tests/c and tests/reliability under
+# GQA_BUILD_TESTS) into build dir $1, CPU only, with extra cmake arguments.
 rel_configure() {
   local dir=$1
   shift
-  local src="$ROOT"
-  if ! grep -q 'tests/reliability' "$ROOT/CMakeLists.txt"; then
-    src="$ROOT/scripts/reliability/wrapper"
-  fi
-  cmake -S "$src" -B "$dir" -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS=ON -DGQA_ROOT="$ROOT" "$@" >"$dir.configure.log" 2>&1 ||
+  cmake -S "$ROOT" -B "$dir" -DGQA_ENABLE_CUDA=OFF -DGQA_BUILD_TESTS=ON "$@" >"$dir.configure.log" 2>&1 ||
     { cat "$dir.configure.log"; return 1; }
 }

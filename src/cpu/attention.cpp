@@ -36,8 +36,9 @@ constexpr int64_t kRowsPerTile = 64;
 // kMinKeysPerSplit keys. Constants, so the split never depends on the thread count.
 constexpr int64_t kDecodeTargetTasks = 32;
 constexpr int64_t kMinKeysPerSplit = 256;
-// Decode visits all KV heads for this many cache positions before moving on (see run_decode).
-constexpr int64_t kDecodeChunk = 128;
+// Decode visits all KV heads of a chunk of cache positions spanning about this many bytes
+// before moving on (see run_decode and decode_chunk).
+constexpr int64_t kDecodeChunkBytes = 64 * 1024;
 
 std::atomic<int32_t> g_requested_threads{0};  // 0: automatic
 std::atomic<int32_t> g_automatic_threads{0};  // 0: not yet computed
@@ -142,6 +143,15 @@ void run_prefill(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
     });
 }
 
+// Cache positions per decode chunk: 32..128, fewer when one position (all heads) is large.
+// Measured (1 thread, NOTES.md 3): 32 beats 128 by ~20% for Phi-3/Llama-3 bf16 (2-6 KiB per
+// position); 128 beats 32 by ~15% for Qwen (256 B per position).
+int64_t decode_chunk(const Problem& p) {
+    const int64_t position_bytes = p.num_kv_heads * p.head_dim * dtype_bytes(p.dtype);
+    const int64_t fit = kDecodeChunkBytes / position_bytes / 16 * 16;
+    return std::max<int64_t>(32, std::min<int64_t>(128, fit));
+}
+
 int64_t decode_splits(const Problem& p, int64_t kv_len) {
     int64_t splits;
     if (p.num_splits > 0) {
@@ -166,7 +176,7 @@ void prefetch_rows(const void* base, int64_t first, int64_t count, int64_t strid
     }
 }
 
-// Decode walks the cache position-major: for each chunk of kDecodeChunk positions it visits
+// Decode walks the cache position-major: for each chunk of decode_chunk() positions it visits
 // every KV head before the next chunk. One head's rows are num_kv_heads * head_dim elements
 // apart (6 KiB for Phi-3), so walking one head down the whole cache touches a new page per key
 // and ran at half the bandwidth (NOTES.md); chunk by chunk, all heads read one contiguous span.
@@ -187,12 +197,13 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
     GQA_LOG(GQA_LOG_DEBUG,
             "cpu decode: isa=%s threads=%d splits=%lld (requested %d) chunk=%lld key_block=%lld tasks=%lld",
             isa.name, threads, static_cast<long long>(max_splits), p.num_splits,
-            static_cast<long long>(kDecodeChunk), static_cast<long long>(cpu::kKeyBlock),
+            static_cast<long long>(decode_chunk(p)), static_cast<long long>(cpu::kKeyBlock),
             static_cast<long long>(tasks.size()));
 
     const int64_t g = p.group;
     const int64_t d = p.head_dim;
     const int64_t es = dtype_bytes(p.dtype);
+    const int64_t chunk = decode_chunk(p);
     // Split states (every element is written before it is read), kept by the calling thread.
     thread_local std::vector<float> states;
     const size_t state_floats = static_cast<size_t>(blocks * g * (d + 2));
@@ -202,8 +213,8 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
     float* const sums = maxes + blocks * g;
     cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
         const DecodeTask& task = tasks[static_cast<size_t>(index)];
-        for (int64_t c0 = task.key_begin; c0 < task.key_end; c0 += kDecodeChunk) {
-            const int64_t c1 = std::min(task.key_end, c0 + kDecodeChunk);
+        for (int64_t c0 = task.key_begin; c0 < task.key_end; c0 += chunk) {
+            const int64_t c1 = std::min(task.key_end, c0 + chunk);
             for (int64_t h = 0; h < p.num_kv_heads; ++h) {
                 cpu::Tile t = make_tile(p, task.b, h, 0, 1, c0, c1);
                 if (h + 1 < p.num_kv_heads) {  // the next head's first block, while this one computes

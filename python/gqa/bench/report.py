@@ -21,7 +21,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"- Device: {meta['device']}; {meta['threads']} threads for both libgqa and torch "
         f"(torch {meta['torch_version']}); libgqa ISA: {meta['isa']}",
         f"- Date: {meta['date']}; commit: `{meta['commit']}`; command: `{meta['command']}`",
-        f"- Copy bandwidth (NumPy copy of {meta['copy_mib']} MiB, read + write bytes, one thread): "
+        f"- Copy bandwidth (NumPy copy of {meta['copy_mib']} MiB, one thread, bytes copied per second; "
+        f"STREAM's read+write count would be {2 * meta['copy_gbs']:.1f}): "
         f"**{meta['copy_gbs']:.1f} GB/s**; L2 counted for the decode target: {meta['l2_bytes'] / 2**20:.0f} MiB",
         f"- Machine load average at start: {meta['loadavg']} (shared machine: timings are noisy when it is busy)",
         "- Median of >= 5 timed calls after 2 warm-up calls. Prefill is causal, B=1, GFLOP/s = "
