@@ -14,7 +14,11 @@
  * Query head h reads KV head h / (num_q_heads / num_kv_heads).
  *
  * Every entry point validates everything before touching memory: a call that returns a
- * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache.
+ * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache. Besides the
+ * obvious (NULL pointers, sizes <= 0, num_q_heads % num_kv_heads, cache positions), a call is
+ * rejected when: scale is not finite or < 0 (INVALID_ARGUMENT); head_dim > 256 (UNSUPPORTED);
+ * a tensor's byte size overflows 64 bits (INVALID_ARGUMENT); out, k_cache or v_cache overlaps
+ * any other tensor of the call (INVALID_ARGUMENT).
  * Nothing aborts, nothing prints to stdout; a C++ exception never crosses this ABI.
  *
  * Lines between GQA_CDEF_BEGIN and GQA_CDEF_END are fed to cffi's cdef: keep them free of
@@ -157,7 +161,9 @@ GQA_API uint32_t gqa_abi_version(void);
 /* Logging. The initial level comes from the environment variable GQA_LOG_LEVEL (a name such
  * as DEBUG or a number), else WARNING. Without a callback, messages go to stderr. At DEBUG
  * every call logs its backend, shapes and work split (and CUDA launch parameters). The
- * callback may be called from any thread that calls libgqa; NULL restores stderr. */
+ * callback may be called from any thread that calls libgqa; NULL restores stderr. A call
+ * already running on another thread when the callback is replaced may still deliver one
+ * message to the previous callback, so keep its user_data alive until such calls return. */
 typedef void (*gqa_log_callback)(int32_t level, const char* message, void* user_data);
 GQA_API gqa_status gqa_set_log_level(int32_t level);
 GQA_API int32_t gqa_get_log_level(void);

@@ -9,17 +9,10 @@
 #include "gqa.h"
 #include "log.hpp"
 #include "validate.hpp"
+#include "api_firewall.hpp"
 
 namespace {
 
-gqa_status record_failure(const char* function, gqa_status status, const char* message) {
-    gqa::set_last_error(message);
-    // Rejections are the caller's business (they get the status); runtime failures are ours.
-    int32_t level = (status == GQA_STATUS_CUDA_ERROR || status == GQA_STATUS_INTERNAL_ERROR)
-                        ? GQA_LOG_ERROR : GQA_LOG_DEBUG;
-    GQA_LOG(level, "%s: %s: %s", function, gqa_status_string(status), message);
-    return status;
-}
 
 void log_call(const char* function, const gqa::Problem& p) {
     GQA_LOG(GQA_LOG_DEBUG,
@@ -45,25 +38,6 @@ void run(const char* function, const gqa::Problem& p) {
 
 }  // namespace
 
-#define GQA_API_BEGIN(function)      \
-    const char* gqa_function_ = function; \
-    try {                            \
-        gqa::clear_last_error();
-#define GQA_API_END()                                                                           \
-    }                                                                                           \
-    catch (const gqa::Error& e) {                                                               \
-        return record_failure(gqa_function_, e.status(), e.what());                            \
-    }                                                                                           \
-    catch (const std::bad_alloc&) {                                                             \
-        return record_failure(gqa_function_, GQA_STATUS_OUT_OF_MEMORY, "out of host memory");  \
-    }                                                                                           \
-    catch (const std::exception& e) {                                                           \
-        return record_failure(gqa_function_, GQA_STATUS_INTERNAL_ERROR, e.what());             \
-    }                                                                                           \
-    catch (...) {                                                                               \
-        return record_failure(gqa_function_, GQA_STATUS_INTERNAL_ERROR, "unknown exception");  \
-    }                                                                                           \
-    return GQA_STATUS_OK;
 
 extern "C" {
 

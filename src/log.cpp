@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 
+#include "api_firewall.hpp"
 #include "error.hpp"
 #include "gqa.h"
 
@@ -97,23 +98,22 @@ void log_message(int32_t level, const char* fmt, ...) {
 }  // namespace gqa
 
 extern "C" GQA_API gqa_status gqa_set_log_level(int32_t level) {
+    GQA_API_BEGIN("gqa_set_log_level")
     if (level < 0 || level > GQA_LOG_OFF) {
-        gqa::set_last_error(gqa::format("level (%d) must be between 0 and GQA_LOG_OFF (%d)",
-                                        level, GQA_LOG_OFF));
-        return GQA_STATUS_INVALID_ARGUMENT;
+        gqa::fail(GQA_STATUS_INVALID_ARGUMENT, "level (%d) must be between 0 and GQA_LOG_OFF (%d)", level,
+                  GQA_LOG_OFF);
     }
-    gqa::clear_last_error();
     gqa::state().level.store(level);
-    return GQA_STATUS_OK;
+    GQA_API_END()
 }
 
 extern "C" GQA_API int32_t gqa_get_log_level(void) { return gqa::state().level.load(); }
 
 extern "C" GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data) {
-    gqa::clear_last_error();
+    GQA_API_BEGIN("gqa_set_log_callback")
     gqa::LogState& s = gqa::state();
     std::lock_guard<std::mutex> lock(s.mutex);
     s.callback = callback;
     s.user_data = callback ? user_data : nullptr;
-    return GQA_STATUS_OK;
+    GQA_API_END()
 }

@@ -2,6 +2,9 @@
 #include "cpu/isa.hpp"
 
 #include <cstdlib>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <cpuid.h>
+#endif
 #include <cstring>
 
 #include "gqa.h"
@@ -12,6 +15,14 @@ namespace cpu {
 
 namespace {
 
+#if defined(__x86_64__) || defined(_M_X64)
+// CPUID.1:ECX.F16C[bit 29]; clang 14's __builtin_cpu_supports does not know "f16c".
+bool has_f16c() {
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 bool supported(Isa isa) {
 #if defined(__x86_64__) || defined(_M_X64)
     __builtin_cpu_init();
@@ -19,12 +30,12 @@ bool supported(Isa isa) {
         case Isa::Scalar: return true;
         case Isa::Avx2:
             return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                   __builtin_cpu_supports("f16c");
+                   has_f16c();
         case Isa::Avx512:
             // F/BW/VL/DQ plus FMA and F16C: the set the kernel is compiled for (GqaCpuIsa.cmake).
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-                   __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+                   __builtin_cpu_supports("fma") && has_f16c();
     }
     return false;
 #else

@@ -26,7 +26,15 @@ void ThreadPool::stop_workers() {
 void ThreadPool::resize(int32_t workers) {
     if (static_cast<int32_t>(threads_.size()) == workers) return;
     stop_workers();
-    for (int32_t w = 0; w < workers; ++w) threads_.emplace_back(&ThreadPool::worker_loop, this, w + 1);
+    // A new worker must not act on the generation of a run that is already over (it would read
+    // a stale active_workers_ and decrement busy_ of the next run): it starts from the current
+    // generation and joins only runs set up after it exists.
+    uint64_t current;
+    {
+        std::lock_guard<std::mutex> lock(state_mutex_);
+        current = generation_;
+    }
+    for (int32_t w = 0; w < workers; ++w) threads_.emplace_back(&ThreadPool::worker_loop, this, w + 1, current);
 }
 
 void ThreadPool::work(int32_t worker) {
@@ -37,8 +45,7 @@ void ThreadPool::work(int32_t worker) {
     }
 }
 
-void ThreadPool::worker_loop(int32_t worker) {
-    uint64_t seen = 0;
+void ThreadPool::worker_loop(int32_t worker, uint64_t seen) {
     for (;;) {
         {
             std::unique_lock<std::mutex> lock(state_mutex_);

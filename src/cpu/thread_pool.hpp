@@ -34,7 +34,7 @@ public:
 private:
     void resize(int32_t workers);  // pool_mutex_ held
     void stop_workers();           // pool_mutex_ held
-    void worker_loop(int32_t worker);
+    void worker_loop(int32_t worker, uint64_t seen);
     void work(int32_t worker);
 
     std::mutex pool_mutex_;  // one call at a time owns the workers
