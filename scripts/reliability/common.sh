@@ -9,23 +9,30 @@ mkdir -p "$REL_BUILD"
 
 rel_log() { printf '[reliability %s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 
-# Install the tools a script needs (Debian packages), once per machine. Root or sudo required
-# only when something is missing.
-rel_need() {
-  local missing=() pkg tool
-  for pair in "$@"; do # "tool:package"
-    tool=${pair%%:*}
-    pkg=${pair#*:}
-    command -v "$tool" >/dev/null 2>&1 || missing+=("$pkg")
-  done
-  [ ${#missing[@]} = 0 ] && return 0
-  rel_log "installing: ${missing[*]}"
+# apt-get install, after one apt-get update per build root. Root or sudo needed.
+rel_apt_install() {
   local sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
+  rel_log "installing: $*"
   if [ ! -e "$REL_BUILD/.apt-updated" ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get update -qq >/dev/null && touch "$REL_BUILD/.apt-updated"
   fi
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# Install the Debian packages of the tools a script needs, when missing: "tool:package" ...
+rel_need() {
+  local missing=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair#*:}")
+  done
+  [ ${#missing[@]} = 0 ] || rel_apt_install "${missing[@]}"
+}
+
+# clang's sanitizer and libFuzzer runtimes (libclang-rt-dev, only "recommended" by clang).
+rel_need_clang_rt() {
+  rel_need clang:clang || return 1
+  [ -f "$(clang -print-file-name=libclang_rt.fuzzer-x86_64.a)" ] || rel_apt_install libclang-rt-dev
 }
 
 # Configure the top-level project (which adds tests/c and tests/reliability under

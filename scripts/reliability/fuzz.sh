@@ -7,7 +7,7 @@
 # failing input is saved to $REL_BUILD/fuzz/artifacts/ and printed as hex for the log.
 set -uo pipefail
 source "$(dirname "$0")/common.sh"
-rel_need cmake:cmake clang:clang clang++:clang "llvm-symbolizer:llvm"
+rel_need cmake:cmake clang:clang clang++:clang "llvm-symbolizer:llvm" && rel_need_clang_rt || exit 1
 seconds="${1:-${GQA_FUZZ_SECONDS:-60}}"
 
 dir="$REL_BUILD/fuzz"

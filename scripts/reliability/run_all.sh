@@ -5,7 +5,7 @@
 # 2. ASan + UBSan build, whole ctest (tests/c + tests/reliability)        (sanitize.sh)
 # 3. ThreadSanitizer build, many-threads + determinism tests              (tsan.sh)
 # 4. libFuzzer, time-boxed (60 s, env GQA_FUZZ_SECONDS)                   (fuzz.sh)
-# Installs its tools itself (apt-get: clang llvm abigail-tools when missing). Every step runs
+# Installs its tools itself (apt-get: clang libclang-rt-dev llvm abigail-tools when missing). Every step runs
 # even when an earlier one failed; the exit status is non-zero if any failed.
 # Environment: GQA_REL_BUILD (build root, default /tmp/gqa-reliability), GQA_REL_JOBS (2),
 # GQA_FUZZ_SECONDS (60), GQA_REL_TSAN_ROUNDS (3).
@@ -13,7 +13,7 @@ set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/common.sh"
 export DEBIAN_FRONTEND=noninteractive
-rel_need cmake:cmake gcc:gcc g++:g++ clang:clang llvm-symbolizer:llvm abidw:abigail-tools nm:binutils ||
+{ rel_need cmake:cmake gcc:gcc g++:g++ clang:clang llvm-symbolizer:llvm abidw:abigail-tools nm:binutils && rel_need_clang_rt; } ||
   { rel_log "could not install the tools (clang llvm abigail-tools)"; exit 1; }
 
 declare -a names=() results=() times=()
