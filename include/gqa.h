@@ -126,8 +126,9 @@ typedef struct gqa_decode_config {
     const int32_t* cache_lens; /* optional, HOST memory, batch_size values;
                                   NULL means cache_len for every sequence        */
     void* workspace;       /* optional CUDA scratch for split-KV (device memory);
-                              size from gqa_decode_workspace_size(). NULL: no split */
-    uint64_t workspace_bytes;
+                              size from gqa_decode_workspace_size(). NULL: no split.
+                              Ignored on the CPU, which needs no workspace.       */
+    uint64_t workspace_bytes; /* size of workspace; ignored when workspace is NULL */
 } gqa_decode_config;
 
 /* Fill a config with its defaults (struct_size, abi_version, f16, CPU, causal=1, the rest 0).

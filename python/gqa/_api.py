@@ -31,7 +31,10 @@ def _require_shape(t: Tensor, expected: Sequence[Any], layout: str) -> None:
 
 def _stream_for(tensors: list[Tensor], stream: Any) -> int:
     if stream is not None:
-        return int(stream) if not hasattr(stream, "cuda_stream") else int(stream.cuda_stream)
+        for attr in ("cuda_stream", "ptr"):  # torch.cuda.Stream, cupy.cuda.Stream
+            if hasattr(stream, attr):
+                return int(getattr(stream, attr))
+        return int(stream)
     for t in tensors:  # the producer's current stream
         if t.stream is not None:
             return int(t.stream)
