@@ -176,6 +176,13 @@ void prefetch_rows(const void* base, int64_t first, int64_t count, int64_t strid
     }
 }
 
+// Prefetch [offset, offset + bytes) of base toward L2 (locality 1, not into L1: a whole chunk
+// would evict the block being computed). One prefetch per 64-byte line.
+void prefetch_span_l2(const void* base, int64_t offset, int64_t bytes) {
+    const char* p = static_cast<const char*>(base) + offset;
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 1);
+}
+
 // Decode walks the cache position-major: for each chunk of decode_chunk() positions it visits
 // every KV head before the next chunk. One head's rows are num_kv_heads * head_dim elements
 // apart (6 KiB for Phi-3), so walking one head down the whole cache touches a new page per key
@@ -204,6 +211,7 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
     const int64_t d = p.head_dim;
     const int64_t es = dtype_bytes(p.dtype);
     const int64_t chunk = decode_chunk(p);
+    const int64_t position_bytes = p.num_kv_heads * d * es;
     // Split states (every element is written before it is read), kept by the calling thread.
     thread_local std::vector<float> states;
     const size_t state_floats = static_cast<size_t>(blocks * g * (d + 2));
@@ -215,7 +223,16 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
         const DecodeTask& task = tasks[static_cast<size_t>(index)];
         for (int64_t c0 = task.key_begin; c0 < task.key_end; c0 += chunk) {
             const int64_t c1 = std::min(task.key_end, c0 + chunk);
+            const int64_t next_end = std::min(task.key_end, c1 + chunk);
+            const int64_t ahead_bytes = (next_end - c1) * position_bytes;  // the next chunk, all heads
+            const int64_t ahead_offset = (task.b * p.max_seq_len + c1) * position_bytes;
             for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+                // One head's share of the next chunk's contiguous K and V span, into L2: by the
+                // time this task reaches that chunk it is all in cache. Prefetching only the next
+                // key block just in time left decode stalled on memory (NOTES.md section 3c).
+                const int64_t lo = ahead_bytes * h / p.num_kv_heads, hi = ahead_bytes * (h + 1) / p.num_kv_heads;
+                prefetch_span_l2(p.k_cache, ahead_offset + lo, hi - lo);
+                prefetch_span_l2(p.v_cache, ahead_offset + lo, hi - lo);
                 cpu::Tile t = make_tile(p, task.b, h, 0, 1, c0, c1);
                 if (h + 1 < p.num_kv_heads) {  // the next head's first block, while this one computes
                     const cpu::Tile next = make_tile(p, task.b, h + 1, 0, 1, c0, c1);

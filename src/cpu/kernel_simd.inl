@@ -81,10 +81,11 @@ inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
 }
 
 // Keys [j0, j0 + n) of K and V to fp32 rows of `stride` floats (zero padded past head_dim),
-// after asking for the next block [j0 + n, next_end) to be prefetched. Returns whether every V
-// value is finite: then a masked key's 0 * V is exactly 0 and P.V needs no per-lane mask.
+// after asking for the next block [j0 + n, next_end) to be prefetched. With check_finite,
+// returns whether every V value is finite: then a masked key's 0 * V is exactly 0 and P.V needs
+// no per-lane mask (decode does not need it: it skips the keys a row does not see).
 inline bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t stride, float* kb, float* vb,
-                       int64_t next_end) {
+                       int64_t next_end, bool check_finite = true) {
     prefetch_block(t, j0 + n, min64(kKeyBlock, next_end - (j0 + n)));
     Reg poison = Simd::zero();  // stays 0 unless some V is Inf or NaN (Inf * 0 = NaN)
     const int64_t full = t.head_dim / W * W;
@@ -93,6 +94,7 @@ inline bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t stride, flo
         load_row(t.k, offset, t.dtype, t.head_dim, stride, kb + jj * stride);
         float* v = vb + jj * stride;
         load_row(t.v, offset, t.dtype, t.head_dim, stride, v);
+        if (!check_finite) continue;
         for (int64_t d = 0; d < full; d += W) poison = Simd::fmadd(Simd::load(v + d), Simd::zero(), poison);
         for (int64_t d = full; d < t.head_dim; ++d) poison = Simd::add(poison, Simd::set1(v[d] * 0.0f));
     }
@@ -280,6 +282,68 @@ void rows_in_lanes(const Tile& t, float* scratch) {
 
 // ---------------------------------------------------------------- rows in registers (decode)
 
+// Scores s[0..visible) of one query row q against the packed key rows kb, as dot products over
+// head_dim (the vector axis), four keys at once for independent FMA chains.
+inline void scores_dot(const float* q, const float* kb, int64_t dp, int64_t visible, float* s) {
+    int64_t jj = 0;
+    for (; jj + 4 <= visible; jj += 4) {
+        Reg a0 = Simd::zero(), a1 = Simd::zero(), a2 = Simd::zero(), a3 = Simd::zero();
+        const float* k = kb + jj * dp;
+        for (int64_t c = 0; c < dp; c += W) {
+            const Reg qv = Simd::load(q + c);
+            a0 = Simd::fmadd(qv, Simd::load(k + c), a0);
+            a1 = Simd::fmadd(qv, Simd::load(k + dp + c), a1);
+            a2 = Simd::fmadd(qv, Simd::load(k + 2 * dp + c), a2);
+            a3 = Simd::fmadd(qv, Simd::load(k + 3 * dp + c), a3);
+        }
+        Simd::reduce_add4(a0, a1, a2, a3, s + jj);
+    }
+    for (; jj < visible; ++jj) {
+        Reg a = Simd::zero();
+        for (int64_t c = 0; c < dp; c += W) a = Simd::fmadd(Simd::load(q + c), Simd::load(kb + jj * dp + c), a);
+        s[jj] = Simd::reduce_add(a);
+    }
+}
+
+// scores_dot with head_dim known at compile time (C vectors): the query row stays in registers
+// and the loop over head_dim is unrolled, so the loop keeps no pointers on the stack.
+template <int C>
+inline void scores_dot_fixed(const float* q, const float* kb, int64_t visible, float* s) {
+    constexpr int64_t dp = C * W;
+    Reg qv[C];
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) qv[c] = Simd::load(q + c * W);
+    int64_t jj = 0;
+    for (; jj + 4 <= visible; jj += 4) {
+        const float* k = kb + jj * dp;
+        Reg a0 = Simd::mul(qv[0], Simd::load(k)), a1 = Simd::mul(qv[0], Simd::load(k + dp));
+        Reg a2 = Simd::mul(qv[0], Simd::load(k + 2 * dp)), a3 = Simd::mul(qv[0], Simd::load(k + 3 * dp));
+#pragma GCC unroll 16
+        for (int c = 1; c < C; ++c) {
+            a0 = Simd::fmadd(qv[c], Simd::load(k + c * W), a0);
+            a1 = Simd::fmadd(qv[c], Simd::load(k + dp + c * W), a1);
+            a2 = Simd::fmadd(qv[c], Simd::load(k + 2 * dp + c * W), a2);
+            a3 = Simd::fmadd(qv[c], Simd::load(k + 3 * dp + c * W), a3);
+        }
+        Simd::reduce_add4(a0, a1, a2, a3, s + jj);
+    }
+    for (; jj < visible; ++jj) {
+        Reg a = Simd::mul(qv[0], Simd::load(kb + jj * dp));
+#pragma GCC unroll 16
+        for (int c = 1; c < C; ++c) a = Simd::fmadd(qv[c], Simd::load(kb + jj * dp + c * W), a);
+        s[jj] = Simd::reduce_add(a);
+    }
+}
+
+inline void scores_dot_any(const float* q, const float* kb, int64_t dp, int64_t visible, float* s) {
+    switch (dp / W) {
+        case 4: scores_dot_fixed<4>(q, kb, visible, s); break;
+        case 6: scores_dot_fixed<6>(q, kb, visible, s); break;
+        case 8: scores_dot_fixed<8>(q, kb, visible, s); break;
+        default: scores_dot(q, kb, dp, visible, s); break;
+    }
+}
+
 // acc[r][:] = acc[r][:] * correction[r] + sum_jj p[r][jj] * V[jj][:] for R rows sharing V loads.
 template <int R>
 inline void pv_shared(const float* vb, int64_t dp, int64_t n, const float* p, int64_t p_stride, float* acc,
@@ -344,32 +408,15 @@ void rows_in_registers(const Tile& t, float* scratch) {
     const int64_t last_end = visible_end(t, t.num_queries - 1);
     for (int64_t j0 = t.key_begin; j0 < last_end; j0 += kKeyBlock) {
         const int64_t n = min64(kKeyBlock, last_end - j0);
-        pack_block(t, j0, n, dp, kb, vb, last_end);
+        pack_block(t, j0, n, dp, kb, vb, last_end, /*check_finite=*/false);
         for (int64_t i = 0; i < t.num_queries; ++i) {
             const int64_t visible = min64(n, visible_end(t, i) - j0);  // keys of this block query i sees
             if (visible <= 0) continue;
             const int64_t r0 = i * g_len;
+            for (int64_t r = r0; r < r0 + g_len; ++r) scores_dot_any(qf + r * dp, kb, dp, visible, sc + r * sp);
             for (int64_t r = r0; r < r0 + g_len; ++r) {
-                const float* q = qf + r * dp;
                 float* s = sc + r * sp;
-                int64_t jj = 0;
-                for (; jj + 4 <= visible; jj += 4) {  // four keys at once for independent FMA chains
-                    Reg a0 = Simd::zero(), a1 = Simd::zero(), a2 = Simd::zero(), a3 = Simd::zero();
-                    const float* k = kb + jj * dp;
-                    for (int64_t c = 0; c < dp; c += W) {
-                        const Reg qv = Simd::load(q + c);
-                        a0 = Simd::fmadd(qv, Simd::load(k + c), a0);
-                        a1 = Simd::fmadd(qv, Simd::load(k + dp + c), a1);
-                        a2 = Simd::fmadd(qv, Simd::load(k + 2 * dp + c), a2);
-                        a3 = Simd::fmadd(qv, Simd::load(k + 3 * dp + c), a3);
-                    }
-                    Simd::reduce_add4(a0, a1, a2, a3, s + jj);
-                }
-                for (; jj < visible; ++jj) {
-                    Reg a = Simd::zero();
-                    for (int64_t c = 0; c < dp; c += W) a = Simd::fmadd(Simd::load(q + c), Simd::load(kb + jj * dp + c), a);
-                    s[jj] = Simd::reduce_add(a);
-                }
+                int64_t jj;
                 for (jj = visible; jj < round_up(visible, W); ++jj) s[jj] = kNegInf;
 
                 Reg block_max = Simd::set1(kNegInf);
