@@ -1,9 +1,10 @@
 # common.sh: sourced by the scripts in scripts/reliability/. Not run on its own.
 #   ROOT       repository root
-#   REL_BUILD  where the reliability builds go (env GQA_REL_BUILD, default /tmp/gqa-reliability)
+#   REL_BUILD  where the reliability builds go (env GQA_REL_BUILD, default build/reliability in
+#              this checkout: a build tree made from another checkout would be refused by CMake)
 #   REL_JOBS   parallel build jobs (env GQA_REL_JOBS, default 2)
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-REL_BUILD="${GQA_REL_BUILD:-${TMPDIR:-/tmp}/gqa-reliability}"
+REL_BUILD="${GQA_REL_BUILD:-$ROOT/build/reliability}"
 REL_JOBS="${GQA_REL_JOBS:-2}"
 mkdir -p "$REL_BUILD"
 

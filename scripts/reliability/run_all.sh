@@ -7,7 +7,7 @@
 # 4. libFuzzer, time-boxed (60 s, env GQA_FUZZ_SECONDS)                   (fuzz.sh)
 # Installs its tools itself (apt-get: clang libclang-rt-dev llvm abigail-tools when missing). Every step runs
 # even when an earlier one failed; the exit status is non-zero if any failed.
-# Environment: GQA_REL_BUILD (build root, default /tmp/gqa-reliability), GQA_REL_JOBS (2),
+# Environment: GQA_REL_BUILD (build root, default build/reliability), GQA_REL_JOBS (2),
 # GQA_FUZZ_SECONDS (60), GQA_REL_TSAN_ROUNDS (3).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"

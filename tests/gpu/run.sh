@@ -12,7 +12,7 @@
 # Run from anywhere inside the repository:  tests/gpu/run.sh
 # Environment:
 #   OUT            log folder (default /tmp/gqa-gpu-out); at most 6 files are written there
-#   GQA_BUILD_DIR  CMake build folder (default /tmp/gqa-gpu-build); reused when it exists
+#   GQA_BUILD_DIR  CMake build folder (default build/gpu in this checkout); reused when it exists
 #   JOBS           parallel build jobs (default: all cores)
 #   GQA_STEPS      steps to run (default "build python ctest pytest sanitizers"); e.g. a second
 #                  device call on the same warm machine can run GQA_STEPS=sanitizers alone
@@ -28,7 +28,7 @@ set -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 OUT_DIR=${OUT:-/tmp/gqa-gpu-out}
-BUILD=${GQA_BUILD_DIR:-/tmp/gqa-gpu-build}
+BUILD=${GQA_BUILD_DIR:-$ROOT/build/gpu}
 SITE=${GQA_SITE_DIR:-/tmp/gqa-gpu-site}
 JOBS=${JOBS:-$(nproc)}
 PY=${PYTHON:-python3}
