@@ -7,15 +7,20 @@
 #   4. pytest -m gpu over tests/python                            -> pytest.log, pytest-junit.xml
 #   5. compute-sanitizer memcheck, racecheck, initcheck, synccheck over tests/c/test_gpu_basic
 #      and the small pytest subset (tests named test_small_*)     -> sanitizer.log
-#   6. a summary with counts                                      -> summary.txt (also printed)
+#   6. both GPU benchmarks, python -m gqa.bench {decode,prefill} --device cuda
+#                                                                 -> bench/ (logs, JSON, PNG, RESULTS.md)
+#   7. a summary with counts                                      -> summary.txt (also printed)
 #
 # Run from anywhere inside the repository:  tests/gpu/run.sh
 # Environment:
-#   OUT            log folder (default /tmp/gqa-gpu-out); at most 6 files are written there
+#   OUT            log folder (default /tmp/gqa-gpu-out); at most 6 files are written there,
+#                  plus the benchmarks' folder bench/
 #   GQA_BUILD_DIR  CMake build folder (default build/gpu in this checkout); reused when it exists
 #   JOBS           parallel build jobs (default: all cores)
-#   GQA_STEPS      steps to run (default "build python ctest pytest sanitizers"); e.g. a second
-#                  device call on the same warm machine can run GQA_STEPS=sanitizers alone
+#   GQA_STEPS      steps to run (default "build python ctest pytest sanitizers bench"); e.g. a
+#                  second device call on the same warm machine can run GQA_STEPS=sanitizers alone
+#   GQA_BENCH_ARGS     extra options for both benchmarks, e.g. "--quick" or "--no-graph"
+#   GQA_BENCH_TIMEOUT  seconds per benchmark (default 900)
 #   GQA_SKIP_SANITIZERS=1   skip step 5
 #   GQA_SANITIZER_TIMEOUT   seconds per sanitizer run (default 240)
 #   GQA_SANITIZER_PY_ARGS   extra compute-sanitizer options for the pytest runs, e.g.
@@ -51,7 +56,7 @@ step() {
     return $rc
 }
 
-STEPS=${GQA_STEPS:-build python ctest pytest sanitizers}
+STEPS=${GQA_STEPS:-build python ctest pytest sanitizers bench}
 want() { case " $STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 GPU_NAME=$(nvidia-smi -L 2>/dev/null | head -1)
@@ -135,7 +140,28 @@ else
     done
 fi
 
-# ---- 6. summary ----------------------------------------------------------------------------
+# ---- 6. GPU benchmarks ----------------------------------------------------------------------
+# Each mode writes its JSON, PNG and RESULTS.md section into $OUT_DIR/bench, on a copy of the
+# checkout's RESULTS.md (so the CPU section stays); copy them into benchmarks/ to publish. A run
+# cut short leaves a partial JSON: python -m gqa.bench --device cuda --from-json FILE reports it.
+if want bench; then
+    if [ $HAVE_GPU -eq 0 ]; then
+        record bench SKIP "no GPU visible"
+    else
+        BENCH_DIR="$OUT_DIR/bench"
+        mkdir -p "$BENCH_DIR"
+        [ -f "$BENCH_DIR/RESULTS.md" ] || cp "$ROOT/benchmarks/RESULTS.md" "$BENCH_DIR/RESULTS.md"
+        for mode in decode prefill; do
+            : >"$BENCH_DIR/bench-$mode.log"
+            # shellcheck disable=SC2086
+            step "bench-$mode" "$BENCH_DIR/bench-$mode.log" timeout "${GQA_BENCH_TIMEOUT:-900}" \
+                env TQDM_MININTERVAL=10 "$PY" -m gqa.bench "$mode" --device cuda --out-dir "$BENCH_DIR" \
+                --results-md "$BENCH_DIR/RESULTS.md" ${GQA_BENCH_ARGS:-}
+        done
+    fi
+fi
+
+# ---- 7. summary ----------------------------------------------------------------------------
 {
     echo "libgqa GPU run: $(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo none)"
     echo "device: ${GPU_NAME:-none visible}"
@@ -150,5 +176,6 @@ fi
     echo "steps: ${#NAMES[@]}, failed: $FAILS"
     grep -E "^(FAIL|FAILED|ERROR)" "$OUT_DIR/pytest.log" 2>/dev/null | head -20
     grep -E "ERROR SUMMARY" "$OUT_DIR/sanitizer.log" 2>/dev/null | sort | uniq -c
+    grep -hE "^gqa.bench .*(configs,|WRONG|ERROR)" "$OUT_DIR"/bench/bench-*.log 2>/dev/null
 } | tee "$OUT_DIR/summary.txt"
 grep -q "failed: 0$" "$OUT_DIR/summary.txt"

@@ -3,6 +3,9 @@
 Writes benchmarks/cpu-bench.json, the CPU section of benchmarks/RESULTS.md and
 benchmarks/cpu-bench.png (paths are options). Thread count: --threads, else GQA_NUM_THREADS,
 else the cores this process may use; torch.set_num_threads gets the same number.
+
+The GPU benchmarks are `python -m gqa.bench {decode,prefill,all} --device cuda` (gpu_main.py;
+its own --help).
 """
 from __future__ import annotations
 
@@ -57,9 +60,14 @@ def _l2_bytes_per_core() -> int:
 
 
 def main(argv=None) -> int:
+    from . import gpu_main
+
+    if gpu_main.wants_gpu(list(sys.argv[1:] if argv is None else argv)):
+        return gpu_main.main(argv)
     ap = argparse.ArgumentParser(prog="python -m gqa.bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu", choices=["cpu"], help="only the CPU benchmark exists here")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cpu: this benchmark; cuda: python -m gqa.bench {decode,prefill,all} --device cuda --help")
     ap.add_argument("--threads", type=int, default=0, help="0: GQA_NUM_THREADS, else available cores")
     ap.add_argument("--quick", action="store_true", help="a smaller grid (no S=2048, no batch 8)")
     ap.add_argument("--no-torch", action="store_true", help="libgqa only")

@@ -66,16 +66,20 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_results_md(path: Path, section: str) -> None:
-    """Replace the CPU section of RESULTS.md (between the markers), keeping everything else."""
-    text = path.read_text() if path.exists() else "# libgqa benchmark results\n\n"
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END) + r"\n?", re.S)
+def replace_section(text: str, section: str, start: str = START, end: str = END) -> str:
+    """text with the part between the start and end markers replaced by section (which carries
+    its own markers), or section appended when the markers are absent; the rest is kept."""
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
     if pattern.search(text):
-        text = pattern.sub(lambda _: section, text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
+        return pattern.sub(lambda _: section, text)
+    return text.rstrip("\n") + "\n\n" + section
+
+
+def write_results_md(path: Path, section: str, start: str = START, end: str = END) -> None:
+    """Replace one section of RESULTS.md (the CPU one by default), keeping everything else."""
+    text = path.read_text() if path.exists() else "# libgqa benchmark results\n\n"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(replace_section(text, section, start, end))
 
 
 def write_json(path: Path, meta: dict, rows: list[dict]) -> None:
