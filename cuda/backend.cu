@@ -7,6 +7,8 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "backend.hpp"
@@ -120,17 +122,32 @@ void check_launch(const char* kernel) {
 
 using Launcher = void (*)(const AttnParams&, cudaStream_t);
 
+// GQA_CUDA_PREFILL=simt selects the SIMT reference prefill (to compare or bisect); unset or
+// "tensor_core" the tensor-core kernel. Read at every call so a test can switch in-process.
+bool prefill_on_tensor_cores() {
+    const char* choice = std::getenv("GQA_CUDA_PREFILL");
+    if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "tensor_core") == 0) return true;
+    if (std::strcmp(choice, "simt") == 0) return false;
+    fail(GQA_STATUS_INVALID_ARGUMENT, "environment variable GQA_CUDA_PREFILL (\"%s\") must be "
+         "\"tensor_core\" or \"simt\"", choice);
+}
+
+template <typename T, int D>
+Launcher prefill_for() {
+    return prefill_on_tensor_cores() ? gpu::launch_prefill_tc<T, D> : gpu::launch_prefill<T, D>;
+}
+
 // The kernel instantiation for a (dtype, head_dim), looked up before anything is launched.
 template <typename T>
 Launcher kernel_for(Kind kind, int64_t head_dim) {
     const bool prefill = kind == Kind::Prefill;
     switch (head_dim) {
-        case 32: return prefill ? gpu::launch_prefill<T, 32> : gpu::launch_decode<T, 32>;
-        case 64: return prefill ? gpu::launch_prefill<T, 64> : gpu::launch_decode<T, 64>;
-        case 80: return prefill ? gpu::launch_prefill<T, 80> : gpu::launch_decode<T, 80>;
-        case 96: return prefill ? gpu::launch_prefill<T, 96> : gpu::launch_decode<T, 96>;
-        case 128: return prefill ? gpu::launch_prefill<T, 128> : gpu::launch_decode<T, 128>;
-        case 256: return prefill ? gpu::launch_prefill<T, 256> : gpu::launch_decode<T, 256>;
+        case 32: return prefill ? prefill_for<T, 32>() : gpu::launch_decode<T, 32>;
+        case 64: return prefill ? prefill_for<T, 64>() : gpu::launch_decode<T, 64>;
+        case 80: return prefill ? prefill_for<T, 80>() : gpu::launch_decode<T, 80>;
+        case 96: return prefill ? prefill_for<T, 96>() : gpu::launch_decode<T, 96>;
+        case 128: return prefill ? prefill_for<T, 128>() : gpu::launch_decode<T, 128>;
+        case 256: return prefill ? prefill_for<T, 256>() : gpu::launch_decode<T, 256>;
         default: fail(GQA_STATUS_INTERNAL_ERROR, "no CUDA kernel for head_dim %lld", (long long)head_dim);
     }
 }

@@ -9,6 +9,10 @@
 // The new token (key position start) is read from k and v, never from the cache, and the block
 // of split 0 / head group 0 copies it into the cache at `start`: no block of this launch reads
 // that cache row, so the fused append cannot race with the attention.
+//
+// K/V tiles stream through a kStages-deep cp.async ring in dynamic shared memory: while one tile
+// is computed, the next kStages - 1 are in flight, which a memory-bound kernel needs to keep
+// enough bytes outstanding per SM.
 #pragma once
 
 #include <cmath>
@@ -16,6 +20,7 @@
 #include "common.cuh"
 #include "launchers.hpp"
 #include "log.hpp"
+#include "tensor_core.cuh"  // cp.async wrappers, dynamic_smem()
 
 namespace gqa {
 namespace gpu {
@@ -31,6 +36,9 @@ struct DecodeTile {
     static constexpr int kStride = D + kVec;  // odd number of 16-byte units: no bank conflicts
     static constexpr int kPairs = D / 2;      // P·V works on pairs of dims (4-byte smem reads)
     static constexpr int kItemsPerThread = (kHeads * kPairs + kThreads - 1) / kThreads;
+    static constexpr int kStages = D > 128 ? 3 : 4;  // K/V tiles in the cp.async ring
+    static constexpr size_t kStageElems = size_t(2) * kKeys * kStride;  // K then V
+    static constexpr size_t kDynamicSmemBytes = sizeof(uint16_t) * kStages * kStageElems;
     static_assert(D % kVec == 0, "head_dim must be a multiple of 8");
     static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
     static_assert(kHeads % kWarps == 0, "heads are dealt to warps evenly");
@@ -51,8 +59,7 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
     constexpr int kH = Tile::kHeads, kPairs = Tile::kPairs;
     using Pair = typename Storage<T>::Pair;
 
-    __shared__ __align__(16) T k_s[kK * kStride];
-    __shared__ __align__(16) T v_s[kK * kStride];
+    T* const ring = reinterpret_cast<T*>(dynamic_smem());  // [kStages][K, V][kK][kStride]
     __shared__ __align__(16) float q_s[kH][D];
     __shared__ float p_s[kH][kK + 1];  // +1: two heads read by one warp use distinct banks
     __shared__ float alpha_s[kH];
@@ -116,21 +123,45 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
 #pragma unroll
     for (int i = 0; i < Tile::kItemsPerThread; ++i) acc[i][0] = acc[i][1] = 0.0f;
 
-    for (int64_t k0 = lo; k0 < hi; k0 += kK) {
-        // K and V tile; rows at or past hi are zero so that P·V never touches NaN.
+    // Tile `tile` of this split into ring slot `slot`; rows at or past hi are zero-filled so that
+    // P·V never touches NaN.
+    auto load_tile = [&](int64_t tile, int slot) {
+        T* ks = ring + slot * Tile::kStageElems;
+        T* vs = ks + kK * kStride;
+        const int64_t k0 = lo + tile * kK;
         for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
             const int r = e / kChunks, c = e % kChunks;
             const int64_t pos = k0 + r;
-            uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
-            if (pos < hi) {
+            const bool valid = pos < hi;
+            const T* ksrc = k_new;
+            const T* vsrc = v_new;
+            if (valid) {
                 bool cached;
                 const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-                kx = load16((cached ? static_cast<const T*>(k_cache) : k_new) + off);
-                vx = load16((cached ? static_cast<const T*>(v_cache) : v_new) + off);
+                ksrc = (cached ? static_cast<const T*>(k_cache) : k_new) + off;
+                vsrc = (cached ? static_cast<const T*>(v_cache) : v_new) + off;
             }
-            store16(&k_s[r * kStride + c * kVec], kx);
-            store16(&v_s[r * kStride + c * kVec], vx);
+            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
+            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
         }
+    };
+    const int64_t num_tiles = hi > lo ? (hi - lo + kK - 1) / kK : 0;
+    // Prologue: the first kStages - 1 tiles. Every step commits one group (maybe empty), so
+    // "wait until at most kStages - 1 groups are pending" always means "this tile has landed".
+#pragma unroll
+    for (int s = 0; s < Tile::kStages - 1; ++s) {
+        if (s < num_tiles) load_tile(s, s);
+        cp_async_commit();
+    }
+
+    for (int64_t tile = 0; tile < num_tiles; ++tile) {
+        const int64_t k0 = lo + tile * kK;
+        const int64_t ahead = tile + Tile::kStages - 1;  // refills the slot freed last iteration
+        if (ahead < num_tiles) load_tile(ahead, int(ahead % Tile::kStages));
+        cp_async_commit();
+        cp_async_wait<Tile::kStages - 1>();
+        const T* k_s = ring + (tile % Tile::kStages) * Tile::kStageElems;
+        const T* v_s = k_s + kK * kStride;
         __syncthreads();
 
         // Q·Kᵀ: lane = key, warp = heads warp, warp + kWarps, ...
@@ -193,8 +224,9 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
                 acc[i][1] = a1;
             }
         }
-        __syncthreads();  // k_s, v_s, p_s and alpha_s are overwritten by the next tile
+        __syncthreads();  // this slot, p_s and alpha_s are overwritten by later tiles
     }
+    cp_async_wait<0>();  // only empty groups can remain; nothing may be left in flight
 
 #pragma unroll
     for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
@@ -232,14 +264,19 @@ void launch_decode(const AttnParams& p, cudaStream_t stream) {
     const dim3 grid(unsigned(p.num_splits), unsigned(p.num_kv_heads * head_groups),
                     unsigned(p.chunk.count));
     const dim3 block(Tile::kThreads);
+    const int smem = int(Tile::kDynamicSmemBytes);
+    // Above 48 KB (static + dynamic) a kernel must opt in; a host-side attribute, no sync.
+    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&decode_kernel<T, D>),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
     GQA_LOG(GQA_LOG_DEBUG,
             "cuda decode_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
-            "static smem %d B, splits %d, %lld head group(s) of <= %d query heads",
+            "static smem %d B + dynamic %d B (%d-stage K/V ring), splits %d, "
+            "%lld head group(s) of <= %d query heads",
             D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
-            int(sizeof(T) * 2 * Tile::kKeys * Tile::kStride +
-                sizeof(float) * (Tile::kHeads * D + Tile::kHeads * (Tile::kKeys + 1) + 3 * Tile::kHeads)),
-            p.num_splits, (long long)head_groups, Tile::kHeads);
-    decode_kernel<T, D><<<grid, block, 0, stream>>>(p);
+            int(sizeof(float) * (Tile::kHeads * D + Tile::kHeads * (Tile::kKeys + 1) + 3 * Tile::kHeads)),
+            smem, Tile::kStages, p.num_splits, (long long)head_groups, Tile::kHeads);
+    decode_kernel<T, D><<<grid, block, smem, stream>>>(p);
 }
 
 }  // namespace gpu

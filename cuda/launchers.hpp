@@ -17,6 +17,10 @@ namespace gpu {
 template <typename T, int D>
 void launch_prefill(const AttnParams& p, cudaStream_t stream);
 
+// The same on tensor cores (sm_80+): the default; the SIMT kernel above is the reference path.
+template <typename T, int D>
+void launch_prefill_tc(const AttnParams& p, cudaStream_t stream);
+
 // Decode: appends the new k, v at each sequence's start, attends over start + 1 keys; writes
 // out (num_splits == 1) or the split partials (num_splits > 1, then launch_combine).
 template <typename T, int D>

@@ -15,6 +15,16 @@ dim3 block_dim, grid_dim;
 std::barrier<>* block_barrier;
 std::barrier<>* warp_barrier[32];
 float exchange[32][32];
+uint32_t fragments[32][32][6];
+const void* row_address[32][32];
+unsigned char* dynamic_smem;
+size_t dynamic_smem_bytes;
+thread_local std::vector<PendingCopy> pending_copies;
+thread_local int committed_groups;
+void die(const char* what) {
+    std::fprintf(stderr, "emulated kernel error: %s\n", what);
+    std::abort();
+}
 }  // namespace emu
 
 namespace {
@@ -74,4 +84,5 @@ cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
     return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaFuncSetAttribute(const void*, enum cudaFuncAttribute, int) { return cudaSuccess; }
 }

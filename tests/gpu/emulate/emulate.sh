@@ -28,13 +28,13 @@ esac
 
 rm -rf "$WORK"
 mkdir -p "$WORK/cuda/instances" "$WORK/obj"
-# Kernel launches become emu_launch(kernel, grid, block, p).
+# Kernel launches become emu_launch(kernel, grid, block, p, smem).
 for f in "$ROOT"/cuda/*.cuh "$ROOT"/cuda/*.hpp "$ROOT"/cuda/*.cu "$ROOT"/cuda/instances/*.cu; do
-    sed -E 's/([A-Za-z_:<>, 0-9]+)<<<([^,]+), ([^,]+), 0, stream>>>\(p\);/emu_launch(\1, dim3(\2), dim3(\3), p);/' \
+    sed -E 's/([A-Za-z_:<>, 0-9]+)<<<([^,]+), ([^,]+), ([^,]+), stream>>>\(p\);/emu_launch(\1, dim3(\2), dim3(\3), p, \4);/' \
         "$f" >"$WORK/cuda/${f#"$ROOT"/cuda/}"
 done
 if grep -q "<<<" "$WORK"/cuda/*.cu "$WORK"/cuda/*.cuh; then
-    echo "emulate.sh: a kernel launch was not rewritten (expected 'kernel<<<grid, block, 0, stream>>>(p);')" >&2
+    echo "emulate.sh: a kernel launch was not rewritten (expected 'kernel<<<grid, block, smem, stream>>>(p);')" >&2
     exit 1
 fi
 

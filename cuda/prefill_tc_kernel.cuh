@@ -1,0 +1,264 @@
+// prefill_tc_kernel.cuh: flash-style GQA prefill on tensor cores (sm_80+: mma.sync m16n8k16,
+// ldmatrix, cp.async double buffering). Same semantics and parameters as prefill_kernel.cuh,
+// which stays as the SIMT reference path (GQA_CUDA_PREFILL=simt).
+//
+// One block = kM = 16 x kWarps queries of one (sequence, query head); warp w owns query rows
+// 16w .. 16w+15 of the tile, so each warp's softmax state stays in its registers.
+// Per key tile of kN keys:
+//   S = Q·Kᵀ      (A = Q from shared memory, B = K rows, both via ldmatrix)
+//   online softmax in fp32, base 2; P rounded to the storage type
+//   O += P·V      (A = P straight from the S accumulators, B = V via ldmatrix.trans)
+// While a tile is computed, the next tile's K and V are already loading (cp.async, 2 stages).
+// Key rows past the block's last visible key are zero-filled, so P·V never touches stale data.
+//
+// Causal blocks are launched heaviest first (the last query tile has the most keys) so that
+// the long blocks do not all end up in the final wave.
+#pragma once
+
+#include <cmath>
+
+#include "common.cuh"
+#include "launchers.hpp"
+#include "log.hpp"
+#include "tensor_core.cuh"
+
+namespace gqa {
+namespace gpu {
+
+template <int D>
+struct PrefillTcTile {
+    static constexpr int kWarps = 4;
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kM = 16 * kWarps;         // queries per block
+    static constexpr int kN = D > 128 ? 32 : 64;   // keys per tile
+    static constexpr int kChunks = D / kVec;       // 16-byte chunks per row
+    // Row stride in elements: an odd number of 16-byte units, so the 8 row addresses of each
+    // ldmatrix phase fall in 8 distinct bank groups (no swizzle needed).
+    static constexpr int kStride = D + kVec;
+    static constexpr int kSTiles = kN / 8;        // 8-key column tiles of S
+    static constexpr int kOTiles = D / 8;         // 8-wide column tiles of O
+    static constexpr int kStages = 2;
+    static constexpr size_t kSmemBytes = size_t(2) * (kM + 2 * kStages * kN) * kStride;
+    static_assert(D % 16 == 0, "the tensor-core prefill needs head_dim % 16 == 0");
+    static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
+    static_assert(kOTiles % 2 == 0 && kSTiles % 2 == 0, "ldmatrix.x4 loads two column tiles");
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
+    prefill_tc_kernel(const __grid_constant__ AttnParams p) {
+    using Tile = PrefillTcTile<D>;
+    constexpr int kM = Tile::kM, kN = Tile::kN, kStride = Tile::kStride, kChunks = Tile::kChunks;
+
+    T* q_s = reinterpret_cast<T*>(dynamic_smem());  // [kM][kStride], later the output tile
+    T* k_s = q_s + kM * kStride;                     // [kStages][kN][kStride]
+    T* v_s = k_s + Tile::kStages * kN * kStride;     // [kStages][kN][kStride]
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
+    const int64_t q_tile = p.causal ? int64_t(gridDim.x) - 1 - blockIdx.x : int64_t(blockIdx.x);
+    const int64_t q0 = q_tile * kM;
+    const int64_t qh = blockIdx.y;
+    const int bl = blockIdx.z;
+    const int64_t b = int64_t(p.chunk.first) + bl;
+    const int64_t kvh = qh / p.group;
+    const int64_t start = p.has_cache ? int64_t(p.chunk.start[bl]) : 0;
+    const int64_t kv_len = start + p.seq_len;
+    // Keys at or past kv_end are masked for every query of this block.
+    const int64_t kv_end = p.causal ? min(kv_len, start + q0 + kM) : kv_len;
+    const int64_t num_tiles = (kv_end + kN - 1) / kN;
+
+    const T* q = static_cast<const T*>(p.q);
+    const T* k_new = static_cast<const T*>(p.k);
+    const T* v_new = static_cast<const T*>(p.v);
+    const T* k_cache = static_cast<const T*>(p.k_cache);
+    const T* v_cache = static_cast<const T*>(p.v_cache);
+
+    // Q tile; rows past seq_len are zero (computed, never written).
+    for (int e = tid; e < kM * kChunks; e += Tile::kThreads) {
+        const int r = e / kChunks, c = e % kChunks;
+        const bool valid = q0 + r < p.seq_len;
+        const T* src = valid ? q + ((b * p.seq_len + q0 + r) * p.num_q_heads + qh) * D + c * kVec : q;
+        cp_async_16(&q_s[r * kStride + c * kVec], src, valid);
+    }
+    auto load_kv = [&](int64_t tile, int stage) {
+        T* ks = k_s + stage * kN * kStride;
+        T* vs = v_s + stage * kN * kStride;
+        for (int e = tid; e < kN * kChunks; e += Tile::kThreads) {
+            const int r = e / kChunks, c = e % kChunks;
+            const int64_t pos = tile * kN + r;
+            const bool valid = pos < kv_end;
+            const T* ksrc = k_new;
+            const T* vsrc = v_new;
+            if (valid) {
+                bool cached;
+                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
+                ksrc = (cached ? k_cache : k_new) + off;
+                vsrc = (cached ? v_cache : v_new) + off;
+            }
+            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
+            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
+        }
+    };
+    load_kv(0, 0);
+    cp_async_commit();  // group 0: Q and the first K/V tile
+
+    float o[Tile::kOTiles][4];
+#pragma unroll
+    for (int i = 0; i < Tile::kOTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY};  // running max of rows group, group+8 (base-2 logits)
+    float l[2] = {0.0f, 0.0f};            // this thread's part of the running sums
+    const int64_t warp_q0 = start + q0 + 16 * warp;  // absolute position of the warp's first query
+    const int64_t row_pos[2] = {warp_q0 + group, warp_q0 + group + 8};
+    // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8.
+    const int lm_row = lane % 8 + ((lane / 8) % 2) * 8;  // matrices 1, 3 are 8 rows further
+    const int lm_col = (lane / 16) * 8;                  // matrices 2, 3 are 8 columns further
+    const T* q_warp = q_s + (16 * warp + lm_row) * kStride + lm_col;
+
+    for (int64_t tile = 0; tile < num_tiles; ++tile) {
+        const int stage = int(tile % Tile::kStages);
+        if (tile + 1 < num_tiles) {
+            load_kv(tile + 1, (stage + 1) % Tile::kStages);
+            cp_async_commit();
+            cp_async_wait<1>();  // everything but the tile just issued has landed
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const T* ks = k_s + stage * kN * kStride;
+        const T* vs = v_s + stage * kN * kStride;
+
+        // S = Q·Kᵀ for this warp's 16 rows and the tile's kN keys.
+        float s[Tile::kSTiles][4];
+#pragma unroll
+        for (int i = 0; i < Tile::kSTiles; ++i) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t a[4];
+            ldmatrix_x4(a, q_warp + kk * 16);
+#pragma unroll
+            for (int n2 = 0; n2 < Tile::kSTiles / 2; ++n2) {
+                // matrices: keys +0 / +8 (lane / 16), head-dim columns +0 / +8 (lane / 8 % 2)
+                uint32_t kb[4];
+                ldmatrix_x4(kb, ks + (16 * n2 + lane % 8 + (lane / 16) * 8) * kStride + kk * 16 +
+                                    ((lane / 8) % 2) * 8);
+                mma_16x8x16<T>(s[2 * n2], a, kb[0], kb[1]);
+                mma_16x8x16<T>(s[2 * n2 + 1], a, kb[2], kb[3]);
+            }
+        }
+
+        // Scale to base 2, mask, online softmax. Only the tail tile and the causal diagonal
+        // need the mask; rows group and group+8 are shared by the 4 lanes of a quad.
+        const int64_t k0 = tile * kN;
+        const bool needs_mask = k0 + kN > kv_end || (p.causal && k0 + kN - 1 > warp_q0);
+#pragma unroll
+        for (int i = 0; i < Tile::kSTiles; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x = s[i][e] * p.scale_log2;
+                if (needs_mask) {
+                    const int64_t key = k0 + 8 * i + 2 * t + (e & 1);
+                    const bool visible = key < kv_end && (!p.causal || key <= row_pos[e / 2]);
+                    x = visible ? x : -INFINITY;
+                }
+                s[i][e] = x;
+            }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float mx = -INFINITY;
+#pragma unroll
+            for (int i = 0; i < Tile::kSTiles; ++i) mx = fmaxf(mx, fmaxf(s[i][2 * r], s[i][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m[r], mx);
+            // Guard: while every key seen by the row is masked, m_new is -inf (-inf - -inf = NaN).
+            const bool any = m_new != -INFINITY;
+            const float alpha = any ? exp2f(m[r] - m_new) : 1.0f;
+            float sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < Tile::kSTiles; ++i)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                    const float pr = any ? exp2f(s[i][e] - m_new) : 0.0f;
+                    s[i][e] = pr;
+                    sum += pr;
+                }
+            l[r] = l[r] * alpha + sum;  // the quad's partial sums are added at the end
+            m[r] = m_new;
+#pragma unroll
+            for (int i = 0; i < Tile::kOTiles; ++i) {
+                o[i][2 * r] *= alpha;
+                o[i][2 * r + 1] *= alpha;
+            }
+        }
+
+        // O += P·V: the S accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of
+        // the k-step kk, so P never goes through shared memory.
+#pragma unroll
+        for (int kk = 0; kk < kN / 16; ++kk) {
+            uint32_t a[4];
+            a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
+            a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
+            a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+            a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+            for (int n2 = 0; n2 < Tile::kOTiles / 2; ++n2) {
+                // matrices: keys +0 / +8 (lane / 8 % 2), head-dim columns +0 / +8 (lane / 16)
+                uint32_t vb[4];
+                ldmatrix_x4_trans(vb, vs + (16 * kk + lm_row) * kStride + 16 * n2 + lm_col);
+                mma_16x8x16<T>(o[2 * n2], a, vb[0], vb[1]);
+                mma_16x8x16<T>(o[2 * n2 + 1], a, vb[2], vb[3]);
+            }
+        }
+        __syncthreads();  // this stage is refilled by the next iteration's load
+    }
+
+    // Normalise, stage the warp's 16 rows in its own rows of q_s, store 16-byte vectors.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+    // Key 0 is visible to every query (causal or not), so l >= 1 here.
+    const float inv_l[2] = {1.0f / l[0], 1.0f / l[1]};
+    T* o_s = q_s + 16 * warp * kStride;
+#pragma unroll
+    for (int i = 0; i < Tile::kOTiles; ++i)
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            const uint32_t x = pack2<T>(o[i][2 * r] * inv_l[r], o[i][2 * r + 1] * inv_l[r]);
+            memcpy(&o_s[(group + 8 * r) * kStride + 8 * i + 2 * t], &x, 4);
+        }
+    __syncwarp();
+    T* out = static_cast<T*>(p.out);
+    for (int e = lane; e < 16 * kChunks; e += 32) {
+        const int r = e / kChunks, c = e % kChunks;
+        const int64_t row = q0 + 16 * warp + r;
+        if (row < p.seq_len)
+            store16(out + ((b * p.seq_len + row) * p.num_q_heads + qh) * D + c * kVec,
+                    *reinterpret_cast<const uint4*>(&o_s[r * kStride + c * kVec]));
+    }
+}
+
+template <typename T, int D>
+void launch_prefill_tc(const AttnParams& p, cudaStream_t stream) {
+    using Tile = PrefillTcTile<D>;
+    const dim3 grid(unsigned((p.seq_len + Tile::kM - 1) / Tile::kM), unsigned(p.num_q_heads),
+                    unsigned(p.chunk.count));
+    const dim3 block(Tile::kThreads);
+    const int smem = int(Tile::kSmemBytes);
+    // Above 48 KB a kernel must opt in; a host-side attribute, no synchronisation.
+    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&prefill_tc_kernel<T, D>),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
+    GQA_LOG(GQA_LOG_DEBUG,
+            "cuda prefill_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
+            "dynamic smem %d B, tile %d queries x %d keys, %d stages",
+            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
+            smem, Tile::kM, Tile::kN, Tile::kStages);
+    prefill_tc_kernel<T, D><<<grid, block, smem, stream>>>(p);
+}
+
+}  // namespace gpu
+}  // namespace gqa
