@@ -18,7 +18,9 @@
 #   GQA_BUILD_DIR  CMake build folder (default build/gpu in this checkout); reused when it exists
 #   JOBS           parallel build jobs (default: all cores)
 #   GQA_STEPS      steps to run (default "build python ctest pytest sanitizers bench"); e.g. a
-#                  second device call on the same warm machine can run GQA_STEPS=sanitizers alone
+#                  second device call on the same warm machine can run GQA_STEPS=sanitizers alone.
+#                  Without "python", Python uses python/gqa with GQA_LIBRARY=$GQA_BUILD_DIR/libgqa.so
+#                  (saves the package's second CUDA compile; the device plan in cuda/README.md)
 #   GQA_BENCH_ARGS     extra options for both benchmarks, e.g. "--quick" or "--no-graph"
 #   GQA_BENCH_TIMEOUT  seconds per benchmark (default 900)
 #   GQA_SKIP_SANITIZERS=1   skip step 5
@@ -86,8 +88,12 @@ if want python; then
     rm -rf "$SITE"
     step python-install "$OUT_DIR/build.log" "$PY" -m pip install --no-build-isolation --no-deps \
         --no-index --target "$SITE" -C build-dir="$BUILD-py" "$ROOT"
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+elif [ -f "$BUILD/libgqa.so" ]; then
+    # No package install (it would compile the CUDA code a second time): the source package
+    # python/gqa loads the library step 1 built.
+    export GQA_LIBRARY="$BUILD/libgqa.so" PYTHONPATH="$ROOT/python${PYTHONPATH:+:$PYTHONPATH}"
 fi
-export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 
 # ---- 3. ctest ----------------------------------------------------------------------------
 CTEST_NOTE="not run"
