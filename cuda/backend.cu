@@ -122,32 +122,50 @@ void check_launch(const char* kernel) {
 
 using Launcher = void (*)(const AttnParams&, cudaStream_t);
 
-// GQA_CUDA_PREFILL=simt selects the SIMT reference prefill (to compare or bisect); unset or
-// "tensor_core" the tensor-core kernel. Read at every call so a test can switch in-process.
-bool prefill_on_tensor_cores() {
-    const char* choice = std::getenv("GQA_CUDA_PREFILL");
-    if (choice == nullptr || *choice == '\0' || std::strcmp(choice, "tensor_core") == 0) return true;
-    if (std::strcmp(choice, "simt") == 0) return false;
-    fail(GQA_STATUS_INVALID_ARGUMENT, "environment variable GQA_CUDA_PREFILL (\"%s\") must be "
-         "\"tensor_core\" or \"simt\"", choice);
+// Kernel choice from the environment, read at every call so that a test can switch in-process:
+// GQA_CUDA_PREFILL and GQA_CUDA_DECODE = "tensor_core" or "simt" (the SIMT kernels are the
+// reference paths, to compare or bisect); unset or "" means the default. Anything else is an
+// error before anything is written.
+enum class KernelChoice { Default, TensorCore, Simt };
+
+KernelChoice kernel_choice(const char* variable) {
+    const char* choice = std::getenv(variable);
+    if (choice == nullptr || *choice == '\0') return KernelChoice::Default;
+    if (std::strcmp(choice, "tensor_core") == 0) return KernelChoice::TensorCore;
+    if (std::strcmp(choice, "simt") == 0) return KernelChoice::Simt;
+    fail(GQA_STATUS_INVALID_ARGUMENT, "environment variable %s (\"%s\") must be \"tensor_core\" or "
+         "\"simt\"", variable, choice);
 }
 
+// Prefill: tensor cores unless asked otherwise.
 template <typename T, int D>
 Launcher prefill_for() {
-    return prefill_on_tensor_cores() ? gpu::launch_prefill_tc<T, D> : gpu::launch_prefill<T, D>;
+    return kernel_choice("GQA_CUDA_PREFILL") == KernelChoice::Simt ? gpu::launch_prefill<T, D>
+                                                                   : gpu::launch_prefill_tc<T, D>;
+}
+
+// Decode: tensor cores from kDecodeTcMinGroup query heads per KV head, where the SIMT kernel's
+// 2 x group FMAs per loaded element would outrun the fp32 units (cuda/README.md); SIMT below.
+constexpr int64_t kDecodeTcMinGroup = 4;
+
+template <typename T, int D>
+Launcher decode_for(int64_t group) {
+    const KernelChoice c = kernel_choice("GQA_CUDA_DECODE");
+    const bool tc = c == KernelChoice::TensorCore || (c == KernelChoice::Default && group >= kDecodeTcMinGroup);
+    return tc ? gpu::launch_decode_tc<T, D> : gpu::launch_decode<T, D>;
 }
 
 // The kernel instantiation for a (dtype, head_dim), looked up before anything is launched.
 template <typename T>
-Launcher kernel_for(Kind kind, int64_t head_dim) {
+Launcher kernel_for(Kind kind, int64_t head_dim, int64_t group) {
     const bool prefill = kind == Kind::Prefill;
     switch (head_dim) {
-        case 32: return prefill ? prefill_for<T, 32>() : gpu::launch_decode<T, 32>;
-        case 64: return prefill ? prefill_for<T, 64>() : gpu::launch_decode<T, 64>;
-        case 80: return prefill ? prefill_for<T, 80>() : gpu::launch_decode<T, 80>;
-        case 96: return prefill ? prefill_for<T, 96>() : gpu::launch_decode<T, 96>;
-        case 128: return prefill ? prefill_for<T, 128>() : gpu::launch_decode<T, 128>;
-        case 256: return prefill ? prefill_for<T, 256>() : gpu::launch_decode<T, 256>;
+        case 32: return prefill ? prefill_for<T, 32>() : decode_for<T, 32>(group);
+        case 64: return prefill ? prefill_for<T, 64>() : decode_for<T, 64>(group);
+        case 80: return prefill ? prefill_for<T, 80>() : decode_for<T, 80>(group);
+        case 96: return prefill ? prefill_for<T, 96>() : decode_for<T, 96>(group);
+        case 128: return prefill ? prefill_for<T, 128>() : decode_for<T, 128>(group);
+        case 256: return prefill ? prefill_for<T, 256>() : decode_for<T, 256>(group);
         default: fail(GQA_STATUS_INTERNAL_ERROR, "no CUDA kernel for head_dim %lld", (long long)head_dim);
     }
 }
@@ -268,8 +286,8 @@ void cuda_attention(const Problem& p) {
                 (long long)splits, p.num_splits, (unsigned long long)p.workspace_bytes);
     }
 
-    const Launcher attention = bf16 ? kernel_for<__nv_bfloat16>(p.kind, p.head_dim)
-                                    : kernel_for<__half>(p.kind, p.head_dim);
+    const Launcher attention = bf16 ? kernel_for<__nv_bfloat16>(p.kind, p.head_dim, p.group)
+                                    : kernel_for<__half>(p.kind, p.head_dim, p.group);
     const Launcher combine = bf16 ? gpu::launch_combine<__nv_bfloat16> : gpu::launch_combine<__half>;
 
     for (int64_t first = 0; first < p.batch; first += gpu::kMaxSeqsPerLaunch) {

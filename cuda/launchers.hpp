@@ -26,6 +26,10 @@ void launch_prefill_tc(const AttnParams& p, cudaStream_t stream);
 template <typename T, int D>
 void launch_decode(const AttnParams& p, cudaStream_t stream);
 
+// The same on tensor cores (sm_80+): the default from 4 query heads per KV head.
+template <typename T, int D>
+void launch_decode_tc(const AttnParams& p, cudaStream_t stream);
+
 // Decode split-KV: merges the partials of each (sequence, query head) into out, in a fixed order.
 template <typename T>
 void launch_combine(const AttnParams& p, cudaStream_t stream);

@@ -71,6 +71,14 @@ def prefill_kernel(request, monkeypatch):
     return request.param
 
 
+# The two decode kernels: tensor cores (the default from 4 query heads per KV head) and SIMT
+# (the default below). Every decode numerics test forces each one for every group size.
+@pytest.fixture(params=["tensor_core", "simt"])
+def decode_kernel(request, monkeypatch):
+    monkeypatch.setenv("GQA_CUDA_DECODE", request.param)
+    return request.param
+
+
 def tdtype(name):
     return {"f16": torch.float16, "bf16": torch.bfloat16}[name]
 
@@ -336,7 +344,7 @@ def _decode_id(c):
 
 @needs_torch
 @pytest.mark.parametrize("case", _decode_cases(), ids=_decode_id)
-def test_decode_matches_reference(case):
+def test_decode_matches_reference(case, decode_kernel):
     max_seq = 1100
     n = max_seq - 1 if case["cache_len"] == "max-1" else case["cache_len"]
     batch, kv_heads = case["batch"], case["kv_heads"]
@@ -367,7 +375,7 @@ SPLIT_CASES = [
 
 @needs_torch
 @pytest.mark.parametrize("case", SPLIT_CASES, ids=lambda c: f"b{c[0]}-{c[1]}:{c[2]}-d{c[3]}-{c[6]}")
-def test_split_kv_agrees_with_no_split(case):
+def test_split_kv_agrees_with_no_split(case, decode_kernel):
     batch, hq, hkv, dim, max_seq, lens, dtype = case
     q, k, v, kc, vc = decode_inputs(batch, hq, hkv, dim, max_seq, lens, dtype, seed=5)
     kc_before, vc_before = kc.clone(), vc.clone()
@@ -391,7 +399,7 @@ def test_split_kv_agrees_with_no_split(case):
 
 
 @needs_torch
-def test_small_decode_per_sequence_lengths_and_splits():
+def test_small_decode_per_sequence_lengths_and_splits(decode_kernel):
     lens = [0, 1, 31, 32, 33, 70]
     q, k, v, kc, vc = decode_inputs(6, 8, 2, 128, 71, lens, "f16", seed=6)
     kc_before, vc_before = kc.clone(), vc.clone()
@@ -407,7 +415,7 @@ def test_small_decode_per_sequence_lengths_and_splits():
 
 
 @needs_torch
-def test_batch_larger_than_one_launch():
+def test_batch_larger_than_one_launch(decode_kernel):
     """Batches over 256 sequences take several launches (per-sequence starts by value)."""
     batch = 300
     gen = torch.Generator().manual_seed(7)
@@ -427,7 +435,7 @@ def test_batch_larger_than_one_launch():
 # NaN past the attended range, determinism, CPU agreement, rejections, streams, graphs
 # ---------------------------------------------------------------------------------------------
 @needs_torch
-def test_small_nan_past_the_attended_range_changes_nothing():
+def test_small_nan_past_the_attended_range_changes_nothing(decode_kernel):
     lens = [5, 40]
     q, k, v, kc_nan, vc_nan = decode_inputs(2, 6, 2, 96, 64, lens, "f16", seed=9)
     gen = torch.Generator(device="cuda").manual_seed(10)
@@ -517,6 +525,31 @@ def test_small_cpu_and_cuda_agree(prefill_kernel):
 
 
 @needs_torch
+def test_small_cpu_and_cuda_agree_decode(decode_kernel):
+    import ml_dtypes
+
+    def host(t):
+        if t.dtype == torch.bfloat16:
+            return t.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
+        return t.cpu().numpy()
+
+    for dtype, dim, hq, hkv, n in (("f16", 128, 8, 2, 300), ("bf16", 64, 9, 3, 77)):
+        q, k, v, kc, vc = decode_inputs(2, hq, hkv, dim, 320, [n, n], dtype, seed=23)
+        kc_h, vc_h = host(kc), host(vc)
+        gpu = nan_like(q)
+        gqa.decode(q, k, v, kc, vc, n, out=gpu)
+        cpu = gqa.decode(host(q), host(k), host(v), kc_h, vc_h, n)
+        torch.cuda.synchronize()
+        a = host(gpu).astype(np.float64)
+        diff = np.abs(a - np.asarray(cpu).astype(np.float64)).max()
+        # As for prefill: the tensor-core kernel rounds P to the storage type before P·V.
+        ulp = {"f16": 2.0 ** -10, "bf16": 2.0 ** -7}[dtype] * max(1.0, np.abs(a).max())
+        allowed = 2 * ulp if decode_kernel == "simt" else 4 * ulp
+        assert diff <= allowed, f"{dtype} {decode_kernel}: CPU and CUDA differ by {diff:.3g}"
+        assert np.array_equal(host(kc).view(np.uint16), kc_h.view(np.uint16)), "caches differ"
+
+
+@needs_torch
 def test_small_unknown_prefill_kernel_is_rejected(monkeypatch):
     monkeypatch.setenv("GQA_CUDA_PREFILL", "fastest")
     gen = torch.Generator(device="cuda").manual_seed(21)
@@ -527,6 +560,19 @@ def test_small_unknown_prefill_kernel_is_rejected(monkeypatch):
         gqa.prefill(q, k, k, out=out)
     torch.cuda.synchronize()
     assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+
+
+@needs_torch
+def test_small_unknown_decode_kernel_is_rejected(monkeypatch):
+    monkeypatch.setenv("GQA_CUDA_DECODE", "fastest")
+    q, k, v, kc, vc = decode_inputs(1, 8, 2, 64, 16, [5], "f16", seed=22)
+    kc_before, vc_before = kc.clone(), vc.clone()
+    out = nan_like(q)
+    with pytest.raises(gqa.InvalidArgumentError, match="GQA_CUDA_DECODE"):
+        gqa.decode(q, k, v, kc, vc, 5, out=out)
+    torch.cuda.synchronize()
+    assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+    assert same_bits(kc, kc_before) and same_bits(vc, vc_before), "a rejected call wrote a cache"
 
 
 @needs_torch

@@ -1,7 +1,9 @@
 /* sweep.c: prefill and decode over many shapes against the float64 reference of test_util.h,
  * checking every output element and the exact cache bytes. Built by emulate.sh for the CPU
  * emulation of the CUDA kernels (too slow for a GPU run to need it: test_gpu.py covers more). */
+#define _POSIX_C_SOURCE 200112L /* setenv */
 #include <cuda_runtime_api.h>
+#include <stdlib.h>
 
 #include "test_util.h"
 
@@ -111,16 +113,7 @@ static void decode(int32_t dt, int B, int Hq, int Hkv, int D, int maxs, const in
     free(q); free(k); free(v); free(out); free(kvc);
 }
 
-int main(void) {
-    (void)guarded_alloc; (void)guards_intact; (void)guarded_free; (void)dtype_size;
-    int dims[6] = {32, 64, 80, 96, 128, 256}, groups[8] = {1, 2, 3, 4, 5, 7, 8, 16}, seqs[6] = {1, 3, 17, 33, 64, 113};
-    for (int i = 0; i < 24; ++i) {
-        int dt = i % 2 ? GQA_DTYPE_BF16 : GQA_DTYPE_F16, D = dims[i % 6], G = groups[i % 8], S = seqs[i % 6];
-        int Hkv = 1 + i % 3, mode = i % 4, maxs = S + 37;
-        int start = mode == 0 ? 0 : mode == 1 ? 1 : mode == 2 ? maxs - S : 0;
-        prefill(dt, 1 + i % 2, S, G * Hkv, Hkv, D, start, maxs, i % 3 != 2, mode != 3);
-    }
-    prefill(GQA_DTYPE_F16, 300, 3, 2, 1, 32, 2, 8, 1, 1);  /* > 256 sequences: two launches */
+static void decode_cases(void) {
     int lensA[6] = {0, 1, 31, 32, 33, 70};
     int lensB[1] = {1000};
     int lensC[3] = {0, 100, 255};
@@ -136,6 +129,26 @@ int main(void) {
     }
     decode(GQA_DTYPE_BF16, 300, 4, 2, 64, 40, lens300, 2, 1);
     decode(GQA_DTYPE_F16, 300, 4, 2, 64, 40, lens300, 1, 0);
+}
+
+int main(void) {
+    (void)guarded_alloc; (void)guards_intact; (void)guarded_free; (void)dtype_size;
+    int dims[6] = {32, 64, 80, 96, 128, 256}, groups[8] = {1, 2, 3, 4, 5, 7, 8, 16}, seqs[6] = {1, 3, 17, 33, 64, 113};
+    for (int i = 0; i < 24; ++i) {
+        int dt = i % 2 ? GQA_DTYPE_BF16 : GQA_DTYPE_F16, D = dims[i % 6], G = groups[i % 8], S = seqs[i % 6];
+        int Hkv = 1 + i % 3, mode = i % 4, maxs = S + 37;
+        int start = mode == 0 ? 0 : mode == 1 ? 1 : mode == 2 ? maxs - S : 0;
+        prefill(dt, 1 + i % 2, S, G * Hkv, Hkv, D, start, maxs, i % 3 != 2, mode != 3);
+    }
+    prefill(GQA_DTYPE_F16, 300, 3, 2, 1, 32, 2, 8, 1, 1);  /* > 256 sequences: two launches */
+    /* Every decode case with each kernel: the default choice (tensor cores from 4 query heads
+     * per KV head), then each kernel forced, so both see every group size. */
+    const char* kernels[3] = {"", "simt", "tensor_core"};
+    for (int i = 0; i < 3; ++i) {
+        setenv("GQA_CUDA_DECODE", kernels[i], 1);
+        printf("decode kernel: GQA_CUDA_DECODE=\"%s\"\n", kernels[i]);
+        decode_cases();
+    }
     printf("%d cases, %d failed\n", cases, fails);
     return fails != 0;
 }

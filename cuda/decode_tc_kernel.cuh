@@ -1,0 +1,303 @@
+// decode_tc_kernel.cuh: GQA decode on tensor cores (sm_80+: mma.sync m16n8k16, ldmatrix,
+// cp.async ring). Same semantics, parameters and split-KV partials as decode_kernel.cuh, which
+// stays as the SIMT path (GQA_CUDA_DECODE=simt) and the default for groups of 1-3 query heads.
+//
+// Why: a decode step reads each K/V element once and, with G query heads per KV head, does 2G
+// multiply-adds with it. At G = 8 and bf16 that is 8 FMAs per byte: at H100/H200 bandwidth more
+// fp32 FMAs than the SIMT units have. On tensor cores the G heads are the rows of the mma
+// (FlashInfer does the same for large groups), so the math is nearly free and the kernel can
+// stay memory-bound.
+//
+// One block = (split, kv head x group of up to 16 query heads, sequence): 4 warps; a key tile
+// of 64 keys gives each warp its own 16 keys, over which it keeps its own online softmax:
+//   S[16 heads x 16 keys] = Q·Kᵀ   (A = Q via ldmatrix, B = K rows via ldmatrix)
+//   O[16 heads x D]      += P·V    (A = P from the S accumulators, B = V via ldmatrix.trans)
+// At the end the 4 warps' (m, l, O) are merged through shared memory in a fixed order.
+// Head rows past the group (G < 16) are zero and never written. The new token is read from k, v
+// and copied into the cache as in decode_kernel.cuh (no block of the launch reads that row).
+#pragma once
+
+#include <cmath>
+
+#include "common.cuh"
+#include "decode_kernel.cuh"  // decode_keys_per_split
+#include "launchers.hpp"
+#include "log.hpp"
+#include "tensor_core.cuh"
+
+namespace gqa {
+namespace gpu {
+
+template <int D>
+struct DecodeTcTile {
+    static constexpr int kWarps = 4;
+    static constexpr int kThreads = 32 * kWarps;
+    static constexpr int kHeads = 16;             // query heads per block: the mma's M
+    static constexpr int kKeys = 16 * kWarps;     // keys per tile: 16 per warp
+    static constexpr int kChunks = D / kVec;      // 16-byte chunks per row
+    static constexpr int kStride = D + kVec;      // odd number of 16 B units: no ldmatrix conflicts
+    static constexpr int kOTiles = D / 8;         // 8-wide column tiles of O
+    static constexpr int kStages = D > 128 ? 2 : 3;
+    static constexpr size_t kStageElems = size_t(2) * kKeys * kStride;  // K then V
+    static constexpr size_t kRingBytes = sizeof(uint16_t) * kStages * kStageElems;
+    static constexpr size_t kQBytes = sizeof(uint16_t) * kHeads * kStride;
+    // The merge reuses the ring: per warp O [kHeads][kMergeStride] floats, then (m, l) pairs.
+    static constexpr int kMergeStride = D + 4;  // +4 floats: the 8 rows of a column in 8 banks
+    static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kHeads * (kMergeStride + 2);
+    static constexpr size_t kSmemBytes = kQBytes + kRingBytes;
+    static_assert(D % 16 == 0, "the tensor-core decode needs head_dim % 16 == 0");
+    static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
+    static_assert(kOTiles % 2 == 0, "ldmatrix.x4 loads two column tiles");
+    static_assert(kMergeBytes <= kRingBytes, "the merge buffer must fit in the ring");
+};
+
+template <typename T, int D>
+__global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
+    decode_tc_kernel(const __grid_constant__ AttnParams p) {
+    using Tile = DecodeTcTile<D>;
+    constexpr int kK = Tile::kKeys, kH = Tile::kHeads, kStride = Tile::kStride;
+    constexpr int kChunks = Tile::kChunks, kStages = Tile::kStages;
+    using Pair = typename Storage<T>::Pair;
+
+    T* const q_s = reinterpret_cast<T*>(dynamic_smem());  // [kH][kStride]
+    T* const ring = q_s + kH * kStride;                    // [kStages][K, V][kK][kStride]
+
+    const int tid = threadIdx.x;
+    const int warp = tid / 32, lane = tid % 32;
+    const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
+    const int64_t head_groups = (p.group + kH - 1) / kH;
+    const int64_t kvh = blockIdx.y / head_groups;
+    const int64_t hg = blockIdx.y % head_groups;
+    const int64_t h0 = kvh * p.group + hg * kH;  // first query head of this block
+    const int nh = int(min(int64_t(kH), p.group - hg * kH));
+    const int bl = blockIdx.z;
+    const int64_t b = int64_t(p.chunk.first) + bl;
+    const int64_t start = p.chunk.start[bl];
+    const int64_t kv_len = start + 1;
+    const int64_t split = blockIdx.x;
+    const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kK);
+    const int64_t lo = split * per_split;
+    const int64_t hi = min(kv_len, lo + per_split);  // lo >= hi: an empty split
+
+    const T* k_new = static_cast<const T*>(p.k);
+    const T* v_new = static_cast<const T*>(p.v);
+    T* k_cache = static_cast<T*>(p.k_cache);
+    T* v_cache = static_cast<T*>(p.v_cache);
+
+    // Fused cache append of the new token (see decode_kernel.cuh for why it cannot race).
+    if (split == 0 && hg == 0 && tid < kChunks) {
+        const int64_t src = (b * p.num_kv_heads + kvh) * D + tid * kVec;
+        const int64_t dst = ((b * p.max_seq_len + start) * p.num_kv_heads + kvh) * D + tid * kVec;
+        store16(k_cache + dst, load16(k_new + src));
+        store16(v_cache + dst, load16(v_new + src));
+    }
+
+    // The block's query heads; rows past nh are zero (computed, never written).
+    const T* q = static_cast<const T*>(p.q);
+    for (int e = tid; e < kH * kChunks; e += Tile::kThreads) {
+        const int h = e / kChunks, c = e % kChunks;
+        const bool valid = h < nh;
+        const T* src = valid ? q + (b * p.num_q_heads + h0 + h) * D + c * kVec : q;
+        cp_async_16(&q_s[h * kStride + c * kVec], src, valid);
+    }
+
+    // Tile `tile` of this split into ring slot `slot`; rows at or past hi are zero-filled so
+    // that P·V never touches stale data.
+    auto load_tile = [&](int64_t tile, int slot) {
+        T* ks = ring + slot * Tile::kStageElems;
+        T* vs = ks + kK * kStride;
+        const int64_t k0 = lo + tile * kK;
+        for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
+            const int r = e / kChunks, c = e % kChunks;
+            const int64_t pos = k0 + r;
+            const bool valid = pos < hi;
+            const T* ksrc = k_new;
+            const T* vsrc = v_new;
+            if (valid) {
+                bool cached;
+                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
+                ksrc = (cached ? static_cast<const T*>(k_cache) : k_new) + off;
+                vsrc = (cached ? static_cast<const T*>(v_cache) : v_new) + off;
+            }
+            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
+            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
+        }
+    };
+    const int64_t num_tiles = hi > lo ? (hi - lo + kK - 1) / kK : 0;
+    // Prologue: Q and the first kStages - 1 tiles. Every step commits one group (maybe empty),
+    // so "at most kStages - 1 groups pending" always means "this tile (and Q) has landed".
+#pragma unroll
+    for (int s = 0; s < kStages - 1; ++s) {
+        if (s < num_tiles) load_tile(s, s);
+        cp_async_commit();
+    }
+
+    float o[Tile::kOTiles][4];
+#pragma unroll
+    for (int i = 0; i < Tile::kOTiles; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
+    float m[2] = {-INFINITY, -INFINITY};  // running max of head rows group, group+8 (base 2)
+    float l[2] = {0.0f, 0.0f};            // this lane's part of the running sums
+    // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8.
+    const int lm_row = lane % 8 + ((lane / 8) % 2) * 8;  // matrices 1, 3 are 8 rows further
+    const int lm_col = (lane / 16) * 8;                  // matrices 2, 3 are 8 columns further
+    const T* q_frag = q_s + lm_row * kStride + lm_col;
+
+    for (int64_t tile = 0; tile < num_tiles; ++tile) {
+        const int64_t ahead = tile + kStages - 1;  // refills the slot freed last iteration
+        if (ahead < num_tiles) load_tile(ahead, int(ahead % kStages));
+        cp_async_commit();
+        cp_async_wait<kStages - 1>();
+        __syncthreads();
+        const T* ks = ring + (tile % kStages) * Tile::kStageElems + 16 * warp * kStride;
+        const T* vs = ks + kK * kStride;  // this warp's 16 V rows
+
+        // S = Q·Kᵀ: 16 head rows x the warp's 16 keys (two 8-key column tiles).
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk) {
+            uint32_t a[4], kb[4];
+            ldmatrix_x4(a, q_frag + kk * 16);
+            // matrices: keys +0 / +8 (lane / 16), head-dim columns +0 / +8 (lane / 8 % 2)
+            ldmatrix_x4(kb, ks + (lane % 8 + (lane / 16) * 8) * kStride + kk * 16 + ((lane / 8) % 2) * 8);
+            mma_16x8x16<T>(s[0], a, kb[0], kb[1]);
+            mma_16x8x16<T>(s[1], a, kb[2], kb[3]);
+        }
+
+        // Base 2, mask keys at or past hi (only in the split's last tile), online softmax.
+        const int64_t k0 = lo + tile * kK + 16 * warp;
+        const bool needs_mask = k0 + 16 > hi;
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const float x = s[i][e] * p.scale_log2;
+                s[i][e] = needs_mask && k0 + 8 * i + 2 * t + (e & 1) >= hi ? -INFINITY : x;
+            }
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+            float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m[r], mx);
+            // Guard: while all of this warp's keys so far are masked, m_new is -inf.
+            const bool any = m_new != -INFINITY;
+            const float alpha = any ? exp2f(m[r] - m_new) : 1.0f;
+            float sum = 0.0f;
+#pragma unroll
+            for (int i = 0; i < 2; ++i)
+#pragma unroll
+                for (int e = 2 * r; e < 2 * r + 2; ++e) {
+                    const float pr = any ? exp2f(s[i][e] - m_new) : 0.0f;
+                    s[i][e] = pr;
+                    sum += pr;
+                }
+            l[r] = l[r] * alpha + sum;  // the quad's partial sums are added at the end
+            m[r] = m_new;
+#pragma unroll
+            for (int i = 0; i < Tile::kOTiles; ++i) {
+                o[i][2 * r] *= alpha;
+                o[i][2 * r + 1] *= alpha;
+            }
+        }
+
+        // O += P·V: the two S column tiles are exactly the A fragment of one k-step.
+        uint32_t a[4];
+        a[0] = pack2<T>(s[0][0], s[0][1]);
+        a[1] = pack2<T>(s[0][2], s[0][3]);
+        a[2] = pack2<T>(s[1][0], s[1][1]);
+        a[3] = pack2<T>(s[1][2], s[1][3]);
+#pragma unroll
+        for (int n2 = 0; n2 < Tile::kOTiles / 2; ++n2) {
+            // matrices: keys +0 / +8 (lane / 8 % 2), head-dim columns +0 / +8 (lane / 16)
+            uint32_t vb[4];
+            ldmatrix_x4_trans(vb, vs + lm_row * kStride + 16 * n2 + lm_col);
+            mma_16x8x16<T>(o[2 * n2], a, vb[0], vb[1]);
+            mma_16x8x16<T>(o[2 * n2 + 1], a, vb[2], vb[3]);
+        }
+        __syncthreads();  // this slot is refilled by a later iteration's load
+    }
+    cp_async_wait<0>();  // only empty groups can remain; nothing may be left in flight
+    __syncthreads();     // every warp is done with the ring: it becomes the merge buffer
+
+    // Each warp's unnormalised O, m and l into shared memory.
+    constexpr int kMS = Tile::kMergeStride;
+    float* const o_m = reinterpret_cast<float*>(ring);  // [kWarps][kH][kMS]
+    float* const ml_m = o_m + Tile::kWarps * kH * kMS;  // [kWarps][kH][2]
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    }
+#pragma unroll
+    for (int i = 0; i < Tile::kOTiles; ++i)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<float2*>(&o_m[(warp * kH + group + 8 * r) * kMS + 8 * i + 2 * t]) =
+                make_float2(o[i][2 * r], o[i][2 * r + 1]);
+    if (t == 0)
+#pragma unroll
+        for (int r = 0; r < 2; ++r)
+            *reinterpret_cast<float2*>(&ml_m[(warp * kH + group + 8 * r) * 2]) = make_float2(m[r], l[r]);
+    __syncthreads();
+
+    // Merge the warps in a fixed order (deterministic) and write 4 dims per thread.
+    for (int e = tid; e < nh * (D / 4); e += Tile::kThreads) {
+        const int h = e / (D / 4), c = e % (D / 4);
+        float mw[Tile::kWarps];
+        float big = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < Tile::kWarps; ++w) {
+            mw[w] = ml_m[(w * kH + h) * 2];
+            big = fmaxf(big, mw[w]);
+        }
+        float sum = 0.0f;
+        float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int w = 0; w < Tile::kWarps; ++w) {
+            // A warp that saw only masked keys has m = -inf and contributes nothing (no NaN).
+            const float f = mw[w] == -INFINITY ? 0.0f : exp2f(mw[w] - big);
+            const float4 ow = *reinterpret_cast<const float4*>(&o_m[(w * kH + h) * kMS + 4 * c]);
+            sum += f * ml_m[(w * kH + h) * 2 + 1];
+            acc.x += f * ow.x;
+            acc.y += f * ow.y;
+            acc.z += f * ow.z;
+            acc.w += f * ow.w;
+        }
+        const int64_t qh = h0 + h;
+        if (p.num_splits == 1) {
+            // Key `start` is always visible, so sum >= 1.
+            const float inv_l = 1.0f / sum;
+            Pair* out = reinterpret_cast<Pair*>(static_cast<T*>(p.out) + (b * p.num_q_heads + qh) * D + 4 * c);
+            out[0] = Storage<T>::from_floats(acc.x * inv_l, acc.y * inv_l);
+            out[1] = Storage<T>::from_floats(acc.z * inv_l, acc.w * inv_l);
+        } else {
+            // An empty split writes m = -inf, l = 0, O = 0, which combine_kernel skips.
+            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + split;
+            *reinterpret_cast<float4*>(p.partial_o + entry * D + 4 * c) = acc;
+            if (c == 0) p.partial_ml[entry] = make_float2(big, sum);
+        }
+    }
+}
+
+template <typename T, int D>
+void launch_decode_tc(const AttnParams& p, cudaStream_t stream) {
+    using Tile = DecodeTcTile<D>;
+    const int64_t head_groups = (p.group + Tile::kHeads - 1) / Tile::kHeads;
+    const dim3 grid(unsigned(p.num_splits), unsigned(p.num_kv_heads * head_groups),
+                    unsigned(p.chunk.count));
+    const dim3 block(Tile::kThreads);
+    const int smem = int(Tile::kSmemBytes);
+    // Above 48 KB a kernel must opt in; a host-side attribute, no synchronisation.
+    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&decode_tc_kernel<T, D>),
+                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
+    GQA_LOG(GQA_LOG_DEBUG,
+            "cuda decode_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
+            "dynamic smem %d B (%d-stage ring of %d keys), splits %d, %lld head group(s) of <= %d",
+            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
+            smem, Tile::kStages, Tile::kKeys, p.num_splits, (long long)head_groups, Tile::kHeads);
+    decode_tc_kernel<T, D><<<grid, block, smem, stream>>>(p);
+}
+
+}  // namespace gpu
+}  // namespace gqa
