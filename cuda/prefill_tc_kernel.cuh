@@ -110,7 +110,7 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
     float m[2] = {-INFINITY, -INFINITY};  // running max of rows group, group+8 (base-2 logits)
     float l[2] = {0.0f, 0.0f};            // this thread's part of the running sums
     const int64_t warp_q0 = start + q0 + 16 * warp;  // absolute position of the warp's first query
-    const int64_t row_pos[2] = {warp_q0 + group, warp_q0 + group + 8};
+    const int64_t row_pos = warp_q0 + group;  // rows group and group + 8 of the warp
     // ldmatrix row addresses: lane l gives row l % 8 of matrix l / 8.
     const int lm_row = lane % 8 + ((lane / 8) % 2) * 8;  // matrices 1, 3 are 8 rows further
     const int lm_col = (lane / 16) * 8;                  // matrices 2, 3 are 8 columns further
@@ -159,7 +159,7 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
                 float x = s[i][e] * p.scale_log2;
                 if (needs_mask) {
                     const int64_t key = k0 + 8 * i + 2 * t + (e & 1);
-                    const bool visible = key < kv_end && (!p.causal || key <= row_pos[e / 2]);
+                    const bool visible = key < kv_end && (!p.causal || key <= row_pos + 8 * (e / 2));
                     x = visible ? x : -INFINITY;
                 }
                 s[i][e] = x;
