@@ -20,6 +20,7 @@
 #include "common.cuh"
 #include "launchers.hpp"
 #include "log.hpp"
+#include "kv_tiles.cuh"     // DecodeBlock, load_kv_rows
 #include "tensor_core.cuh"  // cp.async wrappers, dynamic_smem()
 
 namespace gqa {
@@ -44,13 +45,6 @@ struct DecodeTile {
     static_assert(kHeads % kWarps == 0, "heads are dealt to warps evenly");
 };
 
-// Keys of split `split` for a sequence with kv_len keys: whole tiles, the last split shorter.
-__host__ __device__ inline int64_t decode_keys_per_split(int64_t kv_len, int64_t splits,
-                                                         int64_t tile) {
-    const int64_t per = (kv_len + splits - 1) / splits;
-    return (per + tile - 1) / tile * tile;
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
     decode_kernel(const __grid_constant__ AttnParams p) {
@@ -69,32 +63,10 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
-    const int64_t head_groups = (p.group + kH - 1) / kH;
-    const int64_t kvh = blockIdx.y / head_groups;
-    const int64_t hg = blockIdx.y % head_groups;
-    const int64_t h0 = kvh * p.group + hg * kH;  // first query head of this block
-    const int nh = int(min(int64_t(kH), p.group - hg * kH));
-    const int bl = blockIdx.z;
-    const int64_t b = int64_t(p.chunk.first) + bl;
-    const int64_t start = p.chunk.start[bl];
-    const int64_t kv_len = start + 1;
-    const int64_t split = blockIdx.x;
-    const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kK);
-    const int64_t lo = split * per_split;
-    const int64_t hi = min(kv_len, lo + per_split);  // lo >= hi: an empty split
-
-    const T* k_new = static_cast<const T*>(p.k);
-    const T* v_new = static_cast<const T*>(p.v);
-    T* k_cache = static_cast<T*>(p.k_cache);
-    T* v_cache = static_cast<T*>(p.v_cache);
-
-    // Fused cache append of the new token (see the header comment for why it cannot race).
-    if (split == 0 && hg == 0 && tid < kChunks) {
-        const int64_t src = (b * p.num_kv_heads + kvh) * D + tid * kVec;
-        const int64_t dst = ((b * p.max_seq_len + start) * p.num_kv_heads + kvh) * D + tid * kVec;
-        store16(k_cache + dst, load16(k_new + src));
-        store16(v_cache + dst, load16(v_new + src));
-    }
+    const DecodeBlock<kH, kK> blk(p);
+    const int64_t b = blk.b, kvh = blk.kvh, h0 = blk.h0, start = blk.start, lo = blk.lo, hi = blk.hi;
+    const int nh = blk.nh;
+    blk.template append_new_token<T, D>(p, tid);
 
     // The block's query heads, in fp32; heads past nh are zero.
     const T* q = static_cast<const T*>(p.q);
@@ -123,27 +95,11 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
 #pragma unroll
     for (int i = 0; i < Tile::kItemsPerThread; ++i) acc[i][0] = acc[i][1] = 0.0f;
 
-    // Tile `tile` of this split into ring slot `slot`; rows at or past hi are zero-filled so that
-    // P·V never touches NaN.
+    // Tile `tile` of this split into ring slot `slot` (rows at or past hi zero-filled).
     auto load_tile = [&](int64_t tile, int slot) {
         T* ks = ring + slot * Tile::kStageElems;
-        T* vs = ks + kK * kStride;
-        const int64_t k0 = lo + tile * kK;
-        for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
-            const int r = e / kChunks, c = e % kChunks;
-            const int64_t pos = k0 + r;
-            const bool valid = pos < hi;
-            const T* ksrc = k_new;
-            const T* vsrc = v_new;
-            if (valid) {
-                bool cached;
-                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-                ksrc = (cached ? static_cast<const T*>(k_cache) : k_new) + off;
-                vsrc = (cached ? static_cast<const T*>(v_cache) : v_new) + off;
-            }
-            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
-            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
-        }
+        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
+                                                        ks + kK * kStride, tid);
     };
     const int64_t num_tiles = hi > lo ? (hi - lo + kK - 1) / kK : 0;
     // Prologue: the first kStages - 1 tiles. Every step commits one group (maybe empty), so
@@ -250,7 +206,7 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
             T* out = static_cast<T*>(p.out) + (b * p.num_q_heads + qh) * D + 2 * c;
             *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(acc[i][0] * inv_l, acc[i][1] * inv_l);
         } else {
-            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + split;
+            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + blk.split;
             *reinterpret_cast<float2*>(p.partial_o + entry * D + 2 * c) = make_float2(acc[i][0], acc[i][1]);
             if (c == 0) p.partial_ml[entry] = make_float2(m_s[h], l_s[h]);
         }
@@ -265,10 +221,7 @@ void launch_decode(const AttnParams& p, cudaStream_t stream) {
                     unsigned(p.chunk.count));
     const dim3 block(Tile::kThreads);
     const int smem = int(Tile::kDynamicSmemBytes);
-    // Above 48 KB (static + dynamic) a kernel must opt in; a host-side attribute, no sync.
-    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&decode_kernel<T, D>),
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
+    if (!allow_dynamic_smem(&decode_kernel<T, D>, smem)) return;
     GQA_LOG(GQA_LOG_DEBUG,
             "cuda decode_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
             "static smem %d B + dynamic %d B (%d-stage K/V ring), splits %d, "

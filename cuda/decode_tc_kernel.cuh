@@ -20,7 +20,8 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "decode_kernel.cuh"  // decode_keys_per_split
+#include "fragment_softmax.cuh"
+#include "kv_tiles.cuh"
 #include "launchers.hpp"
 #include "log.hpp"
 #include "tensor_core.cuh"
@@ -65,32 +66,10 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
     const int tid = threadIdx.x;
     const int warp = tid / 32, lane = tid % 32;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
-    const int64_t head_groups = (p.group + kH - 1) / kH;
-    const int64_t kvh = blockIdx.y / head_groups;
-    const int64_t hg = blockIdx.y % head_groups;
-    const int64_t h0 = kvh * p.group + hg * kH;  // first query head of this block
-    const int nh = int(min(int64_t(kH), p.group - hg * kH));
-    const int bl = blockIdx.z;
-    const int64_t b = int64_t(p.chunk.first) + bl;
-    const int64_t start = p.chunk.start[bl];
-    const int64_t kv_len = start + 1;
-    const int64_t split = blockIdx.x;
-    const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kK);
-    const int64_t lo = split * per_split;
-    const int64_t hi = min(kv_len, lo + per_split);  // lo >= hi: an empty split
-
-    const T* k_new = static_cast<const T*>(p.k);
-    const T* v_new = static_cast<const T*>(p.v);
-    T* k_cache = static_cast<T*>(p.k_cache);
-    T* v_cache = static_cast<T*>(p.v_cache);
-
-    // Fused cache append of the new token (see decode_kernel.cuh for why it cannot race).
-    if (split == 0 && hg == 0 && tid < kChunks) {
-        const int64_t src = (b * p.num_kv_heads + kvh) * D + tid * kVec;
-        const int64_t dst = ((b * p.max_seq_len + start) * p.num_kv_heads + kvh) * D + tid * kVec;
-        store16(k_cache + dst, load16(k_new + src));
-        store16(v_cache + dst, load16(v_new + src));
-    }
+    const DecodeBlock<kH, kK> blk(p);
+    const int64_t b = blk.b, kvh = blk.kvh, h0 = blk.h0, start = blk.start, lo = blk.lo, hi = blk.hi;
+    const int nh = blk.nh;
+    blk.template append_new_token<T, D>(p, tid);
 
     // The block's query heads; rows past nh are zero (computed, never written).
     const T* q = static_cast<const T*>(p.q);
@@ -101,27 +80,11 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
         cp_async_16(&q_s[h * kStride + c * kVec], src, valid);
     }
 
-    // Tile `tile` of this split into ring slot `slot`; rows at or past hi are zero-filled so
-    // that P·V never touches stale data.
+    // Tile `tile` of this split into ring slot `slot` (rows at or past hi zero-filled).
     auto load_tile = [&](int64_t tile, int slot) {
         T* ks = ring + slot * Tile::kStageElems;
-        T* vs = ks + kK * kStride;
-        const int64_t k0 = lo + tile * kK;
-        for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
-            const int r = e / kChunks, c = e % kChunks;
-            const int64_t pos = k0 + r;
-            const bool valid = pos < hi;
-            const T* ksrc = k_new;
-            const T* vsrc = v_new;
-            if (valid) {
-                bool cached;
-                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-                ksrc = (cached ? static_cast<const T*>(k_cache) : k_new) + off;
-                vsrc = (cached ? static_cast<const T*>(v_cache) : v_new) + off;
-            }
-            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
-            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
-        }
+        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
+                                                        ks + kK * kStride, tid);
     };
     const int64_t num_tiles = hi > lo ? (hi - lo + kK - 1) / kK : 0;
     // Prologue: Q and the first kStages - 1 tiles. Every step commits one group (maybe empty),
@@ -173,39 +136,11 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
                 const float x = s[i][e] * p.scale_log2;
                 s[i][e] = needs_mask && k0 + 8 * i + 2 * t + (e & 1) >= hi ? -INFINITY : x;
             }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float mx = fmaxf(fmaxf(s[0][2 * r], s[0][2 * r + 1]), fmaxf(s[1][2 * r], s[1][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m[r], mx);
-            // Guard: while all of this warp's keys so far are masked, m_new is -inf.
-            const bool any = m_new != -INFINITY;
-            const float alpha = any ? exp2f(m[r] - m_new) : 1.0f;
-            float sum = 0.0f;
-#pragma unroll
-            for (int i = 0; i < 2; ++i)
-#pragma unroll
-                for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                    const float pr = any ? exp2f(s[i][e] - m_new) : 0.0f;
-                    s[i][e] = pr;
-                    sum += pr;
-                }
-            l[r] = l[r] * alpha + sum;  // the quad's partial sums are added at the end
-            m[r] = m_new;
-#pragma unroll
-            for (int i = 0; i < Tile::kOTiles; ++i) {
-                o[i][2 * r] *= alpha;
-                o[i][2 * r + 1] *= alpha;
-            }
-        }
+        online_softmax(s, m, l, o);
 
         // O += P·V: the two S column tiles are exactly the A fragment of one k-step.
         uint32_t a[4];
-        a[0] = pack2<T>(s[0][0], s[0][1]);
-        a[1] = pack2<T>(s[0][2], s[0][3]);
-        a[2] = pack2<T>(s[1][0], s[1][1]);
-        a[3] = pack2<T>(s[1][2], s[1][3]);
+        p_fragment<T>(s, 0, a);
 #pragma unroll
         for (int n2 = 0; n2 < Tile::kOTiles / 2; ++n2) {
             // matrices: keys +0 / +8 (lane / 8 % 2), head-dim columns +0 / +8 (lane / 16)
@@ -223,11 +158,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
     constexpr int kMS = Tile::kMergeStride;
     float* const o_m = reinterpret_cast<float*>(ring);  // [kWarps][kH][kMS]
     float* const ml_m = o_m + Tile::kWarps * kH * kMS;  // [kWarps][kH][2]
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
+    quad_sum_rows(l);
 #pragma unroll
     for (int i = 0; i < Tile::kOTiles; ++i)
 #pragma unroll
@@ -272,7 +203,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
             out[1] = Storage<T>::from_floats(acc.z * inv_l, acc.w * inv_l);
         } else {
             // An empty split writes m = -inf, l = 0, O = 0, which combine_kernel skips.
-            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + split;
+            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + blk.split;
             *reinterpret_cast<float4*>(p.partial_o + entry * D + 4 * c) = acc;
             if (c == 0) p.partial_ml[entry] = make_float2(big, sum);
         }
@@ -287,10 +218,7 @@ void launch_decode_tc(const AttnParams& p, cudaStream_t stream) {
                     unsigned(p.chunk.count));
     const dim3 block(Tile::kThreads);
     const int smem = int(Tile::kSmemBytes);
-    // Above 48 KB a kernel must opt in; a host-side attribute, no synchronisation.
-    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&decode_tc_kernel<T, D>),
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
+    if (!allow_dynamic_smem(&decode_tc_kernel<T, D>, smem)) return;
     GQA_LOG(GQA_LOG_DEBUG,
             "cuda decode_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
             "dynamic smem %d B (%d-stage ring of %d keys), splits %d, %lld head group(s) of <= %d",

@@ -13,6 +13,14 @@
 namespace gqa {
 namespace gpu {
 
+// A kernel must opt in to more than 48 KB of dynamic shared memory (a host-side attribute, no
+// synchronisation). On failure the error is left for the caller's cudaGetLastError check.
+template <typename Kernel>
+inline bool allow_dynamic_smem(Kernel* kernel, int bytes) {
+    return cudaFuncSetAttribute(reinterpret_cast<const void*>(kernel),
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, bytes) == cudaSuccess;
+}
+
 // Flash-style prefill: out for every new token of every sequence of the chunk.
 template <typename T, int D>
 void launch_prefill(const AttnParams& p, cudaStream_t stream);

@@ -18,6 +18,8 @@
 #include <cmath>
 
 #include "common.cuh"
+#include "fragment_softmax.cuh"
+#include "kv_tiles.cuh"
 #include "launchers.hpp"
 #include "log.hpp"
 #include "tensor_core.cuh"
@@ -70,10 +72,6 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
     const int64_t num_tiles = (kv_end + kN - 1) / kN;
 
     const T* q = static_cast<const T*>(p.q);
-    const T* k_new = static_cast<const T*>(p.k);
-    const T* v_new = static_cast<const T*>(p.v);
-    const T* k_cache = static_cast<const T*>(p.k_cache);
-    const T* v_cache = static_cast<const T*>(p.v_cache);
 
     // Q tile; rows past seq_len are zero (computed, never written).
     for (int e = tid; e < kM * kChunks; e += Tile::kThreads) {
@@ -83,23 +81,9 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
         cp_async_16(&q_s[r * kStride + c * kVec], src, valid);
     }
     auto load_kv = [&](int64_t tile, int stage) {
-        T* ks = k_s + stage * kN * kStride;
-        T* vs = v_s + stage * kN * kStride;
-        for (int e = tid; e < kN * kChunks; e += Tile::kThreads) {
-            const int r = e / kChunks, c = e % kChunks;
-            const int64_t pos = tile * kN + r;
-            const bool valid = pos < kv_end;
-            const T* ksrc = k_new;
-            const T* vsrc = v_new;
-            if (valid) {
-                bool cached;
-                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-                ksrc = (cached ? k_cache : k_new) + off;
-                vsrc = (cached ? v_cache : v_new) + off;
-            }
-            cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
-            cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
-        }
+        load_kv_rows<T, D, kN, kStride, Tile::kThreads>(p, b, kvh, start, tile * kN, kv_end,
+                                                        k_s + stage * kN * kStride,
+                                                        v_s + stage * kN * kStride, tid);
     };
     load_kv(0, 0);
     cp_async_commit();  // group 0: Q and the first K/V tile
@@ -164,44 +148,14 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
                 }
                 s[i][e] = x;
             }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            float mx = -INFINITY;
-#pragma unroll
-            for (int i = 0; i < Tile::kSTiles; ++i) mx = fmaxf(mx, fmaxf(s[i][2 * r], s[i][2 * r + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m[r], mx);
-            // Guard: while every key seen by the row is masked, m_new is -inf (-inf - -inf = NaN).
-            const bool any = m_new != -INFINITY;
-            const float alpha = any ? exp2f(m[r] - m_new) : 1.0f;
-            float sum = 0.0f;
-#pragma unroll
-            for (int i = 0; i < Tile::kSTiles; ++i)
-#pragma unroll
-                for (int e = 2 * r; e < 2 * r + 2; ++e) {
-                    const float pr = any ? exp2f(s[i][e] - m_new) : 0.0f;
-                    s[i][e] = pr;
-                    sum += pr;
-                }
-            l[r] = l[r] * alpha + sum;  // the quad's partial sums are added at the end
-            m[r] = m_new;
-#pragma unroll
-            for (int i = 0; i < Tile::kOTiles; ++i) {
-                o[i][2 * r] *= alpha;
-                o[i][2 * r + 1] *= alpha;
-            }
-        }
+        online_softmax(s, m, l, o);
 
         // O += P·V: the S accumulators of key tiles 2kk, 2kk+1 are exactly the A fragment of
         // the k-step kk, so P never goes through shared memory.
 #pragma unroll
         for (int kk = 0; kk < kN / 16; ++kk) {
             uint32_t a[4];
-            a[0] = pack2<T>(s[2 * kk][0], s[2 * kk][1]);
-            a[1] = pack2<T>(s[2 * kk][2], s[2 * kk][3]);
-            a[2] = pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-            a[3] = pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+            p_fragment<T>(s, kk, a);
 #pragma unroll
             for (int n2 = 0; n2 < Tile::kOTiles / 2; ++n2) {
                 // matrices: keys +0 / +8 (lane / 8 % 2), head-dim columns +0 / +8 (lane / 16)
@@ -215,11 +169,7 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
     }
 
     // Normalise, stage the warp's 16 rows in its own rows of q_s, store 16-byte vectors.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-        l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-    }
+    quad_sum_rows(l);
     // Key 0 is visible to every query (causal or not), so l >= 1 here.
     const float inv_l[2] = {1.0f / l[0], 1.0f / l[1]};
     T* o_s = q_s + 16 * warp * kStride;
@@ -248,10 +198,7 @@ void launch_prefill_tc(const AttnParams& p, cudaStream_t stream) {
                     unsigned(p.chunk.count));
     const dim3 block(Tile::kThreads);
     const int smem = int(Tile::kSmemBytes);
-    // Above 48 KB a kernel must opt in; a host-side attribute, no synchronisation.
-    const cudaError_t e = cudaFuncSetAttribute(reinterpret_cast<const void*>(&prefill_tc_kernel<T, D>),
-                                               cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    if (e != cudaSuccess) return;  // left for the caller's cudaGetLastError check
+    if (!allow_dynamic_smem(&prefill_tc_kernel<T, D>, smem)) return;
     GQA_LOG(GQA_LOG_DEBUG,
             "cuda prefill_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
             "dynamic smem %d B, tile %d queries x %d keys, %d stages",

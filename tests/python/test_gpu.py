@@ -90,6 +90,15 @@ def randn(shape, dtype, gen):
     return torch.randn(*shape, generator=gen, device="cuda", dtype=torch.float32).to(tdtype(dtype))
 
 
+def host(t):
+    """A CUDA tensor as a NumPy array (bfloat16 as ml_dtypes.bfloat16), for the CPU backend."""
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
+    return t.cpu().numpy()
+
+
 def nan_like(t):
     return torch.full_like(t, float("nan"))
 
@@ -494,13 +503,6 @@ def test_250_calls_bitwise_identical():
 
 @needs_torch
 def test_small_cpu_and_cuda_agree(prefill_kernel):
-    import ml_dtypes
-
-    def host(t):
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
-        return t.cpu().numpy()
-
     for dtype, dim in (("f16", 128), ("bf16", 80)):
         gen = torch.Generator(device="cuda").manual_seed(15)
         q = randn((2, 21, 6, dim), dtype, gen)
@@ -526,13 +528,6 @@ def test_small_cpu_and_cuda_agree(prefill_kernel):
 
 @needs_torch
 def test_small_cpu_and_cuda_agree_decode(decode_kernel):
-    import ml_dtypes
-
-    def host(t):
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).cpu().numpy().view(ml_dtypes.bfloat16)
-        return t.cpu().numpy()
-
     for dtype, dim, hq, hkv, n in (("f16", 128, 8, 2, 300), ("bf16", 64, 9, 3, 77)):
         q, k, v, kc, vc = decode_inputs(2, hq, hkv, dim, 320, [n, n], dtype, seed=23)
         kc_h, vc_h = host(kc), host(vc)
