@@ -501,6 +501,20 @@ def test_250_calls_bitwise_identical():
             assert same_bits(dout, dfirst), f"decode call {i + 1} differs from the first"
 
 
+def assert_cpu_and_cuda_agree(gpu, cpu, cache_gpu, cache_cpu, dtype, kernel):
+    """The CUDA output within a few ulp of the CPU backend's, and the same cache bytes."""
+    torch.cuda.synchronize()
+    a = host(gpu).astype(np.float64)
+    diff = np.abs(a - np.asarray(cpu).astype(np.float64)).max()
+    # Both accumulate in fp32. The SIMT kernels keep P in fp32 like the CPU, so only the final
+    # rounding differs (about one ulp); the tensor-core kernels also round P to the storage
+    # type before P·V (as FlashAttention does), which may cost about one more ulp of |V|.
+    ulp = {"f16": 2.0 ** -10, "bf16": 2.0 ** -7}[dtype] * max(1.0, np.abs(a).max())
+    allowed = 2 * ulp if kernel == "simt" else 4 * ulp
+    assert diff <= allowed, f"{dtype} {kernel}: CPU and CUDA differ by {diff:.3g}"
+    assert np.array_equal(host(cache_gpu).view(np.uint16), cache_cpu.view(np.uint16)), "caches differ"
+
+
 @needs_torch
 def test_small_cpu_and_cuda_agree(prefill_kernel):
     for dtype, dim in (("f16", 128), ("bf16", 80)):
@@ -514,16 +528,7 @@ def test_small_cpu_and_cuda_agree(prefill_kernel):
         gpu = nan_like(q)
         gqa.prefill(q, k, v, kc, vc, start_pos=4, out=gpu)
         cpu = gqa.prefill(host(q), host(k), host(v), kc_h, vc_h, start_pos=4)
-        torch.cuda.synchronize()
-        a = host(gpu).astype(np.float64)
-        diff = np.abs(a - np.asarray(cpu).astype(np.float64)).max()
-        # Both accumulate in fp32. The SIMT kernel keeps P in fp32 like the CPU, so only the final
-        # rounding differs (about one ulp); the tensor-core kernel also rounds P to the storage
-        # type before P·V (as FlashAttention does), which may cost about one more ulp of |V|.
-        ulp = {"f16": 2.0 ** -10, "bf16": 2.0 ** -7}[dtype] * max(1.0, np.abs(a).max())
-        allowed = 2 * ulp if prefill_kernel == "simt" else 4 * ulp
-        assert diff <= allowed, f"{dtype} {prefill_kernel}: CPU and CUDA differ by {diff:.3g}"
-        assert np.array_equal(host(kc).view(np.uint16), kc_h.view(np.uint16)), "caches differ"
+        assert_cpu_and_cuda_agree(gpu, cpu, kc, kc_h, dtype, prefill_kernel)
 
 
 @needs_torch
@@ -534,14 +539,7 @@ def test_small_cpu_and_cuda_agree_decode(decode_kernel):
         gpu = nan_like(q)
         gqa.decode(q, k, v, kc, vc, n, out=gpu)
         cpu = gqa.decode(host(q), host(k), host(v), kc_h, vc_h, n)
-        torch.cuda.synchronize()
-        a = host(gpu).astype(np.float64)
-        diff = np.abs(a - np.asarray(cpu).astype(np.float64)).max()
-        # As for prefill: the tensor-core kernel rounds P to the storage type before P·V.
-        ulp = {"f16": 2.0 ** -10, "bf16": 2.0 ** -7}[dtype] * max(1.0, np.abs(a).max())
-        allowed = 2 * ulp if decode_kernel == "simt" else 4 * ulp
-        assert diff <= allowed, f"{dtype} {decode_kernel}: CPU and CUDA differ by {diff:.3g}"
-        assert np.array_equal(host(kc).view(np.uint16), kc_h.view(np.uint16)), "caches differ"
+        assert_cpu_and_cuda_agree(gpu, cpu, kc, kc_h, dtype, decode_kernel)
 
 
 @needs_torch
