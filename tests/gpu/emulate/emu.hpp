@@ -36,8 +36,8 @@
 #define __shared__ static
 
 namespace emu {
-extern thread_local uint3 thread_idx;
-extern thread_local uint3 block_idx;
+inline thread_local uint3 thread_idx;
+inline thread_local uint3 block_idx;
 extern dim3 block_dim, grid_dim;
 extern std::barrier<>* block_barrier;
 extern std::barrier<>* warp_barrier[32];
@@ -98,8 +98,10 @@ struct PendingCopy {
     bool valid;
     int group;  // commit group the copy belongs to
 };
-extern thread_local std::vector<PendingCopy> pending_copies;
-extern thread_local int committed_groups;
+// Inline (one definition in every translation unit), not extern: UBSan's null check misfires on
+// GCC's wrapper for an extern thread_local of another translation unit.
+inline thread_local std::vector<PendingCopy> pending_copies;
+inline thread_local int committed_groups = 0;
 }  // namespace emu
 
 namespace gqa {

@@ -9,8 +9,6 @@
 #include "emu.hpp"
 
 namespace emu {
-thread_local uint3 thread_idx;
-thread_local uint3 block_idx;
 dim3 block_dim, grid_dim;
 std::barrier<>* block_barrier;
 std::barrier<>* warp_barrier[32];
@@ -19,8 +17,6 @@ uint32_t fragments[32][32][6];
 const void* row_address[32][32];
 unsigned char* dynamic_smem;
 size_t dynamic_smem_bytes;
-thread_local std::vector<PendingCopy> pending_copies;
-thread_local int committed_groups;
 void die(const char* what) {
     std::fprintf(stderr, "emulated kernel error: %s\n", what);
     std::abort();
