@@ -2,7 +2,8 @@
 # Installs what the tests need and runs every suite:
 #   ctest (C tests over the header and library; GPU tests skip with 77 when no device),
 #   pytest (the Python package; GPU tests skip without a device),
-#   reliability (ASan/UBSan/TSan builds, fuzzing, ABI check) and callers (C package, Rust, Go, PyTorch).
+#   reliability (ASan/UBSan/TSan builds, fuzzing, ABI check), callers (C package, Rust, Go, PyTorch)
+#   and cuda-emulation (the CUDA kernels run on the CPU against the float64 reference).
 # Uses the active virtual environment, else creates ./.venv. Exit status: non-zero if any suite failed.
 # Options: --quick runs only ctest and pytest.
 set -uo pipefail
@@ -44,9 +45,19 @@ for isa in scalar avx2 avx512; do
   run_suite "ctest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa ctest --test-dir build/py --output-on-failure -L cpu
   run_suite "pytest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa "$PY" -m pytest -q tests/python -m "not slow and not gpu"
 done
+# CI has no GPU: the CUDA kernels, compiled as host C++ (tests/gpu/emulate), are checked here
+# against the float64 reference. Needs the CUDA headers (they come with nvcc).
+cuda_emulation() {
+  if ! command -v nvcc >/dev/null && [ ! -f /usr/local/cuda/include/cuda_runtime.h ]; then
+    echo "cuda-emulation: skipped, no CUDA headers (nvcc not found)"
+    return 0
+  fi
+  bash tests/gpu/emulate/emulate.sh plain
+}
 if [ "$quick" = 0 ]; then
   [ -f scripts/reliability/run_all.sh ] && run_suite reliability bash scripts/reliability/run_all.sh
   [ -f scripts/callers/run_all.sh ] && run_suite callers bash scripts/callers/run_all.sh
+  run_suite cuda-emulation cuda_emulation
 fi
 
 echo
