@@ -5,7 +5,7 @@
 # __syncthreads; mma.sync, ldmatrix and cp.async emulated as warp collectives), links them with
 # the API layer (src/*.cpp) and emu_runtime.cpp, and runs tests/c/test_gpu_basic.c and sweep.c
 # against the float64 reference.
-#   plain    optimised build                          (about 8 minutes on 2 busy cores)
+#   plain    optimised build                          (about 6 minutes on 2 free cores)
 #   thread   -fsanitize=thread: a missing barrier or shared-memory race is reported
 #   address  -fsanitize=address,undefined: an out-of-bounds access is reported
 # Needs g++ >= 12 and the CUDA headers (nvcc's include folder); no driver, no GPU.
