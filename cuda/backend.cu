@@ -13,6 +13,7 @@
 
 #include "backend.hpp"
 #include "error.hpp"
+#include "kv_tiles.cuh"  // decode_head_groups
 #include "launchers.hpp"
 #include "log.hpp"
 #include "problem.hpp"
@@ -34,8 +35,9 @@ bool head_dim_supported(int64_t d) {
     return false;
 }
 
+// Counted with the SIMT kernel's (smaller) head groups: an upper bound for either kernel.
 int64_t decode_head_groups(const Problem& p) {
-    return (p.group + gpu::kDecodeHeadsPerBlock - 1) / gpu::kDecodeHeadsPerBlock;
+    return gpu::decode_head_groups(p.group, gpu::kDecodeHeadsPerBlock);
 }
 
 int current_device() {

@@ -86,7 +86,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
         load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
                                                         ks + kK * kStride, tid);
     };
-    const int64_t num_tiles = hi > lo ? (hi - lo + kK - 1) / kK : 0;
+    const int64_t num_tiles = blk.num_tiles;
     // Prologue: Q and the first kStages - 1 tiles. Every step commits one group (maybe empty),
     // so "at most kStages - 1 groups pending" always means "this tile (and Q) has landed".
 #pragma unroll
@@ -213,9 +213,8 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
 template <typename T, int D>
 void launch_decode_tc(const AttnParams& p, cudaStream_t stream) {
     using Tile = DecodeTcTile<D>;
-    const int64_t head_groups = (p.group + Tile::kHeads - 1) / Tile::kHeads;
-    const dim3 grid(unsigned(p.num_splits), unsigned(p.num_kv_heads * head_groups),
-                    unsigned(p.chunk.count));
+    const int64_t head_groups = decode_head_groups(p.group, Tile::kHeads);
+    const dim3 grid = decode_grid(p, Tile::kHeads);
     const dim3 block(Tile::kThreads);
     const int smem = int(Tile::kSmemBytes);
     if (!allow_dynamic_smem(&decode_tc_kernel<T, D>, smem)) return;

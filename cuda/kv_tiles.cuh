@@ -44,16 +44,28 @@ __host__ __device__ inline int64_t decode_keys_per_split(int64_t kv_len, int64_t
     return (per + tile - 1) / tile * tile;
 }
 
+// Blocks per KV head: its group of query heads in groups of at most `heads`.
+__host__ __device__ inline int64_t decode_head_groups(int64_t group, int64_t heads) {
+    return (group + heads - 1) / heads;
+}
+
+// A decode launch's grid: (split, KV head x head group, sequence of the chunk).
+inline dim3 decode_grid(const AttnParams& p, int heads) {
+    return dim3(unsigned(p.num_splits), unsigned(p.num_kv_heads * decode_head_groups(p.group, heads)),
+                unsigned(p.chunk.count));
+}
+
 // What one decode block owns. Grid: (split, KV head x head group, sequence of the chunk); the
 // block serves query heads h0 .. h0 + nh - 1 (at most kHeads of KV head kvh's group) over the
 // keys [lo, hi) of its split (lo >= hi: an empty split). Key `start` is the new token.
 template <int kHeads, int kTileKeys>
 struct DecodeBlock {
     int64_t kvh, hg, h0, b, start, split, lo, hi;
+    int64_t num_tiles;  // key tiles of kTileKeys in [lo, hi)
     int nh;
 
     __device__ explicit DecodeBlock(const AttnParams& p) {
-        const int64_t head_groups = (p.group + kHeads - 1) / kHeads;
+        const int64_t head_groups = decode_head_groups(p.group, kHeads);
         kvh = blockIdx.y / head_groups;
         hg = blockIdx.y % head_groups;
         h0 = kvh * p.group + hg * kHeads;
@@ -65,6 +77,7 @@ struct DecodeBlock {
         const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kTileKeys);
         lo = split * per_split;
         hi = min(kv_len, lo + per_split);
+        num_tiles = hi > lo ? (hi - lo + kTileKeys - 1) / kTileKeys : 0;
     }
 
     // The new token's K and V into the cache row `start`, by the block of split 0 and head
