@@ -85,3 +85,58 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale=None, out=None, num_sp
             values = np.asarray(v_cache[b, :n + 1, h], dtype=np.float64)
             result[b, 0, h * G:(h + 1) * G] = _attend(qb[h][None], keys, values, n, True, scale)[0]
     return _finish(result, out)
+
+
+# ---------------------------------------------------------------- the batched op (issue 16)
+# Kept apart from the dense functions above on purpose: the batched reference is the dense
+# prefill reference run one sequence at a time on keys gathered through the page table, so
+# every option the dense reference learns (window, softcap, sinks, return_lse) holds here too.
+
+
+def page_slots(page_row, positions, page_size):
+    """(page ids, slots) of a sequence's cache positions: position t lives in page
+    page_row[t // page_size], slot t % page_size."""
+    positions = np.asarray(positions, dtype=np.int64)
+    return np.asarray(page_row, dtype=np.int64)[positions // page_size], positions % page_size
+
+
+def gather_pages(cache, page_row, length):
+    """The first `length` positions of one sequence as a dense [length, Hkv, D] copy."""
+    pages, slots = page_slots(page_row, np.arange(length), cache.shape[1])
+    return cache[pages, slots]
+
+
+def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table, causal=True, scale=None,
+                    out=None, stream=None, **options):
+    """Reference of gqa.batch_attention: sequence b owns rows q_indptr[b]..q_indptr[b+1]-1 of q,
+    k, v, out ([total_q, H, D]) and has kv_lens[b] tokens cached in the paged caches
+    [num_pages, page_size, Hkv, D] through page_table[b]. Writes the new K/V through the page
+    table (in the caches' dtype) and returns out, or (out, lse [Hq, total_q]) with
+    return_lse=True. ``options`` (window, softcap, sinks, return_lse...) mean what they mean to
+    prefill(). Rows of q_len-0 sequences do not exist; nothing of theirs is read or written."""
+    q = np.asarray(q)
+    total_q, Hq, D = q.shape
+    indptr = np.asarray(q_indptr, dtype=np.int64)
+    lens = np.asarray(kv_lens, dtype=np.int64)
+    table = np.asarray(page_table, dtype=np.int64).reshape(len(lens), -1)
+    result = np.zeros((total_q, Hq, D), np.float64)
+    lse = np.full((Hq, total_q), -np.inf, np.float32) if options.get("return_lse") else None
+    for b in range(len(lens)):
+        r0, r1, start = int(indptr[b]), int(indptr[b + 1]), int(lens[b])
+        if r1 == r0:
+            continue
+        end = start + (r1 - r0)
+        # Dense [1, end, Hkv, D] caches of this sequence; prefill writes the new rows into them.
+        dense_k = gather_pages(k_cache, table[b], end)[None]
+        dense_v = gather_pages(v_cache, table[b], end)[None]
+        got = prefill(q[None, r0:r1], np.asarray(k)[None, r0:r1], np.asarray(v)[None, r0:r1], dense_k, dense_v,
+                      start_pos=start, causal=causal, scale=scale, **options)
+        if lse is not None:
+            got, got_lse = got
+            lse[:, r0:r1] = got_lse[0]
+        result[r0:r1] = got[0]
+        pages, slots = page_slots(table[b], np.arange(start, end), k_cache.shape[1])
+        k_cache[pages, slots] = dense_k[0, start:end]
+        v_cache[pages, slots] = dense_v[0, start:end]
+    result = _finish(result, out)
+    return (result, lse) if lse is not None else result
