@@ -52,8 +52,10 @@ extern "C" {
 #define GQA_VERSION_MAJOR 0
 #define GQA_VERSION_MINOR 1
 #define GQA_VERSION_PATCH 0
-/* Bumped only when a declaration below changes incompatibly. Every binding checks that
- * gqa_abi_version() equals the GQA_ABI_VERSION it was written for. */
+/* Bumped only when a declaration below changes incompatibly (a field moved or changed type, a
+ * function's parameters changed, a value changed meaning). Appending a field to a config is
+ * compatible and leaves it as it is (see "Growing the configs" below). Every binding checks
+ * that gqa_abi_version() equals the GQA_ABI_VERSION it was written for. */
 #define GQA_ABI_VERSION 1
 
 /* Status codes. The values are pinned: they never change meaning. */
@@ -85,6 +87,13 @@ typedef enum gqa_status {
 #define GQA_LOG_WARNING 30
 #define GQA_LOG_ERROR 40
 #define GQA_LOG_OFF 100
+
+/* Growing the configs. A config is known by its struct_size: libgqa accepts every size it ever
+ * published for that struct (the sizeof in any earlier gqa.h) and gives the fields past the
+ * caller's size their defaults, so a caller built against an older gqa.h keeps working
+ * unchanged. Fields are only ever appended, and a new field's default is what an older caller
+ * gets. A struct_size libgqa never published (e.g. from a gqa.h newer than the library) is
+ * GQA_STATUS_VERSION_MISMATCH; abi_version must be GQA_ABI_VERSION. */
 
 /* Prefill: seq_len new tokens per sequence attend causally to themselves and to the cache.
  * With caches: k, v are written to cache positions [start_pos, start_pos + seq_len); query i
@@ -132,7 +141,9 @@ typedef struct gqa_decode_config {
 } gqa_decode_config;
 
 /* Fill a config with its defaults (struct_size, abi_version, f16, CPU, causal=1, the rest 0).
- * For callers that cannot use the initializer macros below (Python, Rust, Go). */
+ * For callers that cannot use the initializer macros below (Python, Rust, Go). They write the
+ * struct as libgqa 0.1 published it, and set struct_size to that size, so that a caller built
+ * against any gqa.h may call them; fields appended since then keep their defaults. */
 GQA_API void gqa_prefill_config_init(gqa_prefill_config* config);
 GQA_API void gqa_decode_config_init(gqa_decode_config* config);
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "backend.hpp"
+#include "config.hpp"
 #include "error.hpp"
 #include "gqa.h"
 #include "log.hpp"
@@ -41,17 +42,9 @@ void run(const char* function, const gqa::Problem& p) {
 
 extern "C" {
 
-GQA_API void gqa_prefill_config_init(gqa_prefill_config* config) {
-    if (!config) return;
-    const gqa_prefill_config defaults = GQA_PREFILL_CONFIG_INIT;
-    *config = defaults;
-}
+GQA_API void gqa_prefill_config_init(gqa_prefill_config* config) { gqa::init_config(config); }
 
-GQA_API void gqa_decode_config_init(gqa_decode_config* config) {
-    if (!config) return;
-    const gqa_decode_config defaults = GQA_DECODE_CONFIG_INIT;
-    *config = defaults;
-}
+GQA_API void gqa_decode_config_init(gqa_decode_config* config) { gqa::init_config(config); }
 
 GQA_API gqa_status gqa_attention_prefill(void* out, const void* q, const void* k, const void* v,
                                          void* k_cache, void* v_cache,

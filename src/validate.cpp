@@ -8,26 +8,12 @@
 #include <string>
 
 #include "backend.hpp"
+#include "config.hpp"
 #include "error.hpp"
 
 namespace gqa {
 
 namespace {
-
-void require_config_header(uint32_t struct_size, uint32_t abi_version, size_t expected_size,
-                           const char* type_name, const char* init_name) {
-    if (struct_size != expected_size) {
-        fail(GQA_STATUS_VERSION_MISMATCH,
-             "config->struct_size (%u) is not sizeof(%s) of this libgqa (%zu); initialise the "
-             "config with %s_init() or %s and rebuild against this gqa.h",
-             struct_size, type_name, expected_size, type_name, init_name);
-    }
-    if (abi_version != GQA_ABI_VERSION) {
-        fail(GQA_STATUS_VERSION_MISMATCH,
-             "config->abi_version (%u) does not match this libgqa's ABI version (%d)",
-             abi_version, GQA_ABI_VERSION);
-    }
-}
 
 DType require_dtype(int32_t dtype) {
     if (dtype != GQA_DTYPE_F16 && dtype != GQA_DTYPE_BF16 && dtype != GQA_DTYPE_F32) {
@@ -134,13 +120,40 @@ void finish(Problem& p, int64_t max_seq_len_for_size) {
     p.group = p.num_q_heads / p.num_kv_heads;
 }
 
+// The pointer-free part of a decode call: dtype, device, shapes.
+Problem decode_shape(const gqa_decode_config* c) {
+    Problem p;
+    p.kind = Kind::Decode;
+    p.dtype = require_dtype(c->dtype);
+    require_device(c->device);
+    p.device = c->device;
+    require_positive("batch_size", c->batch_size);
+    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
+    require_positive("max_seq_len", c->max_seq_len);
+    p.scale = resolve_scale(c->scale, c->head_dim);
+    if (c->num_splits < 0 || c->num_splits > kMaxSplits) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d",
+             c->num_splits, kMaxSplits);
+    }
+    p.batch = c->batch_size;
+    p.seq_len = 1;
+    p.num_q_heads = c->num_q_heads;
+    p.num_kv_heads = c->num_kv_heads;
+    p.group = p.num_q_heads / p.num_kv_heads;
+    p.head_dim = c->head_dim;
+    p.max_seq_len = c->max_seq_len;
+    p.has_cache = true;
+    p.causal = true;
+    p.num_splits = c->num_splits;
+    return p;
+}
+
 }  // namespace
 
 Problem validate_prefill(void* out, const void* q, const void* k, const void* v, void* k_cache,
-                         void* v_cache, const gqa_prefill_config* c, void* stream) {
-    require_pointer("config", c);
-    require_config_header(c->struct_size, c->abi_version, sizeof(gqa_prefill_config),
-                          "gqa_prefill_config", "GQA_PREFILL_CONFIG_INIT");
+                         void* v_cache, const gqa_prefill_config* config, void* stream) {
+    const gqa_prefill_config full = read_config(config);
+    const gqa_prefill_config* c = &full;
     Problem p;
     p.kind = Kind::Prefill;
     p.dtype = require_dtype(c->dtype);
@@ -197,39 +210,16 @@ Problem validate_prefill(void* out, const void* q, const void* k, const void* v,
     return p;
 }
 
-Problem validate_decode_shape(const gqa_decode_config* c) {
-    require_pointer("config", c);
-    require_config_header(c->struct_size, c->abi_version, sizeof(gqa_decode_config),
-                          "gqa_decode_config", "GQA_DECODE_CONFIG_INIT");
-    Problem p;
-    p.kind = Kind::Decode;
-    p.dtype = require_dtype(c->dtype);
-    require_device(c->device);
-    p.device = c->device;
-    require_positive("batch_size", c->batch_size);
-    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
-    require_positive("max_seq_len", c->max_seq_len);
-    p.scale = resolve_scale(c->scale, c->head_dim);
-    if (c->num_splits < 0 || c->num_splits > kMaxSplits) {
-        fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d",
-             c->num_splits, kMaxSplits);
-    }
-    p.batch = c->batch_size;
-    p.seq_len = 1;
-    p.num_q_heads = c->num_q_heads;
-    p.num_kv_heads = c->num_kv_heads;
-    p.group = p.num_q_heads / p.num_kv_heads;
-    p.head_dim = c->head_dim;
-    p.max_seq_len = c->max_seq_len;
-    p.has_cache = true;
-    p.causal = true;
-    p.num_splits = c->num_splits;
-    return p;
+Problem validate_decode_shape(const gqa_decode_config* config) {
+    const gqa_decode_config full = read_config(config);
+    return decode_shape(&full);
 }
 
 Problem validate_decode(void* out, const void* q, const void* k, const void* v, void* k_cache,
-                        void* v_cache, const gqa_decode_config* c, void* stream) {
-    Problem p = validate_decode_shape(c);
+                        void* v_cache, const gqa_decode_config* config, void* stream) {
+    const gqa_decode_config full = read_config(config);
+    const gqa_decode_config* c = &full;
+    Problem p = decode_shape(c);
     require_pointer("out", out);
     require_pointer("q", q);
     require_pointer("k", k);

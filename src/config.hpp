@@ -1,0 +1,112 @@
+// config.hpp: the growth rule of the config structs (gqa.h), in one place.
+//
+// A config is read by its struct_size. Every size libgqa ever published for a struct is
+// accepted: the caller's bytes are copied over a full-size config holding the defaults, so
+// the fields a caller's gqa.h does not have keep their defaults. Any other size is
+// GQA_STATUS_VERSION_MISMATCH, read no further than struct_size itself.
+//
+// To append a field to a config (abi/README.md): add it at the end of the struct in gqa.h
+// and its default at the end of the GQA_*_CONFIG_INIT macro (the one list of defaults; it
+// must be what an older caller gets today), append the new sizeof to published_sizes below,
+// bump GQA_VERSION_MINOR. GQA_ABI_VERSION stays.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <iterator>
+#include <string>
+
+#include "error.hpp"
+#include "gqa.h"
+
+namespace gqa {
+
+// One specialisation per config struct: its name for messages, its initializer macro, every
+// struct_size it was published with (oldest first; LP64 sizes) and its defaults.
+template <typename Config>
+struct ConfigSpec;
+
+template <>
+struct ConfigSpec<gqa_prefill_config> {
+    static constexpr const char* name = "gqa_prefill_config";
+    static constexpr const char* initializer = "GQA_PREFILL_CONFIG_INIT";
+    static constexpr uint32_t published_sizes[] = {
+        56,  // libgqa 0.1 (ABI 1): struct_size .. reserved
+    };
+    static gqa_prefill_config defaults() {
+        const gqa_prefill_config c = GQA_PREFILL_CONFIG_INIT;
+        return c;
+    }
+};
+
+template <>
+struct ConfigSpec<gqa_decode_config> {
+    static constexpr const char* name = "gqa_decode_config";
+    static constexpr const char* initializer = "GQA_DECODE_CONFIG_INIT";
+    static constexpr uint32_t published_sizes[] = {
+        72,  // libgqa 0.1 (ABI 1): struct_size .. workspace_bytes
+    };
+    static gqa_decode_config defaults() {
+        const gqa_decode_config c = GQA_DECODE_CONFIG_INIT;
+        return c;
+    }
+};
+
+namespace config_detail {
+
+template <typename Spec>
+bool is_published(uint32_t size) {
+    for (uint32_t s : Spec::published_sizes)
+        if (s == size) return true;
+    return false;
+}
+
+template <typename Spec>
+std::string published_list() {
+    std::string list;
+    for (uint32_t s : Spec::published_sizes) list += (list.empty() ? "" : ", ") + std::to_string(s);
+    return list;
+}
+
+}  // namespace config_detail
+
+// The caller's config as a full-size struct: fields past its struct_size hold their defaults.
+// Throws VERSION_MISMATCH for an unpublished struct_size or another abi_version.
+template <typename Config, typename Spec = ConfigSpec<Config>>
+Config read_config(const Config* caller) {
+    static_assert(Spec::published_sizes[std::size(Spec::published_sizes) - 1] == sizeof(Config),
+                  "the newest published size must be sizeof(Config): append it to published_sizes");
+    static_assert(offsetof(Config, struct_size) == 0 && offsetof(Config, abi_version) == 4,
+                  "every config starts with struct_size and abi_version");
+    if (!caller) fail(GQA_STATUS_INVALID_ARGUMENT, "config is NULL");
+    uint32_t size = 0;
+    std::memcpy(&size, caller, sizeof size);
+    if (!config_detail::is_published<Spec>(size)) {
+        fail(GQA_STATUS_VERSION_MISMATCH,
+             "config->struct_size (%u) is not a size of %s this libgqa knows (%s); initialise the "
+             "config with %s_init() or %s of a gqa.h no newer than this libgqa",
+             size, Spec::name, config_detail::published_list<Spec>().c_str(), Spec::name, Spec::initializer);
+    }
+    Config full = Spec::defaults();
+    std::memcpy(static_cast<void*>(&full), caller, size);
+    if (full.abi_version != GQA_ABI_VERSION) {
+        fail(GQA_STATUS_VERSION_MISMATCH,
+             "config->abi_version (%u) does not match this libgqa's ABI version (%d)",
+             full.abi_version, GQA_ABI_VERSION);
+    }
+    return full;
+}
+
+// gqa_*_config_init(): the defaults, written over the oldest published size only, since the
+// caller may have been built against the oldest gqa.h. Its struct_size says so; the fields
+// appended since then keep their defaults when the config is read.
+template <typename Config, typename Spec = ConfigSpec<Config>>
+void init_config(Config* config) {
+    if (!config) return;
+    Config defaults = Spec::defaults();
+    defaults.struct_size = Spec::published_sizes[0];
+    std::memcpy(static_cast<void*>(config), &defaults, Spec::published_sizes[0]);
+}
+
+}  // namespace gqa

@@ -1,0 +1,197 @@
+/*
+ * gqa.h: libgqa, Grouped-Query Attention for LLM inference.
+ *
+ * This header is the one stable contract of libgqa. Python (cffi, ABI mode) reads its
+ * declarations from this file; C, C++, Rust and Go callers link against the same text.
+ * It compiles as C99 and C++11 and needs no CUDA header.
+ *
+ * Tensor layout is BSHD, contiguous, row-major:
+ *   q, out (prefill)    [batch, seq_len, num_q_heads, head_dim]
+ *   k, v  (prefill)     [batch, seq_len, num_kv_heads, head_dim]
+ *   k_cache, v_cache    [batch, max_seq_len, num_kv_heads, head_dim]
+ *   q, out (decode)     [batch, 1, num_q_heads, head_dim]
+ *   k, v  (decode)      [batch, 1, num_kv_heads, head_dim]
+ * Query head h reads KV head h / (num_q_heads / num_kv_heads).
+ *
+ * Every entry point validates everything before touching memory: a call that returns a
+ * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache. Besides the
+ * obvious (NULL pointers, sizes <= 0, num_q_heads % num_kv_heads, cache positions), a call is
+ * rejected when: scale is not finite or < 0 (INVALID_ARGUMENT); head_dim > 256 (UNSUPPORTED);
+ * a tensor's byte size overflows 64 bits (INVALID_ARGUMENT); out, k_cache or v_cache overlaps
+ * any other tensor of the call (INVALID_ARGUMENT).
+ * Nothing aborts, nothing prints to stdout; a C++ exception never crosses this ABI.
+ *
+ * Lines between GQA_CDEF_BEGIN and GQA_CDEF_END are fed to cffi's cdef: keep them free of
+ * preprocessor conditionals; GQA_API is stripped and only `#define NAME integer` lines are kept.
+ */
+#ifndef GQA_H
+#define GQA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(_WIN32)
+#  if defined(GQA_BUILDING_LIBRARY)
+#    define GQA_API __declspec(dllexport)
+#  else
+#    define GQA_API __declspec(dllimport)
+#  endif
+#elif defined(__GNUC__) || defined(__clang__)
+#  define GQA_API __attribute__((visibility("default")))
+#else
+#  define GQA_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* GQA_CDEF_BEGIN */
+
+/* Library version (semantic). gqa_version_number() returns MAJOR*10000 + MINOR*100 + PATCH. */
+#define GQA_VERSION_MAJOR 0
+#define GQA_VERSION_MINOR 1
+#define GQA_VERSION_PATCH 0
+/* Bumped only when a declaration below changes incompatibly. Every binding checks that
+ * gqa_abi_version() equals the GQA_ABI_VERSION it was written for. */
+#define GQA_ABI_VERSION 1
+
+/* Status codes. The values are pinned: they never change meaning. */
+typedef enum gqa_status {
+    GQA_STATUS_OK = 0,
+    GQA_STATUS_INVALID_ARGUMENT = 1,   /* a pointer, size or field is wrong              */
+    GQA_STATUS_CACHE_OVERFLOW = 2,     /* a cache position would reach max_seq_len        */
+    GQA_STATUS_UNSUPPORTED = 3,        /* valid, but not supported by the chosen backend  */
+    GQA_STATUS_DEVICE_UNAVAILABLE = 4, /* no CUDA in this build, no driver or no device   */
+    GQA_STATUS_CUDA_ERROR = 5,         /* the CUDA runtime reported an error              */
+    GQA_STATUS_VERSION_MISMATCH = 6,   /* config struct_size / abi_version not known here */
+    GQA_STATUS_OUT_OF_MEMORY = 7,      /* host scratch memory could not be allocated      */
+    GQA_STATUS_INTERNAL_ERROR = 8      /* a bug in libgqa: please report the message      */
+} gqa_status;
+
+/* Storage dtype of every tensor of a call. Accumulation is always fp32. 0 is invalid so that
+ * a zero-filled config is rejected rather than guessed. */
+#define GQA_DTYPE_F16 1
+#define GQA_DTYPE_BF16 2
+#define GQA_DTYPE_F32 3 /* CPU only */
+
+/* Where the tensors live. CUDA pointers are device pointers of the current device. */
+#define GQA_DEVICE_CPU 1
+#define GQA_DEVICE_CUDA 2
+
+/* Log levels; the values match Python's logging module. */
+#define GQA_LOG_DEBUG 10
+#define GQA_LOG_INFO 20
+#define GQA_LOG_WARNING 30
+#define GQA_LOG_ERROR 40
+#define GQA_LOG_OFF 100
+
+/* Prefill: seq_len new tokens per sequence attend causally to themselves and to the cache.
+ * With caches: k, v are written to cache positions [start_pos, start_pos + seq_len); query i
+ * (absolute position start_pos + i) attends to cache positions 0 .. start_pos + i (causal) or
+ * 0 .. start_pos + seq_len - 1 (non-causal). Without caches (both NULL): attends over the
+ * seq_len new keys only; start_pos must then be 0 and max_seq_len is ignored. */
+typedef struct gqa_prefill_config {
+    uint32_t struct_size;  /* sizeof(gqa_prefill_config), set by the initializer */
+    uint32_t abi_version;  /* GQA_ABI_VERSION, set by the initializer            */
+    int32_t dtype;         /* GQA_DTYPE_*                                        */
+    int32_t device;        /* GQA_DEVICE_*                                       */
+    int32_t batch_size;
+    int32_t seq_len;       /* new tokens per sequence                            */
+    int32_t num_q_heads;
+    int32_t num_kv_heads;  /* divides num_q_heads                                */
+    int32_t head_dim;
+    int32_t max_seq_len;   /* cache capacity in tokens (with caches)             */
+    int32_t start_pos;     /* cache position of the first new token              */
+    int32_t causal;        /* 1 (default) or 0                                   */
+    float scale;           /* 0 means 1/sqrt(head_dim)                           */
+    int32_t reserved;      /* must be 0                                          */
+} gqa_prefill_config;
+
+/* Decode: one new token per sequence. Its k, v are written at cache position cache_len
+ * (or cache_lens[b]), and its query attends over cache positions 0 .. cache_len. */
+typedef struct gqa_decode_config {
+    uint32_t struct_size;  /* sizeof(gqa_decode_config), set by the initializer  */
+    uint32_t abi_version;  /* GQA_ABI_VERSION, set by the initializer            */
+    int32_t dtype;         /* GQA_DTYPE_*                                        */
+    int32_t device;        /* GQA_DEVICE_*                                       */
+    int32_t batch_size;
+    int32_t num_q_heads;
+    int32_t num_kv_heads;  /* divides num_q_heads                                */
+    int32_t head_dim;
+    int32_t max_seq_len;   /* cache capacity in tokens                           */
+    int32_t cache_len;     /* tokens already cached, 0 .. max_seq_len - 1        */
+    float scale;           /* 0 means 1/sqrt(head_dim)                           */
+    int32_t num_splits;    /* split-KV partitions: 0 = choose, 1 = none, N <= 256 */
+    const int32_t* cache_lens; /* optional, HOST memory, batch_size values;
+                                  NULL means cache_len for every sequence        */
+    void* workspace;       /* optional CUDA scratch for split-KV (device memory);
+                              size from gqa_decode_workspace_size(). NULL: no split.
+                              Ignored on the CPU, which needs no workspace.       */
+    uint64_t workspace_bytes; /* size of workspace; ignored when workspace is NULL */
+} gqa_decode_config;
+
+/* Fill a config with its defaults (struct_size, abi_version, f16, CPU, causal=1, the rest 0).
+ * For callers that cannot use the initializer macros below (Python, Rust, Go). */
+GQA_API void gqa_prefill_config_init(gqa_prefill_config* config);
+GQA_API void gqa_decode_config_init(gqa_decode_config* config);
+
+/* The two operations. stream is a cudaStream_t (NULL: the legacy default stream); it is
+ * ignored on the CPU. CUDA calls are asynchronous: they neither allocate nor synchronise. */
+GQA_API gqa_status gqa_attention_prefill(void* out, const void* q, const void* k, const void* v,
+                                         void* k_cache, void* v_cache,
+                                         const gqa_prefill_config* config, void* stream);
+GQA_API gqa_status gqa_attention_decode(void* out, const void* q, const void* k, const void* v,
+                                        void* k_cache, void* v_cache,
+                                        const gqa_decode_config* config, void* stream);
+
+/* Bytes of CUDA workspace a decode call with this config may use for split-KV (0 on the CPU). */
+GQA_API gqa_status gqa_decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes);
+
+/* Errors. gqa_status_string never returns NULL. gqa_last_error is a thread-local sentence
+ * naming the parameter and its value, set by the last failed call of this thread ("" if none);
+ * valid until this thread's next libgqa call. */
+GQA_API const char* gqa_status_string(gqa_status status);
+GQA_API const char* gqa_last_error(void);
+
+/* Version. */
+GQA_API const char* gqa_version_string(void);
+GQA_API uint32_t gqa_version_number(void);
+GQA_API uint32_t gqa_abi_version(void);
+
+/* Logging. The initial level comes from the environment variable GQA_LOG_LEVEL (a name such
+ * as DEBUG or a number), else WARNING. Without a callback, messages go to stderr. At DEBUG
+ * every call logs its backend, shapes and work split (and CUDA launch parameters). The
+ * callback may be called from any thread that calls libgqa; NULL restores stderr. A call
+ * already running on another thread when the callback is replaced may still deliver one
+ * message to the previous callback, so keep its user_data alive until such calls return. */
+typedef void (*gqa_log_callback)(int32_t level, const char* message, void* user_data);
+GQA_API gqa_status gqa_set_log_level(int32_t level);
+GQA_API int32_t gqa_get_log_level(void);
+GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data);
+
+/* CPU threads: from GQA_NUM_THREADS, else the cores this process may use. 0 restores that. */
+GQA_API gqa_status gqa_set_num_threads(int32_t num_threads);
+GQA_API int32_t gqa_get_num_threads(void);
+
+/* CUDA: GQA_STATUS_OK if this build has CUDA and a usable device is present; otherwise
+ * GQA_STATUS_DEVICE_UNAVAILABLE and gqa_last_error() says why. */
+GQA_API gqa_status gqa_cuda_available(void);
+/* Non-zero when this libgqa was built with its CUDA backend. */
+GQA_API int32_t gqa_built_with_cuda(void);
+
+/* GQA_CDEF_END */
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+/* Static initializers, e.g. `gqa_prefill_config c = GQA_PREFILL_CONFIG_INIT;` */
+#define GQA_PREFILL_CONFIG_INIT                                                          \
+    { (uint32_t)sizeof(gqa_prefill_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
+      0, 0, 0, 0, 0, 0, 0, 1, 0.0f, 0 }
+#define GQA_DECODE_CONFIG_INIT                                                          \
+    { (uint32_t)sizeof(gqa_decode_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
+      0, 0, 0, 0, 0, 0, 0.0f, 0, NULL, NULL, 0 }
+
+#endif /* GQA_H */
