@@ -1,8 +1,13 @@
 // problem.hpp: one validated attention call, as the backends see it.
 //
-// Prefill and decode are the same operation: decode is a causal prefill of one token per
-// sequence whose start position is that sequence's cache_len. The API layer (api.cpp) fills a
-// Problem only after validate.cpp has accepted every field, so backends trust it.
+// Prefill, decode and the batched op are one operation: sequence b has q_len(b) new tokens
+// (rows q_begin(b) .. of q, k, v, out) and start_of(b) tokens already cached; decode is one
+// new token per sequence, prefill the same q_len for all. The cache is paged: position t of
+// sequence b is in page pages_of(b)[t / page_size], slot t % page_size (the CPU kernels address
+// rows with cpu::key_offset). The dense [batch, max_seq_len] cache of prefill and decode is one
+// page of max_seq_len tokens per sequence (page_table nullptr: page b). The API layer
+// (api.cpp) fills a Problem only after validate.cpp / validate_batch.cpp accepted every
+// field (page ids included), so backends trust it.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +17,7 @@
 namespace gqa {
 
 enum class DType : int32_t { F16 = GQA_DTYPE_F16, BF16 = GQA_DTYPE_BF16, F32 = GQA_DTYPE_F32 };
-enum class Kind { Prefill, Decode };
+enum class Kind { Prefill, Decode, Batch };
 
 inline int64_t dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
 inline const char* dtype_name(DType t) {
@@ -25,7 +30,7 @@ struct Problem {
     int32_t device = GQA_DEVICE_CPU;
 
     int64_t batch = 0;
-    int64_t seq_len = 0;       // new tokens per sequence (1 for decode)
+    int64_t seq_len = 0;       // new tokens per sequence (1 for decode); batched op: max q_len
     int64_t num_q_heads = 0;
     int64_t num_kv_heads = 0;
     int64_t head_dim = 0;
@@ -39,6 +44,16 @@ struct Problem {
     // memory, decode's cache_lens), else start_pos. 0 when there is no cache.
     int32_t start_pos = 0;
     const int32_t* start_positions = nullptr;
+
+    // Batched op: sequence b's new tokens are rows q_indptr[b] .. q_indptr[b + 1] - 1 of q, k,
+    // v and out (host memory). nullptr: rows b * seq_len .. (prefill, decode).
+    const int32_t* q_indptr = nullptr;
+    // Paged cache: page_table[b * max_pages_per_seq + t / page_size] holds position t of
+    // sequence b (host memory). nullptr: page b (the dense cache, page_size = max_seq_len).
+    const int32_t* page_table = nullptr;
+    int64_t page_size = 0;
+    int64_t num_pages = 0;
+    int64_t max_pages_per_seq = 0;
 
     // Decode split-KV request and CUDA workspace (see gqa_decode_config).
     int32_t num_splits = 0;
@@ -54,8 +69,13 @@ struct Problem {
     void* stream = nullptr;
 
     int64_t start_of(int64_t b) const { return start_positions ? start_positions[b] : start_pos; }
+    int64_t q_begin(int64_t b) const { return q_indptr ? q_indptr[b] : b * seq_len; }
+    int64_t q_len(int64_t b) const { return q_indptr ? q_indptr[b + 1] - q_indptr[b] : seq_len; }
+    int64_t total_q() const { return q_begin(batch); }
     // Keys visible to sequence b: the cached prefix plus its new tokens.
-    int64_t kv_len_of(int64_t b) const { return (has_cache ? start_of(b) : 0) + seq_len; }
+    int64_t kv_len_of(int64_t b) const { return (has_cache ? start_of(b) : 0) + q_len(b); }
+    // Sequence b's page ids, one per page_size positions (nullptr: the dense cache).
+    const int32_t* pages_of(int64_t b) const { return page_table ? page_table + b * max_pages_per_seq : nullptr; }
 };
 
 }  // namespace gqa

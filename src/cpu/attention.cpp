@@ -36,6 +36,9 @@ constexpr int64_t kRowsPerTile = 64;
 // kMinKeysPerSplit keys. Constants, so the split never depends on the thread count.
 constexpr int64_t kDecodeTargetTasks = 32;
 constexpr int64_t kMinKeysPerSplit = 256;
+// Batched op: a sequence with at most this many new tokens (a decode step, a speculative
+// verification) runs the decode way, split over its cache; longer ones are tiled as prefill.
+constexpr int64_t kDecodeMaxQueries = 8;
 // Decode visits all KV heads of a chunk of cache positions spanning about this many bytes
 // before moving on (see run_decode and decode_chunk).
 constexpr int64_t kDecodeChunkBytes = 64 * 1024;
@@ -68,19 +71,6 @@ void* at(void* base, int64_t elements, int64_t elem_bytes) {
     return static_cast<char*>(base) + elements * elem_bytes;
 }
 
-// Writes the new tokens' K and V at cache positions [start_of(b), start_of(b) + seq_len).
-void append_to_caches(const Problem& p) {
-    const int64_t es = dtype_bytes(p.dtype);
-    const int64_t row = p.num_kv_heads * p.head_dim;  // elements per token
-    for (int64_t b = 0; b < p.batch; ++b) {
-        const int64_t dst = (b * p.max_seq_len + p.start_of(b)) * row;
-        const int64_t src = b * p.seq_len * row;
-        const size_t bytes = static_cast<size_t>(p.seq_len * row * es);
-        std::memcpy(at(p.k_cache, dst, es), at(p.k, src, es), bytes);
-        std::memcpy(at(p.v_cache, dst, es), at(p.v, src, es), bytes);
-    }
-}
-
 // The Tile for query positions [q0, q0 + nq) of (sequence b, KV head h), keys [k0, k1).
 cpu::Tile make_tile(const Problem& p, int64_t b, int64_t h, int64_t q0, int64_t nq, int64_t k0, int64_t k1) {
     const int64_t es = dtype_bytes(p.dtype);
@@ -90,17 +80,22 @@ cpu::Tile make_tile(const Problem& p, int64_t b, int64_t h, int64_t q0, int64_t 
     t.head_dim = d;
     t.group = p.group;
     t.scale = p.scale;
-    const int64_t q_offset = ((b * p.seq_len + q0) * p.num_q_heads + h * p.group) * d;
+    const int64_t q_offset = ((p.q_begin(b) + q0) * p.num_q_heads + h * p.group) * d;
     t.q = at(p.q, q_offset, es);
     t.q_stride = p.num_q_heads * d;
     t.num_queries = nq;
     t.kv_stride = p.num_kv_heads * d;
-    if (p.has_cache) {
+    if (p.page_table) {  // rows of the pool through sequence b's pages
+        t.k = at(p.k_cache, h * d, es);
+        t.v = at(p.v_cache, h * d, es);
+        t.pages = p.pages_of(b);
+        t.page_size = p.page_size;
+    } else if (p.has_cache) {  // the dense cache: sequence b's positions are consecutive rows
         const int64_t kv_offset = b * p.max_seq_len * t.kv_stride + h * d;
         t.k = at(p.k_cache, kv_offset, es);
         t.v = at(p.v_cache, kv_offset, es);
     } else {
-        const int64_t kv_offset = b * p.seq_len * t.kv_stride + h * d;
+        const int64_t kv_offset = p.q_begin(b) * t.kv_stride + h * d;
         t.k = at(p.k, kv_offset, es);
         t.v = at(p.v, kv_offset, es);
     }
@@ -113,6 +108,26 @@ cpu::Tile make_tile(const Problem& p, int64_t b, int64_t h, int64_t q0, int64_t 
     return t;
 }
 
+// Writes the new tokens' K and V at cache positions [start_of(b), start_of(b) + q_len(b)),
+// one copy per run of consecutive rows (a page, or the whole range of a dense cache).
+void append_to_caches(const Problem& p) {
+    const int64_t es = dtype_bytes(p.dtype);
+    const int64_t row = p.num_kv_heads * p.head_dim;  // elements per token
+    for (int64_t b = 0; b < p.batch; ++b) {
+        const cpu::Tile rows = make_tile(p, b, 0, 0, 0, 0, 0);  // addresses positions, all heads
+        const int64_t start = p.start_of(b), end = start + p.q_len(b);
+        for (int64_t pos = start, run; pos < end; pos += run) {
+            run = cpu::key_run(rows, pos, end - pos);
+            const int64_t dst = cpu::key_offset(rows, pos);
+            const int64_t src = (p.q_begin(b) + pos - start) * row;
+            const size_t bytes = static_cast<size_t>(run * row * es);
+            // rows.k / rows.v address p.k_cache / p.v_cache, which this call writes.
+            std::memcpy(at(const_cast<void*>(rows.k), dst, es), at(p.k, src, es), bytes);
+            std::memcpy(at(const_cast<void*>(rows.v), dst, es), at(p.v, src, es), bytes);
+        }
+    }
+}
+
 // fp32 scratch owned by the calling OS thread (pool workers and user threads alike) and kept
 // between calls: fresh buffers every call cost page faults comparable to a small decode.
 float* thread_scratch(int64_t floats) {
@@ -121,24 +136,32 @@ float* thread_scratch(int64_t floats) {
     return buffer.data();
 }
 
-void run_prefill(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
+// Prefill-style tiling of the given sequences: tiles of query positions of one (sequence,
+// KV head), each against all the keys it sees.
+void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const cpu::IsaChoice& isa,
+                 int32_t threads) {
     // Whole vectors of rows where the group allows it (a multiple of 32 rows), at least
     // kRowsPerTile rows.
     int64_t q_tile = 32 / std::gcd<int64_t, int64_t>(p.group, 32);
     while (q_tile * p.group < kRowsPerTile) q_tile *= 2;
-    const int64_t tiles_per_head = (p.seq_len + q_tile - 1) / q_tile;
-    const int64_t tasks = p.batch * p.num_kv_heads * tiles_per_head;
+    struct PrefillTask {
+        int64_t b, head, q0;
+    };
+    std::vector<PrefillTask> tasks;
+    for (int64_t b : sequences) {
+        const int64_t tiles = (p.q_len(b) + q_tile - 1) / q_tile;
+        for (int64_t head = 0; head < p.num_kv_heads; ++head) {
+            // Last query tiles first: under a causal mask they see the most keys.
+            for (int64_t tile = tiles - 1; tile >= 0; --tile) tasks.push_back({b, head, tile * q_tile});
+        }
+    }
     GQA_LOG(GQA_LOG_DEBUG, "cpu prefill: isa=%s threads=%d query_tile=%lld (rows %lld) key_block=%lld tasks=%lld",
             isa.name, threads, static_cast<long long>(q_tile), static_cast<long long>(q_tile * p.group),
-            static_cast<long long>(cpu::kKeyBlock), static_cast<long long>(tasks));
-    cpu::thread_pool().run(tasks, threads, [&](int64_t task, int32_t /*worker*/) {
-        // Last query tiles first: under a causal mask they see the most keys.
-        const int64_t tile = tiles_per_head - 1 - task % tiles_per_head;
-        const int64_t head = (task / tiles_per_head) % p.num_kv_heads;
-        const int64_t b = task / (tiles_per_head * p.num_kv_heads);
-        const int64_t q0 = tile * q_tile;
-        const int64_t nq = std::min(q_tile, p.seq_len - q0);
-        const cpu::Tile t = make_tile(p, b, head, q0, nq, 0, p.kv_len_of(b));
+            static_cast<long long>(cpu::kKeyBlock), static_cast<long long>(tasks.size()));
+    cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
+        const PrefillTask& task = tasks[static_cast<size_t>(index)];
+        const int64_t nq = std::min(q_tile, p.q_len(task.b) - task.q0);
+        const cpu::Tile t = make_tile(p, task.b, task.head, task.q0, nq, 0, p.kv_len_of(task.b));
         isa.kernel(t, thread_scratch(cpu::tile_scratch_floats(t)));
     });
 }
@@ -152,27 +175,37 @@ int64_t decode_chunk(const Problem& p) {
     return std::max<int64_t>(32, std::min<int64_t>(128, fit));
 }
 
-int64_t decode_splits(const Problem& p, int64_t kv_len) {
+int64_t decode_splits(const Problem& p, int64_t sequences, int64_t kv_len) {
     int64_t splits;
     if (p.num_splits > 0) {
         splits = p.num_splits;
     } else {
-        splits = (kDecodeTargetTasks + p.batch - 1) / p.batch;
+        splits = (kDecodeTargetTasks + sequences - 1) / sequences;
         splits = std::min(splits, (kv_len + kMinKeysPerSplit - 1) / kMinKeysPerSplit);
     }
     return std::max<int64_t>(1, std::min(splits, kv_len));
 }
 
 // One decode task: a range of cache positions of one sequence, for every KV head. Its softmax
-// state for head h is partial block first_block + h.
+// state for head h is the rows first_row + h * rows .. of the partial states (rows = the
+// sequence's q_len * group).
 struct DecodeTask {
-    int64_t b, split, splits, key_begin, key_end, first_block;
+    int64_t b, split, splits, key_begin, key_end, first_row, rows;
 };
 
-void prefetch_rows(const void* base, int64_t first, int64_t count, int64_t stride_bytes, int64_t row_bytes) {
-    const char* row = static_cast<const char*>(base) + first * stride_bytes;
-    for (int64_t j = 0; j < count; ++j, row += stride_bytes) {
-        for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(row + b);
+// Asks for the K and V rows of positions [j0, j0 + n) of a tile to be brought into L1.
+void prefetch_rows(const cpu::Tile& t, int64_t j0, int64_t n) {
+    const int64_t es = dtype_bytes(t.dtype);
+    for (int64_t j = j0, run; j < j0 + n; j += run) {
+        run = cpu::key_run(t, j, j0 + n - j);
+        const char* k = static_cast<const char*>(t.k) + cpu::key_offset(t, j) * es;
+        const char* v = static_cast<const char*>(t.v) + cpu::key_offset(t, j) * es;
+        for (int64_t r = 0; r < run; ++r, k += t.kv_stride * es, v += t.kv_stride * es) {
+            for (int64_t b = 0; b < t.head_dim * es; b += 64) {
+                __builtin_prefetch(k + b);
+                __builtin_prefetch(v + b);
+            }
+        }
     }
 }
 
@@ -183,22 +216,41 @@ void prefetch_span_l2(const void* base, int64_t offset, int64_t bytes) {
     for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 1);
 }
 
-// Decode walks the cache position-major: for each chunk of decode_chunk() positions it visits
-// every KV head before the next chunk. One head's rows are num_kv_heads * head_dim elements
-// apart (6 KiB for Phi-3), so walking one head down the whole cache touches a new page per key
-// and ran at half the bandwidth (NOTES.md); chunk by chunk, all heads read one contiguous span.
-void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
+// Part `part` of `parts` of the K and V rows (all heads) of positions [j0, j1) toward L2: each
+// run of consecutive rows is one contiguous span, cut into `parts` equal pieces.
+void prefetch_positions_l2(const cpu::Tile& all_heads, int64_t j0, int64_t j1, int64_t position_bytes,
+                           int64_t part, int64_t parts) {
+    const int64_t es = dtype_bytes(all_heads.dtype);
+    for (int64_t j = j0, run; j < j1; j += run) {
+        run = cpu::key_run(all_heads, j, j1 - j);
+        const int64_t offset = cpu::key_offset(all_heads, j) * es, bytes = run * position_bytes;
+        const int64_t lo = bytes * part / parts, hi = bytes * (part + 1) / parts;
+        prefetch_span_l2(all_heads.k, offset + lo, hi - lo);
+        prefetch_span_l2(all_heads.v, offset + lo, hi - lo);
+    }
+}
+
+// Decode of the given sequences (q_len >= 1 each, usually 1): their caches are cut into splits
+// (split-KV) and each split walks its positions chunk by chunk, visiting every KV head of a
+// chunk of decode_chunk() positions before the next chunk. One head's rows are
+// num_kv_heads * head_dim elements apart (6 KiB for Phi-3), so walking one head down the whole
+// cache touches a new page per key and ran at half the bandwidth (NOTES.md); chunk by chunk,
+// all heads read one contiguous span (per cache page). The splits are merged in split order.
+void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const cpu::IsaChoice& isa,
+                int32_t threads) {
     std::vector<DecodeTask> tasks;
-    int64_t blocks = 0;
+    int64_t state_rows = 0;
     int64_t max_splits = 1;
-    for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t count = static_cast<int64_t>(sequences.size());
+    for (int64_t b : sequences) {
         const int64_t kv_len = p.kv_len_of(b);
-        const int64_t splits = decode_splits(p, kv_len);
+        const int64_t splits = decode_splits(p, count, kv_len);
+        const int64_t rows = p.q_len(b) * p.group;
         max_splits = std::max(max_splits, splits);
         for (int64_t s = 0; s < splits; ++s) {
-            // Even cut of [0, kv_len); the last split holds the new token.
-            tasks.push_back({b, s, splits, kv_len * s / splits, kv_len * (s + 1) / splits, blocks});
-            blocks += p.num_kv_heads;
+            // Even cut of [0, kv_len); the last split holds the new tokens.
+            tasks.push_back({b, s, splits, kv_len * s / splits, kv_len * (s + 1) / splits, state_rows, rows});
+            state_rows += p.num_kv_heads * rows;
         }
     }
     GQA_LOG(GQA_LOG_DEBUG,
@@ -207,44 +259,37 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
             static_cast<long long>(decode_chunk(p)), static_cast<long long>(cpu::kKeyBlock),
             static_cast<long long>(tasks.size()));
 
-    const int64_t g = p.group;
     const int64_t d = p.head_dim;
-    const int64_t es = dtype_bytes(p.dtype);
     const int64_t chunk = decode_chunk(p);
-    const int64_t position_bytes = p.num_kv_heads * d * es;
+    const int64_t position_bytes = p.num_kv_heads * d * dtype_bytes(p.dtype);
     // Split states (every element is written before it is read), kept by the calling thread.
     thread_local std::vector<float> states;
-    const size_t state_floats = static_cast<size_t>(blocks * g * (d + 2));
+    const size_t state_floats = static_cast<size_t>(state_rows * (d + 2));
     if (states.size() < state_floats) states.resize(state_floats);
     float* const acc = states.data();
-    float* const maxes = acc + blocks * g * d;
-    float* const sums = maxes + blocks * g;
+    float* const maxes = acc + state_rows * d;
+    float* const sums = maxes + state_rows;
     cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
         const DecodeTask& task = tasks[static_cast<size_t>(index)];
+        const int64_t nq = p.q_len(task.b);
+        const cpu::Tile all_heads = make_tile(p, task.b, 0, 0, nq, 0, 0);  // KV head 0: addresses positions
         for (int64_t c0 = task.key_begin; c0 < task.key_end; c0 += chunk) {
             const int64_t c1 = std::min(task.key_end, c0 + chunk);
             const int64_t next_end = std::min(task.key_end, c1 + chunk);
-            const int64_t ahead_bytes = (next_end - c1) * position_bytes;  // the next chunk, all heads
-            const int64_t ahead_offset = (task.b * p.max_seq_len + c1) * position_bytes;
             for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-                // One head's share of the next chunk's contiguous K and V span, into L2: by the
-                // time this task reaches that chunk it is all in cache. Prefetching only the next
-                // key block just in time left decode stalled on memory (NOTES.md section 3c).
-                const int64_t lo = ahead_bytes * h / p.num_kv_heads, hi = ahead_bytes * (h + 1) / p.num_kv_heads;
-                prefetch_span_l2(p.k_cache, ahead_offset + lo, hi - lo);
-                prefetch_span_l2(p.v_cache, ahead_offset + lo, hi - lo);
-                cpu::Tile t = make_tile(p, task.b, h, 0, 1, c0, c1);
+                // One head's share of the next chunk's K and V spans, into L2: by the time this
+                // task reaches that chunk it is all in cache. Prefetching only the next key
+                // block just in time left decode stalled on memory (NOTES.md section 3c).
+                prefetch_positions_l2(all_heads, c1, next_end, position_bytes, h, p.num_kv_heads);
+                cpu::Tile t = make_tile(p, task.b, h, 0, nq, c0, c1);
                 if (h + 1 < p.num_kv_heads) {  // the next head's first block, while this one computes
-                    const cpu::Tile next = make_tile(p, task.b, h + 1, 0, 1, c0, c1);
-                    const int64_t n = std::min(cpu::kKeyBlock, c1 - c0);
-                    prefetch_rows(next.k, c0, n, next.kv_stride * es, d * es);
-                    prefetch_rows(next.v, c0, n, next.kv_stride * es, d * es);
+                    prefetch_rows(make_tile(p, task.b, h + 1, 0, nq, c0, c1), c0, std::min(cpu::kKeyBlock, c1 - c0));
                 }
-                const int64_t block = task.first_block + h;
+                const int64_t row = task.first_row + h * task.rows;
                 t.out = nullptr;
-                t.part_acc = acc + block * g * d;
-                t.part_max = maxes + block * g;
-                t.part_sum = sums + block * g;
+                t.part_acc = acc + row * d;
+                t.part_max = maxes + row;
+                t.part_sum = sums + row;
                 t.resume = c0 != task.key_begin;
                 isa.kernel(t, thread_scratch(cpu::tile_scratch_floats(t)));
             }
@@ -257,31 +302,31 @@ void run_decode(const Problem& p, const cpu::IsaChoice& isa, int32_t threads) {
     for (size_t first = 0; first < tasks.size(); first += static_cast<size_t>(tasks[first].splits)) {
         const int64_t b = tasks[first].b;
         const int64_t splits = tasks[first].splits;
+        const int64_t rows = tasks[first].rows;
         for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-            const cpu::Tile t = make_tile(p, b, h, 0, 1, 0, 0);
-            for (int64_t row = 0; row < g; ++row) {
+            const cpu::Tile t = make_tile(p, b, h, 0, p.q_len(b), 0, 0);
+            for (int64_t r = 0; r < rows; ++r) {
+                auto state_row = [&](int64_t s) { return tasks[first + static_cast<size_t>(s)].first_row + h * rows + r; };
                 float global_max = neg_inf;
-                for (int64_t s = 0; s < splits; ++s) {
-                    const int64_t block = tasks[first + static_cast<size_t>(s)].first_block + h;
-                    global_max = std::fmax(global_max, maxes[static_cast<size_t>(block * g + row)]);
-                }
+                for (int64_t s = 0; s < splits; ++s) global_max = std::fmax(global_max, maxes[state_row(s)]);
                 float total = 0.0f;
                 std::fill(merged.begin(), merged.end(), 0.0f);
                 for (int64_t s = 0; s < splits; ++s) {
-                    const int64_t block = tasks[first + static_cast<size_t>(s)].first_block + h;
-                    const float m = maxes[static_cast<size_t>(block * g + row)];
-                    const float sum = sums[static_cast<size_t>(block * g + row)];
+                    const float m = maxes[state_row(s)];
+                    const float sum = sums[state_row(s)];
                     // A split whose logits were all -inf has sum 0 and adds nothing; a NaN
                     // anywhere in a split's state must still reach the output.
                     const float weight = m == neg_inf ? 0.0f : std::exp(m - (global_max == neg_inf ? 0.0f : global_max));
                     if (weight == 0.0f && sum == sum) continue;
                     total += sum * weight;
-                    const float* a = acc + (block * g + row) * d;
+                    const float* a = acc + state_row(s) * d;
                     for (int64_t e = 0; e < d; ++e) merged[static_cast<size_t>(e)] += a[e] * weight;
                 }
                 const float inv = total == 0.0f ? 0.0f : 1.0f / total;
+                // Row r is query r / group, head r % group of this KV head.
+                const int64_t o = r / p.group * t.out_stride + r % p.group * d;
                 for (int64_t e = 0; e < d; ++e) {
-                    cpu::store_f32(t.out, row * d + e, merged[static_cast<size_t>(e)] * inv, p.dtype);
+                    cpu::store_f32(t.out, o + e, merged[static_cast<size_t>(e)] * inv, p.dtype);
                 }
             }
         }
@@ -311,11 +356,17 @@ void cpu_attention(const Problem& p) {
     // Every ISA, the scalar oracle included, uses the same decomposition and the same pool.
     const int32_t threads = cpu_num_threads();
     if (p.has_cache) append_to_caches(p);
-    if (p.kind == Kind::Decode) {
-        run_decode(p, isa, threads);
-    } else {
-        run_prefill(p, isa, threads);
+    // Prefill tiles every sequence, decode splits every cache; the batched op sends each
+    // sequence the way its q_len suits (q_len 0: nowhere, it is untouched).
+    std::vector<int64_t> tiled, split;
+    for (int64_t b = 0; b < p.batch; ++b) {
+        const int64_t n = p.q_len(b);
+        if (n == 0) continue;
+        const bool decode_like = p.kind == Kind::Decode || (p.kind == Kind::Batch && n <= kDecodeMaxQueries);
+        (decode_like ? split : tiled).push_back(b);
     }
+    if (!tiled.empty()) run_prefill(p, tiled, isa, threads);
+    if (!split.empty()) run_decode(p, split, isa, threads);
 }
 
 }  // namespace gqa

@@ -34,7 +34,7 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
                 const int64_t n = end - j0 < kKeyBlock ? end - j0 : kKeyBlock;
                 float block_max = neg_inf;
                 for (int64_t jj = 0; jj < n; ++jj) {
-                    const int64_t k_offset = (j0 + jj) * t.kv_stride;
+                    const int64_t k_offset = key_offset(t, j0 + jj);
                     float dot = 0.0f;
                     for (int64_t d = 0; d < d_len; ++d) dot += q[d] * load_f32(t.k, k_offset + d, t.dtype);
                     score[jj] = dot * t.scale;
@@ -50,7 +50,7 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
                 for (int64_t jj = 0; jj < n; ++jj) {
                     const float prob = std::exp(score[jj] - base);
                     running_sum += prob;
-                    const int64_t v_offset = (j0 + jj) * t.kv_stride;
+                    const int64_t v_offset = key_offset(t, j0 + jj);
                     for (int64_t d = 0; d < d_len; ++d) acc[d] += prob * load_f32(t.v, v_offset + d, t.dtype);
                 }
                 running_max = new_max;

@@ -31,9 +31,15 @@ struct Tile {
     int64_t q_stride = 0;      // elements between consecutive query positions
     int64_t num_queries = 0;
 
-    const void* k = nullptr;   // key position 0 of this (sequence, KV head)
+    // Key rows: position j of this (sequence, KV head) starts at element key_offset(*this, j)
+    // of k and v (below): k, v point at this KV head's first element of row 0 of the pool;
+    // with pages, position j is pool row pages[j / page_size] * page_size + j % page_size,
+    // without (pages == nullptr) it is row j.
+    const void* k = nullptr;
     const void* v = nullptr;
-    int64_t kv_stride = 0;     // elements between consecutive key positions
+    int64_t kv_stride = 0;     // elements between consecutive rows (positions in a page)
+    const int32_t* pages = nullptr;
+    int64_t page_size = 0;
     int64_t key_begin = 0;
     int64_t key_end = 0;
 
@@ -57,6 +63,20 @@ struct Tile {
         return end < key_end ? end : key_end;
     }
 };
+
+// The row addressing of every kernel and of the driver: the element offset of key position
+// j in t.k / t.v, and how many positions from j on (at most `limit`) are consecutive rows, so
+// callers stream whole runs inside a page at full speed. static: internal linkage in each
+// translation unit, so an ISA-flagged copy can never be shared with baseline code.
+static inline int64_t key_offset(const Tile& t, int64_t j) {
+    if (!t.pages) return j * t.kv_stride;
+    return (static_cast<int64_t>(t.pages[j / t.page_size]) * t.page_size + j % t.page_size) * t.kv_stride;
+}
+static inline int64_t key_run(const Tile& t, int64_t j, int64_t limit) {
+    if (!t.pages) return limit;
+    const int64_t in_page = t.page_size - j % t.page_size;
+    return in_page < limit ? in_page : limit;
+}
 
 using TileKernel = void (*)(const Tile& tile, float* scratch);
 

@@ -70,12 +70,16 @@ inline void load_row(const void* src, int64_t offset, DType t, int64_t n, int64_
 inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
     const int64_t es = elem_bytes(t.dtype);
     const int64_t row_bytes = t.head_dim * es;
-    for (int64_t jj = 0; jj < n; ++jj) {
-        const char* k = static_cast<const char*>(t.k) + (j0 + jj) * t.kv_stride * es;
-        const char* v = static_cast<const char*>(t.v) + (j0 + jj) * t.kv_stride * es;
-        for (int64_t b = 0; b < row_bytes; b += 64) {
-            _mm_prefetch(k + b, _MM_HINT_T0);
-            _mm_prefetch(v + b, _MM_HINT_T0);
+    const int64_t stride_bytes = t.kv_stride * es;
+    for (int64_t j = j0, run; j < j0 + n; j += run) {  // one run of consecutive rows per page
+        run = key_run(t, j, j0 + n - j);
+        const char* k = static_cast<const char*>(t.k) + key_offset(t, j) * es;
+        const char* v = static_cast<const char*>(t.v) + key_offset(t, j) * es;
+        for (int64_t jj = 0; jj < run; ++jj, k += stride_bytes, v += stride_bytes) {
+            for (int64_t b = 0; b < row_bytes; b += 64) {
+                _mm_prefetch(k + b, _MM_HINT_T0);
+                _mm_prefetch(v + b, _MM_HINT_T0);
+            }
         }
     }
 }
@@ -89,8 +93,11 @@ inline bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t stride, flo
     prefetch_block(t, j0 + n, min64(kKeyBlock, next_end - (j0 + n)));
     Reg poison = Simd::zero();  // stays 0 unless some V is Inf or NaN (Inf * 0 = NaN)
     const int64_t full = t.head_dim / W * W;
-    for (int64_t jj = 0; jj < n; ++jj) {
-        const int64_t offset = (j0 + jj) * t.kv_stride;
+    for (int64_t jj = 0, run = 0, offset = 0; jj < n; ++jj, --run, offset += t.kv_stride) {
+        if (run == 0) {  // a new run of consecutive rows (a page boundary): one lookup
+            run = key_run(t, j0 + jj, n - jj);
+            offset = key_offset(t, j0 + jj);
+        }
         load_row(t.k, offset, t.dtype, t.head_dim, stride, kb + jj * stride);
         float* v = vb + jj * stride;
         load_row(t.v, offset, t.dtype, t.head_dim, stride, v);
