@@ -215,7 +215,7 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     lens = np.asarray(kv_lens, dtype=np.int64)
     table = np.asarray(page_table, dtype=np.int64).reshape(len(lens), -1)
     result = np.zeros((total_q, Hq, D), np.float64)
-    lse = np.full((Hq, total_q), -np.inf, np.float32) if options.get("return_lse") else None
+    lse = np.full((Hq, total_q), -np.inf) if options.get("return_lse") else None
     for b in range(len(lens)):
         r0, r1, start = int(indptr[b]), int(indptr[b + 1]), int(lens[b])
         if r1 == r0:

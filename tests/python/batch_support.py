@@ -97,7 +97,7 @@ def expected(case: Case, *, causal=True, scale=None, **options):
     at a time on its own contiguous cache; with return_lse also lse [Hq, total_q]."""
     total_q, Hq, D = case.q.shape
     out = np.zeros((total_q, Hq, D))
-    lse = np.full((Hq, total_q), -np.inf, np.float32)
+    lse = np.full((Hq, total_q), -np.inf)
     k_cache, v_cache = case.copy_caches()
     for b in range(case.batch):
         n, start, rows = case.q_len(b), int(case.kv_lens[b]), case.rows(b)

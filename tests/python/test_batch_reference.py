@@ -153,3 +153,18 @@ def test_paged_cache_errors_are_gqa_errors():
         gqa.PagedKVCache(num_pages=1, page_size=0, num_kv_heads=1, head_dim=1)
     with pytest.raises(gqa.InvalidArgumentError, match="num_tokens"):
         cache.extend(a, -1)
+
+
+@pytest.mark.parametrize("page_size", [1, 16])
+def test_variant_options_reach_every_sequence(page_size):
+    """window, softcap, sinks and LSE mean per sequence what they mean to the dense prefill."""
+    rng = np.random.default_rng(5)
+    case = make_case(rng, [1, 6, 0, 3], [20, 9, 2, 0], 4, 2, 8, np.float32, page_size)
+    options = dict(window=(5, 1), softcap=2.5, sinks=rng.standard_normal(4).astype(np.float32), return_lse=True)
+    k_cache, v_cache = case.copy_caches()
+    out, lse = gqa.reference.batch_attention(case.q, case.k, case.v, k_cache, v_cache, **case.arguments(),
+                                             causal=False, **options)
+    want, want_k, _, want_lse = expected(case, causal=False, **options)
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lse, want_lse, rtol=0, atol=1e-12)
+    assert lse.shape == (4, case.q.shape[0]) and k_cache.tobytes() == want_k.tobytes()
