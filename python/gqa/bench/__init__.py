@@ -1,8 +1,11 @@
-"""Benchmarks of libgqa against PyTorch SDPA.
+"""Benchmarks of libgqa against its peers, with the machine's own ceilings measured in the same run.
 
-CPU: ``python -m gqa.bench --device cpu``. Modules: ``configs`` (what is measured), ``timing``
-(median timer, copy bandwidth), ``runners`` (libgqa and torch calls), ``report`` (JSON,
-RESULTS.md, PNG), ``progress``.
+CPU: ``python -m gqa.bench --device cpu`` (``pip install ".[bench]"`` brings the peers).
+Modules: ``configs`` (the grid, bytes, FLOPs, targets), ``machine`` (CPU model, ISA flags, copy
+bandwidth, matmul rates), ``timing`` (interleaved bursts, spread, calls after idle), ``runners``
+(inputs, libgqa, torch SDPA, libgqa's ISA path), ``peer_openvino``, ``peer_onnxruntime``,
+``cpu_run`` (one config: build, check, time), ``report`` (ratios, targets, Markdown, JSON),
+``cpu_plot``, ``progress``.
 
 GPU: ``python -m gqa.bench {decode,prefill,all} --device cuda``. Modules: ``gpu_main`` (CLI and
 the run), ``gpu_configs`` (grid, bytes, FLOPs, rotation), ``gpu_timing`` (CUDA events, copy

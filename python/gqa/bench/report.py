@@ -1,69 +1,227 @@
-"""Benchmark outputs: JSON, the CPU section of benchmarks/RESULTS.md, and a PNG."""
+"""CPU benchmark results as plain data: derived figures (ratios to the fastest peer, fractions of
+the machine's ceilings, noisy rows, targets), the Markdown section (printed, and written to a
+file or into RESULTS.md between its CPU markers) and JSON. Also the section replacement the
+GPU report shares. Rows are the dicts cpu_run.measure() makes; nothing here times anything.
+"""
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Optional
+
+from .configs import DECODE_COPY_TARGET, DECODE_TARGET, PREFILL_TARGET
+from .cpu_run import PEER_TITLES, TOLERANCE
+from .timing import Stats
 
 START = "<!-- gqa-bench:cpu:start -->"
 END = "<!-- gqa-bench:cpu:end -->"
+NOISY_SPREAD = 0.10  # a row whose libgqa or fastest-peer IQR exceeds this share of its median
 
 
 def _fmt(x, digits=1):
     return "—" if x is None else f"{x:.{digits}f}"
 
 
-def markdown(meta: dict, rows: list[dict]) -> str:
-    lines = [
-        START,
-        "## CPU: libgqa vs PyTorch SDPA (`python -m gqa.bench --device cpu`)",
-        "",
-        f"- Device: {meta['device']}; {meta['threads']} threads for both libgqa and torch "
-        f"(torch {meta['torch_version']}); libgqa ISA: {meta['isa']}",
-        f"- Date: {meta['date']}; commit: `{meta['commit']}`; command: `{meta['command']}`",
-        f"- Copy bandwidth (NumPy copy of {meta['copy_mib']} MiB, one thread, bytes copied per second; "
-        f"STREAM's read+write count would be {2 * meta['copy_gbs']:.1f}): "
-        f"**{meta['copy_gbs']:.1f} GB/s**; L2 counted for the decode target: {meta['l2_bytes'] / 2**20:.0f} MiB",
-        f"- Machine load average at start: {meta['loadavg']} (shared machine: timings are noisy when it is busy)",
-        "- Median of >= 5 timed calls after 2 warm-up calls. Prefill is causal, B=1, GFLOP/s = "
-        "2·B·Hq·D·S·(S+1) / t. Decode GB/s = K+V bytes read (B·(L+1)·Hkv·D·2·elem) / t.",
-        "",
-        "### Prefill (target: libgqa >= 1.5x torch)",
-        "",
-        "| model | S | dtype | libgqa ms | libgqa GFLOP/s | torch ms | torch GFLOP/s | libgqa / torch | target |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---|",
-    ]
+def _ms(stats: Optional[dict]) -> Optional[float]:
+    return None if stats is None else 1e3 * stats["median"]
+
+
+def annotate(row: dict, meta: dict, noisy_spread: float = NOISY_SPREAD) -> dict:
+    """The row plus: gqa_ms, best_peer, best_peer_ms, ratio (fastest peer's median / libgqa's),
+    the throughput and its fraction of the ceiling (prefill: GFLOP/s of the dtype's matmul
+    rate; decode: GB/s of the copy bandwidth), fits_l2, noisy, target ("met", "missed", or
+    "n/a" when no peer ran)."""
+    row = dict(row)
+    gqa = Stats.from_dict(row["gqa"]["stats"])
+    row["gqa_ms"] = 1e3 * gqa.median
+    timed = {n: Stats.from_dict(p["stats"]) for n, p in row["peers"].items() if p.get("stats")}
+    row["best_peer"] = min(timed, key=lambda n: timed[n].median) if timed else None
+    best = timed.get(row["best_peer"])
+    row["best_peer_ms"] = 1e3 * best.median if best else None
+    row["ratio"] = best.median / gqa.median if best else None
+    spreads = [gqa.spread] + ([best.spread] if best else [])
+    row["spread"] = max(spreads)
+    row["noisy"] = row["spread"] > noisy_spread
+    if row["op"] == "prefill":
+        row["gqa_gflops"] = row["flops"] / gqa.median / 1e9
+        rate = meta.get("matmul", {}).get(row["dtype"], {}).get("gflops")
+        row["ceiling_fraction"] = row["gqa_gflops"] / rate if rate else None
+        met = row["ratio"] is not None and row["ratio"] >= PREFILL_TARGET
+    else:
+        row["gqa_gbs"] = row["kv_bytes"] / gqa.median / 1e9
+        row["ceiling_fraction"] = row["gqa_gbs"] / meta["copy"]["gbs"]
+        row["fits_l2"] = row["kv_bytes"] <= meta["l2_bytes"]
+        bandwidth_ok = row["fits_l2"] or row["ceiling_fraction"] >= DECODE_COPY_TARGET
+        met = row["ratio"] is not None and row["ratio"] >= DECODE_TARGET and bandwidth_ok
+    row["target"] = "n/a" if row["ratio"] is None else ("met" if met else "missed")
+    return row
+
+
+def _peer_cell(row: dict, name: str) -> str:
+    p = row["peers"].get(name)
+    if p is None:
+        return "—"
+    if p.get("stats"):
+        return _fmt(_ms(p["stats"]), 3)
+    return "wrong" if (p.get("na") or "").startswith("wrong") else "n/a"
+
+
+def _ratio_cell(row: dict) -> str:
+    if row["ratio"] is None:
+        return "—"
+    cell = f"{row['ratio']:.2f}x"
+    return f"**{cell}**" if row["target"] == "missed" else cell
+
+
+def _noisy(row: dict) -> str:
+    return f" ~{100 * row['spread']:.0f}%" if row["noisy"] else ""
+
+
+def _reasons(rows: list[dict], peers: list[str]) -> list[str]:
+    """One line per (peer, reason) pair: why a peer did not run or was not timed, and where."""
+    seen: dict[tuple[str, str], list[str]] = {}
     for r in rows:
-        if r["op"] != "prefill":
-            continue
-        ratio = r.get("speedup")
-        target = "—" if ratio is None else ("met" if ratio >= 1.5 else "**missed**")
+        for name in peers:
+            why = r["peers"].get(name, {}).get("na")
+            if why:
+                seen.setdefault((name, why), []).append(f"{r['model']} {r['dtype']}")
+    lines = []
+    for (name, why), where in seen.items():
+        places = sorted(set(where))
+        lines.append(f"- {name}: {why} ({len(where)} rows: {', '.join(places[:6])}{', …' if len(places) > 6 else ''})")
+    return lines
+
+
+def _peers_in(rows: list[dict]) -> list[str]:
+    names: list[str] = []
+    for r in rows:
+        for name in r["peers"]:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def prefill_table(rows: list[dict]) -> list[str]:
+    peers = _peers_in(rows)
+    head = ("| model | S | dtype | libgqa ms (min–max) | GFLOP/s | % of matmul | "
+            + " | ".join(f"{p} ms" for p in peers) + " | fastest peer | libgqa speed-up | target |")
+    lines = [head, "|---|---:|---|---:|---:|---:|" + "---:|" * len(peers) + "---|---:|---|"]
+    for r in rows:
+        s = r["gqa"]["stats"]
         lines.append(
             f"| {r['model']} {r['num_q_heads']}:{r['num_kv_heads']} d{r['head_dim']} | {r['seq_len']} | {r['dtype']} "
-            f"| {_fmt(r['gqa_ms'], 3)} | {_fmt(r['gqa_gflops'])} | {_fmt(r.get('torch_ms'), 3)} "
-            f"| {_fmt(r.get('torch_gflops'))} | {_fmt(ratio, 2)}{'x' if ratio else ''} | {target} |")
-    lines += [
-        "",
-        "### Decode (target: libgqa >= 60% of the copy bandwidth when K+V exceed L2)",
-        "",
-        "| model | B | L | dtype | K+V MiB | libgqa ms | libgqa GB/s | % of copy | torch ms | torch GB/s | libgqa / torch | target |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
-    ]
+            f"| {1e3 * s['median']:.3f} ({1e3 * s['min']:.3f}–{1e3 * s['max']:.3f}){_noisy(r)} "
+            f"| {_fmt(r['gqa_gflops'])} | {_fmt(None if r['ceiling_fraction'] is None else 100 * r['ceiling_fraction'], 0)}% "
+            + "".join(f"| {_peer_cell(r, p)} " for p in peers)
+            + f"| {r['best_peer'] or '—'} | {_ratio_cell(r)} | {r['target']} |")
+    return lines + [""] + _reasons(rows, peers)
+
+
+def decode_table(rows: list[dict]) -> list[str]:
+    peers = _peers_in(rows)
+    head = ("| model | B | L | dtype | K+V MiB | libgqa ms (min–max) | GB/s | % of copy | "
+            + " | ".join(f"{p} ms" for p in peers) + " | fastest peer | libgqa speed-up | target |")
+    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|" + "---:|" * len(peers) + "---|---:|---|"]
     for r in rows:
-        if r["op"] != "decode":
-            continue
-        ratio = r.get("speedup")
-        if r["kv_bytes"] <= meta["l2_bytes"]:
-            target = "n/a (fits L2)"
-        else:
-            target = "met" if r["copy_fraction"] >= 0.6 else "**missed**"
+        s = r["gqa"]["stats"]
+        l2 = " (fits L2)" if r["fits_l2"] else ""
         lines.append(
             f"| {r['model']} {r['num_q_heads']}:{r['num_kv_heads']} d{r['head_dim']} | {r['batch']} | {r['cache_len']} "
-            f"| {r['dtype']} | {r['kv_bytes'] / 2**20:.1f} | {_fmt(r['gqa_ms'], 3)} | {_fmt(r['gqa_gbs'])} "
-            f"| {100 * r['copy_fraction']:.0f}% | {_fmt(r.get('torch_ms'), 3)} | {_fmt(r.get('torch_gbs'))} "
-            f"| {_fmt(ratio, 2)}{'x' if ratio else ''} | {target} |")
+            f"| {r['dtype']} | {r['kv_bytes'] / 2**20:.1f}{l2} "
+            f"| {1e3 * s['median']:.3f} ({1e3 * s['min']:.3f}–{1e3 * s['max']:.3f}){_noisy(r)} "
+            f"| {_fmt(r['gqa_gbs'])} | {100 * r['ceiling_fraction']:.0f}% "
+            + "".join(f"| {_peer_cell(r, p)} " for p in peers)
+            + f"| {r['best_peer'] or '—'} | {_ratio_cell(r)} | {r['target']} |")
+    return lines + [""] + _reasons(rows, peers)
+
+
+def wake_table(wake: dict) -> list[str]:
+    """Per backend: median µs of one call after each idle gap (and its ratio to back-to-back
+    calls), and the CPU cores the process kept busy during the gaps."""
+    gaps = [str(g) for g in wake["gaps_ms"]]
+    idle = [g for g in gaps if float(g) > 0]
+    lines = ["| backend | " + " | ".join(f"after {g} ms µs" for g in gaps) + " | "
+             + " | ".join(f"idle CPU at {g} ms (cores)" for g in idle) + " |",
+             "|---|" + "---:|" * (len(gaps) + len(idle))]
+    notes = []
+    for name, b in wake["backends"].items():
+        if "na" in b:
+            notes.append(f"- {name}: {b['na']}")
+            continue
+        base = b["gaps"][gaps[0]]["stats"]["median"]
+        cells = []
+        for g in gaps:
+            m = b["gaps"][g]["stats"]["median"]
+            cells.append(f"{1e6 * m:.0f}" + ("" if g == gaps[0] else f" ({m / base:.2f}x)"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " | "
+                     + " | ".join(_fmt(b["gaps"][g]["idle_cores"], 3) for g in idle) + " |")
+    return lines + [""] + notes
+
+
+def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None) -> str:
+    """The CPU section of RESULTS.md (between its markers); rows already annotated."""
+    v = meta["versions"]
+    isa = {}
+    for r in rows:
+        isa.setdefault(r["op"], set()).add(r["isa"] or "unknown")
+    copy = meta["copy"]
+    matmul = ", ".join(f"{d} {_fmt(m.get('gflops'), 0)} GFLOP/s" if m.get("gflops") else f"{d} n/a ({m['na']})"
+                       for d, m in meta["matmul"].items())
+    lines = [
+        START,
+        "## CPU: libgqa vs torch SDPA, OpenVINO SDPA and onnxruntime GroupQueryAttention",
+        "",
+        f"- CPU: {meta['cpu']} ({meta['cores']} cores available); ISA flags: {' '.join(meta['isa_flags']) or 'unknown'}; "
+        f"L2 {meta['l2_per_core'] // 2**10} KiB per core",
+        f"- {meta['threads']} threads for every backend; libgqa ISA path: "
+        + ", ".join(f"{op} {'/'.join(sorted(s))}" for op, s in isa.items())
+        + f" (GQA_CPU_ISA={meta['forced_isa'] or 'unset'})",
+        f"- Versions: libgqa {v['gqa']}, torch {v['torch']}, OpenVINO {v['openvino']}, onnxruntime {v['onnxruntime']}, "
+        f"NumPy {v['numpy']}",
+        f"- Date: {meta['date']}; commit `{meta['commit']}`; command: `{meta['command']}`; "
+        f"load average {meta['loadavg_start']} at start, {meta.get('loadavg_end', '?')} at end",
+        f"- Ceilings, same run: copy bandwidth **{copy['gbs']:.1f} GB/s** (bytes copied per second, {copy['mib']} MiB: "
+        f"NumPy 1 thread {copy['numpy_gbs']:.1f}, torch {copy.get('torch_threads', '—')} threads "
+        f"{_fmt(copy.get('torch_gbs'))}); matmul (torch.mm n={meta['matmul_n']}): {matmul}",
+        "- Timing: every backend interleaved in rotating order; per round an untimed warm-up call then a burst "
+        "of timed calls; median over all timed calls, min–max beside it; a row marked ~N% had an "
+        f"interquartile range over {100 * meta['noisy_spread']:.0f}% of its median (libgqa or the fastest peer): noisy.",
+        f"- Peers are checked against libgqa's output before they are timed (max abs difference "
+        f"{', '.join(f'{d} {t:g}' for d, t in TOLERANCE.items())}); a peer that fails is not timed.",
+        "- Speed-up = the fastest peer's median / libgqa's. Prefill GFLOP/s = 2·B·Hq·D·S·(S+1) / t; "
+        "decode GB/s = K+V bytes read (B·(L+1)·Hkv·D·2·elem) / t.",
+        "",
+    ]
+    lines += [f"- {key}: {PEER_TITLES.get(key.split(',')[0], key)}; {note}" for key, note in meta.get("peer_notes", {}).items()]
+    pre = [r for r in rows if r["op"] == "prefill"]
+    dec = [r for r in rows if r["op"] == "decode"]
+    if pre:
+        lines += ["", f"### Prefill, causal (target: >= {PREFILL_TARGET}x the fastest peer)", ""] + prefill_table(pre)
+    if dec:
+        lines += ["", f"### Decode (target: >= {DECODE_TARGET}x the fastest peer, and >= "
+                      f"{100 * DECODE_COPY_TARGET:.0f}% of the copy bandwidth when K+V exceed L2)", ""] + decode_table(dec)
+    if wake:
+        lines += ["", f"### After idle: one call of `{wake['config']['label']}` after each gap "
+                      f"({wake['samples']} samples each, gaps interleaved)", ""] + wake_table(wake)
     lines += ["", f"Raw numbers: `{meta['json']}`; plot: `{meta['png']}`.", END]
     return "\n".join(lines) + "\n"
+
+
+def notes_of(rows: list[dict]) -> dict[str, str]:
+    """How each peer ran ("name, op": note), from its first row of that op with a note."""
+    notes: dict[str, str] = {}
+    for r in rows:
+        for name, p in r["peers"].items():
+            notes.setdefault(f"{name}, {r['op']}", p["note"]) if p.get("note") else None
+    return notes
+
+
+def misses(rows: list[dict]) -> list[str]:
+    return [f"{r['label']}: {_ratio_cell(r).strip('*')} vs {r['best_peer']}"
+            + (f", {100 * r['ceiling_fraction']:.0f}% of copy" if r["op"] == "decode" else "")
+            + (" (noisy)" if r["noisy"] else "")
+            for r in rows if r["target"] == "missed"]
 
 
 def replace_section(text: str, section: str, start: str = START, end: str = END) -> str:
@@ -82,40 +240,6 @@ def write_results_md(path: Path, section: str, start: str = START, end: str = EN
     path.write_text(replace_section(text, section, start, end))
 
 
-def write_json(path: Path, meta: dict, rows: list[dict]) -> None:
+def write_json(path: Path, meta: dict, rows: list[dict], wake: Optional[dict] = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1))
-
-
-def write_png(path: Path, meta: dict, rows: list[dict]) -> bool:
-    """Prefill speed-up over torch and decode bandwidth as a share of the copy bandwidth."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(13, 9))
-    pre = [r for r in rows if r["op"] == "prefill" and r.get("speedup")]  # dtypes torch also ran
-    ax1.bar(range(len(pre)), [r["speedup"] for r in pre], color="tab:blue")
-    ax1.axhline(1.5, color="red", ls="--", label="target 1.5x")
-    ax1.axhline(1.0, color="gray", lw=0.8)
-    ax1.set_xticks(range(len(pre)), [f"{r['model'][:6]} S{r['seq_len']} {r['dtype']}" for r in pre],
-                   rotation=60, ha="right", fontsize=7)
-    ax1.set_ylabel("libgqa / torch (prefill)")
-    ax1.legend()
-    dec = [r for r in rows if r["op"] == "decode"]
-    x = range(len(dec))
-    ax2.bar([i - 0.2 for i in x], [r["gqa_gbs"] for r in dec], width=0.4, label="libgqa")
-    ax2.bar([i + 0.2 for i in x], [r.get("torch_gbs") or 0 for r in dec], width=0.4, label="torch")
-    ax2.axhline(0.6 * meta["copy_gbs"], color="red", ls="--", label="60% of copy bandwidth")
-    ax2.set_xticks(list(x), [f"{r['model'][:6]} B{r['batch']} L{r['cache_len']} {r['dtype']}" for r in dec],
-                   rotation=60, ha="right", fontsize=7)
-    ax2.set_ylabel("decode GB/s (K+V read)")
-    ax2.legend()
-    fig.suptitle(f"libgqa CPU vs torch SDPA — {meta['device']}, {meta['threads']} threads, {meta['date']}")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    path.write_text(json.dumps({"meta": meta, "results": rows, "wake": wake}, indent=1))
