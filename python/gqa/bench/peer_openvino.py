@@ -82,6 +82,16 @@ def _repeat_heads(x, group: int, num_q_heads: int, head_dim: int):
     return ops.reshape(x, ops.constant(np.array([0, num_q_heads, -1, head_dim], np.int64)), special_zero=True)
 
 
+def _qkv_parameters(cfg):
+    """The model's inputs: this call's q [B, Hq, S, D] and new k, v [B, Hkv, S, D]."""
+    import openvino.opset13 as ops
+
+    et = _element_type(cfg.dtype)
+    b, s, hq, hkv, d = cfg.batch, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim
+    return (ops.parameter([b, hq, s, d], et, name="q"), ops.parameter([b, hkv, s, d], et, name="k"),
+            ops.parameter([b, hkv, s, d], et, name="v"))
+
+
 def _stateful_model(inputs: Inputs):
     ov = _openvino()
     import openvino.opset13 as ops
@@ -89,10 +99,8 @@ def _stateful_model(inputs: Inputs):
 
     cfg = inputs.cfg
     et = _element_type(cfg.dtype)
-    b, s, hq, hkv, d = cfg.batch, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim
-    q = ops.parameter([b, hq, s, d], et, name="q")
-    k = ops.parameter([b, hkv, s, d], et, name="k")
-    v = ops.parameter([b, hkv, s, d], et, name="v")
+    b, hq, hkv, d = cfg.batch, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim
+    q, k, v = _qkv_parameters(cfg)
     beam_idx = ops.parameter([b], ov.Type.i32, name="beam_idx")
     sinks = []
 
@@ -118,11 +126,8 @@ def _plain_model(inputs: Inputs):
     import openvino.opset13 as ops
 
     cfg = inputs.cfg
-    et = _element_type(cfg.dtype)
-    b, s, hq, hkv, d = cfg.batch, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim
-    q = ops.parameter([b, hq, s, d], et, name="q")
-    k = ops.parameter([b, hkv, s, d], et, name="k")
-    v = ops.parameter([b, hkv, s, d], et, name="v")
+    hq, d = cfg.num_q_heads, cfg.head_dim
+    q, k, v = _qkv_parameters(cfg)
     attention = ops.scaled_dot_product_attention(q, _repeat_heads(k, cfg.group, hq, d),
                                                  _repeat_heads(v, cfg.group, hq, d), causal=True)
     return ov.Model([ops.result(attention)], [q, k, v], "gqa_plain")

@@ -102,38 +102,39 @@ def _peers_in(rows: list[dict]) -> list[str]:
     return names
 
 
-def prefill_table(rows: list[dict]) -> list[str]:
+def _table(rows: list[dict], shape: list[tuple[str, str, object]], figures: list[tuple[str, object]]) -> list[str]:
+    """One row per config: model, the shape columns ((header, alignment, cell of row)), libgqa's
+    median (min–max, noisy mark), its figures ((header, cell of row)), each peer's median,
+    the fastest peer, the speed-up and the target; then why peers did not run."""
     peers = _peers_in(rows)
-    head = ("| model | S | dtype | libgqa ms (min–max) | GFLOP/s | % of matmul | "
-            + " | ".join(f"{p} ms" for p in peers) + " | fastest peer | libgqa speed-up | target |")
-    lines = [head, "|---|---:|---|---:|---:|---:|" + "---:|" * len(peers) + "---|---:|---|"]
+    heads = ["model"] + [h for h, _, _ in shape] + ["libgqa ms (min–max)"] + [h for h, _ in figures] \
+        + [f"{p} ms" for p in peers] + ["fastest peer", "libgqa speed-up", "target"]
+    aligns = ["---"] + [a for _, a, _ in shape] + ["---:"] * (1 + len(figures) + len(peers)) + ["---", "---:", "---"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join(aligns) + "|"]
     for r in rows:
         s = r["gqa"]["stats"]
-        lines.append(
-            f"| {r['model']} {r['num_q_heads']}:{r['num_kv_heads']} d{r['head_dim']} | {r['seq_len']} | {r['dtype']} "
-            f"| {1e3 * s['median']:.3f} ({1e3 * s['min']:.3f}–{1e3 * s['max']:.3f}){_noisy(r)} "
-            f"| {_fmt(r['gqa_gflops'])} | {_fmt(None if r['ceiling_fraction'] is None else 100 * r['ceiling_fraction'], 0)}% "
-            + "".join(f"| {_peer_cell(r, p)} " for p in peers)
-            + f"| {r['best_peer'] or '—'} | {_ratio_cell(r)} | {r['target']} |")
+        cells = [f"{r['model']} {r['num_q_heads']}:{r['num_kv_heads']} d{r['head_dim']}"] + [f(r) for _, _, f in shape]
+        cells.append(f"{1e3 * s['median']:.3f} ({1e3 * s['min']:.3f}–{1e3 * s['max']:.3f}){_noisy(r)}")
+        cells += [f(r) for _, f in figures] + [_peer_cell(r, p) for p in peers]
+        cells += [r["best_peer"] or "—", _ratio_cell(r), r["target"]]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines + [""] + _reasons(rows, peers)
+
+
+def _percent(x: Optional[float]) -> str:
+    return "—" if x is None else f"{100 * x:.0f}%"
+
+
+def prefill_table(rows: list[dict]) -> list[str]:
+    return _table(rows, [("S", "---:", lambda r: str(r["seq_len"])), ("dtype", "---", lambda r: r["dtype"])],
+                  [("GFLOP/s", lambda r: _fmt(r["gqa_gflops"])), ("% of matmul", lambda r: _percent(r["ceiling_fraction"]))])
 
 
 def decode_table(rows: list[dict]) -> list[str]:
-    peers = _peers_in(rows)
-    head = ("| model | B | L | dtype | K+V MiB | libgqa ms (min–max) | GB/s | % of copy | "
-            + " | ".join(f"{p} ms" for p in peers) + " | fastest peer | libgqa speed-up | target |")
-    lines = [head, "|---|---:|---:|---|---:|---:|---:|---:|" + "---:|" * len(peers) + "---|---:|---|"]
-    for r in rows:
-        s = r["gqa"]["stats"]
-        l2 = " (fits L2)" if r["fits_l2"] else ""
-        lines.append(
-            f"| {r['model']} {r['num_q_heads']}:{r['num_kv_heads']} d{r['head_dim']} | {r['batch']} | {r['cache_len']} "
-            f"| {r['dtype']} | {r['kv_bytes'] / 2**20:.1f}{l2} "
-            f"| {1e3 * s['median']:.3f} ({1e3 * s['min']:.3f}–{1e3 * s['max']:.3f}){_noisy(r)} "
-            f"| {_fmt(r['gqa_gbs'])} | {100 * r['ceiling_fraction']:.0f}% "
-            + "".join(f"| {_peer_cell(r, p)} " for p in peers)
-            + f"| {r['best_peer'] or '—'} | {_ratio_cell(r)} | {r['target']} |")
-    return lines + [""] + _reasons(rows, peers)
+    return _table(rows, [("B", "---:", lambda r: str(r["batch"])), ("L", "---:", lambda r: str(r["cache_len"])),
+                         ("dtype", "---", lambda r: r["dtype"]),
+                         ("K+V MiB", "---:", lambda r: f"{r['kv_bytes'] / 2**20:.1f}" + (" (fits L2)" if r["fits_l2"] else ""))],
+                  [("GB/s", lambda r: _fmt(r["gqa_gbs"])), ("% of copy", lambda r: _percent(r["ceiling_fraction"]))])
 
 
 def wake_table(wake: dict) -> list[str]:
