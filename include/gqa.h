@@ -170,8 +170,10 @@ GQA_API const char* gqa_version_string(void);
 GQA_API uint32_t gqa_version_number(void);
 GQA_API uint32_t gqa_abi_version(void);
 
-/* Logging. The initial level comes from the environment variable GQA_LOG_LEVEL (a name such
- * as DEBUG or a number), else WARNING. Without a callback, messages go to stderr. At DEBUG
+/* Logging. The initial level comes from the environment variable GQA_LOG_LEVEL (DEBUG, INFO,
+ * WARNING, ERROR, OFF in any case, or a number 0..100; surrounding whitespace is ignored),
+ * read at the first libgqa call; any other value means WARNING and is reported once as a
+ * WARNING message. Without a callback, messages go to stderr. At DEBUG
  * every call logs its backend, shapes and work split (and CUDA launch parameters). The
  * callback may be called from any thread that calls libgqa; NULL restores stderr. A call
  * already running on another thread when the callback is replaced may still deliver one

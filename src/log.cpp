@@ -18,14 +18,22 @@ namespace gqa {
 
 namespace {
 
-// Parses "DEBUG", "info", "30", ...; returns -1 when the text is not a level.
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+
+// Parses "DEBUG", "info", "30", ... (surrounding whitespace ignored: a value from a YAML or
+// .env file often carries a trailing space); returns -1 when the text is not a level.
 int32_t parse_level(const char* text) {
-    if (!text || !*text) return -1;
+    const char* first = text;
+    while (is_space(*first)) ++first;
+    const char* last = first + std::strlen(first);
+    while (last > first && is_space(last[-1])) --last;
+    const std::string word(first, last);
+    if (word.empty()) return -1;
     char* end = nullptr;
-    long n = std::strtol(text, &end, 10);
+    const long n = std::strtol(word.c_str(), &end, 10);
     if (*end == '\0') return (n >= 0 && n <= GQA_LOG_OFF) ? static_cast<int32_t>(n) : -1;
     std::string upper;
-    for (const char* c = text; *c; ++c) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(*c)));
+    for (char c : word) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
     if (upper == "DEBUG") return GQA_LOG_DEBUG;
     if (upper == "INFO") return GQA_LOG_INFO;
     if (upper == "WARNING" || upper == "WARN") return GQA_LOG_WARNING;
@@ -34,31 +42,44 @@ int32_t parse_level(const char* text) {
     return -1;
 }
 
+// True when GQA_LOG_LEVEL holds something other than whitespace.
+bool is_set(const char* text) {
+    if (!text) return false;
+    while (is_space(*text)) ++text;
+    return *text != '\0';
+}
+
 struct LogState {
     std::atomic<int32_t> level;
     std::mutex mutex;  // guards callback + user_data
     gqa_log_callback callback = nullptr;
     void* user_data = nullptr;
-    bool bad_env = false;
+    std::string bad_env;              // GQA_LOG_LEVEL when it is not a level, else empty
+    std::atomic<bool> warned{false};  // the warning about bad_env was delivered
 
     LogState() {
         const char* env = std::getenv("GQA_LOG_LEVEL");
-        int32_t parsed = parse_level(env);
-        bad_env = env && *env && parsed < 0;
+        const int32_t parsed = parse_level(env ? env : "");
+        if (is_set(env) && parsed < 0) bad_env = env;
         level.store(parsed >= 0 ? parsed : GQA_LOG_WARNING);
     }
 };
 
-LogState& state() {
+// The state itself; constructing it must not log (logging reads the state).
+LogState& raw_state() {
     static LogState* s = new LogState();  // never destroyed: usable from any static destructor
-    static std::once_flag warned;
-    if (s->bad_env) {
-        std::call_once(warned, [] {
-            log_message(GQA_LOG_WARNING, "GQA_LOG_LEVEL='%s' is not a level (DEBUG, INFO, WARNING, "
-                        "ERROR, OFF or 0..100); using WARNING", std::getenv("GQA_LOG_LEVEL"));
-        });
-    }
     return *s;
+}
+
+// The state, after warning once about a bad GQA_LOG_LEVEL. The warning is logged outside any
+// lock or once-flag: log_message() comes back here, finds `warned` set and goes on.
+LogState& state() {
+    LogState& s = raw_state();
+    if (!s.bad_env.empty() && !s.warned.load(std::memory_order_acquire) && !s.warned.exchange(true)) {
+        log_message(GQA_LOG_WARNING, "GQA_LOG_LEVEL='%s' is not a level (DEBUG, INFO, WARNING, ERROR, OFF "
+                    "or 0..100); using WARNING", s.bad_env.c_str());
+    }
+    return s;
 }
 
 const char* level_name(int32_t level) {
@@ -111,9 +132,12 @@ extern "C" GQA_API int32_t gqa_get_log_level(void) { return gqa::state().level.l
 
 extern "C" GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data) {
     GQA_API_BEGIN("gqa_set_log_callback")
-    gqa::LogState& s = gqa::state();
-    std::lock_guard<std::mutex> lock(s.mutex);
-    s.callback = callback;
-    s.user_data = callback ? user_data : nullptr;
+    gqa::LogState& s = gqa::raw_state();
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        s.callback = callback;
+        s.user_data = callback ? user_data : nullptr;
+    }
+    gqa::state();  // a pending GQA_LOG_LEVEL warning goes to the new callback (Python: its logger)
     GQA_API_END()
 }
