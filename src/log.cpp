@@ -1,6 +1,8 @@
 // log.cpp: the log level (GQA_LOG_LEVEL or gqa_set_log_level) and the sink (callback or stderr).
 #include "log.hpp"
 
+#include <pthread.h>
+
 #include <atomic>
 #include <cctype>
 #include <cstdarg>
@@ -57,19 +59,31 @@ struct LogState {
     std::string bad_env;              // GQA_LOG_LEVEL when it is not a level, else empty
     std::atomic<bool> warned{false};  // the warning about bad_env was delivered
 
-    LogState() {
-        const char* env = std::getenv("GQA_LOG_LEVEL");
-        const int32_t parsed = parse_level(env ? env : "");
-        if (is_set(env) && parsed < 0) bad_env = env;
-        level.store(parsed >= 0 ? parsed : GQA_LOG_WARNING);
-    }
+    LogState();
 };
+
+// fork() while another thread holds the mutex would leave it locked forever in the child:
+// the forking thread takes it first (it is never held across a callback, so this cannot wait
+// on user code) and releases it on both sides.
+void lock_for_fork();
+void unlock_after_fork();
+
+LogState::LogState() {
+    const char* env = std::getenv("GQA_LOG_LEVEL");
+    const int32_t parsed = parse_level(env ? env : "");
+    if (is_set(env) && parsed < 0) bad_env = env;
+    level.store(parsed >= 0 ? parsed : GQA_LOG_WARNING);
+    pthread_atfork(&lock_for_fork, &unlock_after_fork, &unlock_after_fork);
+}
 
 // The state itself; constructing it must not log (logging reads the state).
 LogState& raw_state() {
     static LogState* s = new LogState();  // never destroyed: usable from any static destructor
     return *s;
 }
+
+void lock_for_fork() { raw_state().mutex.lock(); }
+void unlock_after_fork() { raw_state().mutex.unlock(); }
 
 // The state, after warning once about a bad GQA_LOG_LEVEL. The warning is logged outside any
 // lock or once-flag: log_message() comes back here, finds `warned` set and goes on.

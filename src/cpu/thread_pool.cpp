@@ -1,7 +1,10 @@
 // thread_pool.cpp: see thread_pool.hpp.
 #include "cpu/thread_pool.hpp"
 
+#include <pthread.h>
+
 #include <exception>
+#include <new>
 
 namespace gqa {
 namespace cpu {
@@ -63,9 +66,11 @@ void ThreadPool::worker_loop(int32_t worker, uint64_t seen) {
 void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
     if (num_tasks <= 0) return;
     const int64_t useful = num_tasks < num_threads ? num_tasks : num_threads;
-    std::unique_lock<std::mutex> owner(pool_mutex_, std::try_to_lock);
+    std::unique_lock<std::mutex> owner;
+    if (!inherited_) owner = std::unique_lock<std::mutex>(pool_mutex_, std::try_to_lock);
     if (useful <= 1 || !owner.owns_lock()) {
-        for (int64_t i = 0; i < num_tasks; ++i) task(i, 0);  // inline: busy pool or one thread
+        // inline: one thread, a busy pool, or a forked child's inherited pool
+        for (int64_t i = 0; i < num_tasks; ++i) task(i, 0);
         return;
     }
     resize(num_threads - 1);  // keep the pool at the configured size so it is not respawned often
@@ -100,10 +105,58 @@ void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
     if (failure) std::rethrow_exception(failure);
 }
 
-ThreadPool& thread_pool() {
-    static ThreadPool pool;  // destroyed at exit / dlclose, joining its workers
-    return pool;
+// ---- the process's pool, and fork() ------------------------------------------------------
+//
+// The pool lives on the heap and is reached through g_pool, so that a forked child can switch
+// to a fresh one. The fresh pool is allocated before fork() (in the prepare handler, by the
+// forking thread) because the child handler should not allocate: the child is a copy of a
+// multi-threaded process, and only the forking thread exists in it. All of this is set up at
+// load time, with no lazily initialised static whose guard a fork could catch half taken.
+namespace {
+
+ThreadPool* g_pool = nullptr;
+ThreadPool* g_spare = nullptr;  // the next child's fresh pool, made before each fork
+ThreadPool* g_abandoned = nullptr;  // pools of the parent(s), in a child: see next_abandoned_
+std::mutex g_fork_mutex;        // held from prepare to parent/child: guards g_spare
+
+void before_fork() {
+    g_fork_mutex.lock();
+    if (!g_spare) g_spare = new (std::nothrow) ThreadPool();  // none: the child runs inline
 }
+
+void after_fork_in_parent() { g_fork_mutex.unlock(); }
+
+}  // namespace
+
+void ThreadPool::after_fork_in_child() {
+    g_fork_mutex.unlock();  // held by this thread since before_fork
+    if (g_spare) {
+        g_pool->next_abandoned_ = g_abandoned;
+        g_abandoned = g_pool;
+        g_pool = g_spare;
+        g_spare = nullptr;
+    } else {
+        g_pool->inherited_ = true;
+    }
+}
+
+struct PoolOwner {
+    PoolOwner() {
+        g_pool = new ThreadPool();
+        pthread_atfork(&before_fork, &after_fork_in_parent, &ThreadPool::after_fork_in_child);
+    }
+    // At exit or dlclose: join the workers, unless they are a parent's (inherited).
+    ~PoolOwner() {
+        if (!g_pool->inherited_) delete g_pool;
+        delete g_spare;
+    }
+};
+
+namespace {
+PoolOwner g_pool_owner;
+}  // namespace
+
+ThreadPool& thread_pool() { return *g_pool; }
 
 }  // namespace cpu
 }  // namespace gqa

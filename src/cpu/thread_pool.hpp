@@ -8,6 +8,11 @@
 // Concurrency: one call owns the pool at a time. A call that finds the pool busy (another user
 // thread, or a log callback that calls back into libgqa) does not wait: it runs all its tasks
 // inline on its own thread. Same results, only slower.
+//
+// fork(): the child has none of the parent's workers, and the pool's mutexes and condition
+// variables may be held or waited on by threads that do not exist there. So a child never
+// touches the parent's pool again (no run, no join at exit): thread_pool() gives it a fresh
+// pool, which starts its own workers at its first parallel run.
 #pragma once
 
 #include <atomic>
@@ -31,7 +36,12 @@ public:
     // included) and returns when all are done. Worker ids are < num_threads.
     void run(int64_t num_tasks, int32_t num_threads, const Task& task);
 
+    // After fork(), in the child (its only thread): switch to a fresh pool. See thread_pool.cpp.
+    static void after_fork_in_child();
+
 private:
+    friend struct PoolOwner;
+
     void resize(int32_t workers);  // pool_mutex_ held
     void stop_workers();           // pool_mutex_ held
     void worker_loop(int32_t worker, uint64_t seen);
@@ -51,8 +61,16 @@ private:
     const Task* task_ = nullptr;
     int64_t num_tasks_ = 0;
     std::atomic<int64_t> next_{0};
+
+    // Set in a forked child that had no fresh pool ready: the workers are the parent's, so
+    // every run is inline on the caller and nothing else of this pool is touched.
+    bool inherited_ = false;
+    // In a forked child, pools of the parent are never used nor destroyed again (their threads
+    // do not exist); they are kept on a list, reachable, so that leak checkers stay quiet.
+    ThreadPool* next_abandoned_ = nullptr;
 };
 
+// The process's pool (a fresh one in a forked child).
 ThreadPool& thread_pool();
 
 }  // namespace cpu
