@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import _args
 from ._arrays import CUDA, Tensor, as_tensor, common_device_and_dtype, empty_like
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
@@ -33,8 +34,8 @@ def _stream_for(tensors: list[Tensor], stream: Any) -> int:
     if stream is not None:
         for attr in ("cuda_stream", "ptr"):  # torch.cuda.Stream, cupy.cuda.Stream
             if hasattr(stream, attr):
-                return int(getattr(stream, attr))
-        return int(stream)
+                return _args.address(f"stream.{attr}", getattr(stream, attr))
+        return _args.address("stream", stream)
     for t in tensors:  # the producer's current stream
         if t.stream is not None:
             return int(t.stream)
@@ -54,7 +55,7 @@ def _on_device(t: Tensor):
 
 
 def _scale(scale: float | None) -> float:
-    return 0.0 if scale is None else float(scale)
+    return 0.0 if scale is None else _args.float32("scale", scale)
 
 
 def _sync_log_level() -> None:
@@ -70,7 +71,9 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     caches at [start_pos, start_pos + seq_len) when caches are given.
 
     q [B, S, Hq, D], k/v [B, S, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, S, Hq, D].
+    ``start_pos`` is an int (or NumPy integer), never a float, not even 2.0; ``causal`` a bool.
     """
+    start_pos, causal, c_scale = _args.int32("start_pos", start_pos), _args.flag("causal", causal), _scale(scale)
     tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
     _require_shape(tq, [None, None, None, None], "q is [batch, seq_len, num_q_heads, head_dim]")
     B, S, Hq, D = tq.shape
@@ -98,7 +101,7 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     lib.gqa_prefill_config_init(cfg)
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
-    cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(bool(causal)), _scale(scale)
+    cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(causal), c_scale
     kc = ffi.cast("void*", tensors[3].address) if k_cache is not None else ffi.NULL
     vc = ffi.cast("void*", tensors[4].address) if k_cache is not None else ffi.NULL
     _sync_log_level()
@@ -117,8 +120,10 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
 
     q [B, 1, Hq, D], k/v [B, 1, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, 1, Hq, D].
     ``workspace`` (CUDA only) enables split-KV: a device buffer of at least
-    ``decode_workspace_size(...)`` bytes.
+    ``decode_workspace_size(...)`` bytes. ``cache_len`` and ``num_splits`` are ints (or NumPy
+    integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
+    c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
     tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
     _require_shape(tq, [None, 1, None, None], "q is [batch, 1, num_q_heads, head_dim]")
     B, _, Hq, D = tq.shape
@@ -140,21 +145,18 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     lib.gqa_decode_config_init(cfg)
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
-    cfg.max_seq_len, cfg.scale, cfg.num_splits = max_seq_len, _scale(scale), num_splits
+    cfg.max_seq_len, cfg.scale, cfg.num_splits = max_seq_len, c_scale, num_splits
     lens_keepalive = None
     if np.ndim(cache_len) == 0:
-        cfg.cache_len = int(cache_len)
+        cfg.cache_len = _args.int32("cache_len", cache_len)
     else:
-        lens = np.ascontiguousarray(np.asarray(cache_len), dtype=np.int32)  # host memory, always
-        if lens.shape != (B,):
-            raise InvalidArgumentError(f"cache_len has shape {lens.shape}; give an int or {B} values (one per sequence)")
-        if not np.array_equal(lens, np.asarray(cache_len)):
-            raise InvalidArgumentError(f"cache_len values {cache_len!r} do not fit in int32")
+        lens = _args.int32_array("cache_len", cache_len, B)  # host memory, always
         lens_keepalive = lens
         cfg.cache_lens = ffi.cast("const int32_t*", lens.ctypes.data)
     if workspace is not None:
-        tws = as_tensor("workspace", workspace, writable=True) if not isinstance(workspace, int) else None
-        cfg.workspace = ffi.cast("void*", tws.address if tws else workspace)
+        by_address = isinstance(workspace, (int, np.integer))
+        tws = None if by_address else as_tensor("workspace", workspace, writable=True)
+        cfg.workspace = ffi.cast("void*", _args.address("workspace", workspace) if by_address else tws.address)
         cfg.workspace_bytes = (int(np.prod(tws.shape)) * _itemsize(tws)) if tws else 0
     _sync_log_level()
     with _on_device(tq):
@@ -171,15 +173,20 @@ def _itemsize(t: Tensor) -> int:
     return 4 if t.dtype == lib.GQA_DTYPE_F32 else 2
 
 
+_DTYPES_BY_NAME = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}
+
+
 def decode_workspace_size(batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                           max_seq_len: int, dtype: str = "float16", device: str = "cuda") -> int:
     """Bytes of CUDA workspace that lets decode split long caches (0 on the CPU)."""
     cfg = ffi.new("gqa_decode_config*")
     lib.gqa_decode_config_init(cfg)
-    cfg.dtype = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}[dtype]
-    cfg.device = lib.GQA_DEVICE_CUDA if device == "cuda" else lib.GQA_DEVICE_CPU
-    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads = batch_size, num_q_heads, num_kv_heads
-    cfg.head_dim, cfg.max_seq_len = head_dim, max_seq_len
+    cfg.dtype = _args.choice("dtype", dtype, _DTYPES_BY_NAME)
+    cfg.device = _args.choice("device", device, {"cpu": lib.GQA_DEVICE_CPU, "cuda": lib.GQA_DEVICE_CUDA})
+    sizes = dict(batch_size=batch_size, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
+                 max_seq_len=max_seq_len)
+    for name, value in sizes.items():
+        setattr(cfg, name, _args.int32(name, value))
     size = ffi.new("uint64_t*")
     _check_status(lib.gqa_decode_workspace_size(cfg, size))
     return int(size[0])
@@ -203,19 +210,21 @@ def built_with_cuda() -> bool:
 
 
 def set_num_threads(n: int) -> None:
-    """CPU threads (0: GQA_NUM_THREADS, else the usable cores)."""
-    _check_status(lib.gqa_set_num_threads(int(n)))
+    """CPU threads (0: GQA_NUM_THREADS, else the usable cores); an int, not a float."""
+    _check_status(lib.gqa_set_num_threads(_args.int32("num_threads", n)))
 
 
 def get_num_threads() -> int:
     return int(lib.gqa_get_num_threads())
 
 
-_LEVELS = {"DEBUG": 10, "INFO": 20, "WARNING": 30, "ERROR": 40, "OFF": 100}
+# The names GQA_LOG_LEVEL accepts too (src/log.cpp).
+_LEVELS = {"debug": lib.GQA_LOG_DEBUG, "info": lib.GQA_LOG_INFO, "warning": lib.GQA_LOG_WARNING,
+           "warn": lib.GQA_LOG_WARNING, "error": lib.GQA_LOG_ERROR, "off": lib.GQA_LOG_OFF, "none": lib.GQA_LOG_OFF}
 
 
 def set_log_level(level) -> None:
-    """C log level: a name (DEBUG, INFO, WARNING, ERROR, OFF) or a number; messages reach
-    logging.getLogger("gqa")."""
-    value = _LEVELS[level.upper()] if isinstance(level, str) else int(level)
+    """C log level: a name (DEBUG, INFO, WARNING, ERROR, OFF; any case) or an int 0..100;
+    messages reach logging.getLogger("gqa")."""
+    value = _args.choice("level", level, _LEVELS) if isinstance(level, str) else _args.int32("level", level)
     _check_status(lib.gqa_set_log_level(value))

@@ -25,10 +25,10 @@ Importing this module needs torch; `import gqa` alone never imports it.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 import gqa
+from gqa import InvalidArgumentError
 
 __all__ = ["prefill", "decode", "register_hf_attention", "hf_attention_forward"]
 
@@ -38,19 +38,19 @@ _CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 def _array(tensor: torch.Tensor, name: str, *, written: bool):
     """A NumPy view (CPU) of `tensor`, or the tensor itself (CUDA) for the gqa API."""
     if not isinstance(tensor, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+        raise InvalidArgumentError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if not tensor.is_contiguous():
         if written:
-            raise ValueError(f"{name} is written in place and must be contiguous "
+            raise InvalidArgumentError(f"{name} is written in place and must be contiguous "
                              f"(shape {tuple(tensor.shape)}, strides {tensor.stride()})")
         tensor = tensor.contiguous()  # an input: a documented copy
     tensor = tensor.detach()
     if tensor.device.type == "cuda":
         return tensor
     if tensor.device.type != "cpu":
-        raise ValueError(f"{name} is on {tensor.device}; libgqa takes CPU or CUDA tensors")
+        raise InvalidArgumentError(f"{name} is on {tensor.device}; libgqa takes CPU or CUDA tensors")
     if tensor.dtype not in _CPU_DTYPES:
-        raise TypeError(f"{name} has dtype {tensor.dtype}; libgqa takes float16, bfloat16 or float32")
+        raise InvalidArgumentError(f"{name} has dtype {tensor.dtype}; libgqa takes float16, bfloat16 or float32")
     if tensor.dtype == torch.bfloat16:
         import ml_dtypes  # NumPy has no bfloat16: reinterpret the same bytes
 
@@ -59,10 +59,13 @@ def _array(tensor: torch.Tensor, name: str, *, written: bool):
 
 
 def _output(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    for name, tensor in (("q", q), ("out", out)):
+        if tensor is not None and not isinstance(tensor, torch.Tensor):
+            raise InvalidArgumentError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
     if out is None:
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
     if out.dtype != q.dtype or out.device != q.device or tuple(out.shape) != tuple(q.shape):
-        raise ValueError(f"out must match q: got {tuple(out.shape)} {out.dtype} on {out.device}, "
+        raise InvalidArgumentError(f"out must match q: got {tuple(out.shape)} {out.dtype} on {out.device}, "
                          f"want {tuple(q.shape)} {q.dtype} on {q.device}")
     return out
 
@@ -71,7 +74,7 @@ def _caches(k_cache, v_cache):
     if k_cache is None and v_cache is None:
         return None, None
     if k_cache is None or v_cache is None:
-        raise ValueError("give both k_cache and v_cache, or neither")
+        raise InvalidArgumentError("give both k_cache and v_cache, or neither")
     return _array(k_cache, "k_cache", written=True), _array(v_cache, "v_cache", written=True)
 
 
@@ -88,12 +91,15 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos=0, causal=True, sc
 
 def decode(q, k, v, k_cache, v_cache, cache_len, *, scale=None, out=None):
     """gqa.decode for torch tensors: q [B,1,Hq,D], k/v [B,1,Hkv,D], caches [B,max_seq,Hkv,D];
-    cache_len an int or B ints (a list, NumPy array or CPU tensor)."""
+    cache_len an int or B ints (a list, NumPy array or integer tensor); never floats."""
     result = _output(q, out)
     if isinstance(cache_len, torch.Tensor):
-        cache_len = cache_len.detach().to("cpu", torch.int32).numpy()
-    elif not isinstance(cache_len, (int, np.integer)):
-        cache_len = np.asarray(cache_len, dtype=np.int32)
+        # gqa.decode checks the values: integers in int32 range, no bool, no float (shown in
+        # the error as the caller gave them, not truncated by a conversion here).
+        host = cache_len.detach().cpu()
+        dtype = host.dtype
+        integer = not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+        cache_len = host.numpy() if integer else host.tolist()
     k_arr, v_arr = _caches(k_cache, v_cache)
     gqa.decode(_array(q, "q", written=False), _array(k, "k", written=False),
                _array(v, "v", written=False), k_arr, v_arr, cache_len, scale=scale,

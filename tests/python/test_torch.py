@@ -93,7 +93,7 @@ def test_bad_tensors_are_refused_before_anything_is_written():
     strided_cache = torch.zeros(1, 2, 8, 16).transpose(1, 2)  # BSHD view, not contiguous
     with pytest.raises(ValueError, match="k_cache"):
         gt.decode(q, k, v, strided_cache, cache.clone(), 0)
-    with pytest.raises(TypeError, match="float64"):
+    with pytest.raises(gqa.InvalidArgumentError, match="float64"):
         gt.prefill(q.double(), k.double(), v.double())
     with pytest.raises(ValueError, match="out must match"):
         gt.prefill(q, k, v, out=torch.empty(1, 1, 4, 8))
