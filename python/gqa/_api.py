@@ -6,18 +6,19 @@ a rejected call); Python checks shapes first only to name the argument in its ow
 from __future__ import annotations
 
 import contextlib
-import logging
 from typing import Any, Sequence
 
 import numpy as np
 
-from . import _args
+from . import _args, _logging
 from ._arrays import CUDA, Tensor, as_tensor, common_device_and_dtype, empty_like
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
 
 
 def _check_status(status: int) -> None:
+    """After a C call: an interrupt raised by a log handler during it, else the call's error."""
+    _logging.raise_pending()
     if status != lib.GQA_STATUS_OK:
         raise error_for_status(int(status), last_error())
 
@@ -56,13 +57,6 @@ def _on_device(t: Tensor):
 
 def _scale(scale: float | None) -> float:
     return 0.0 if scale is None else _args.float32("scale", scale)
-
-
-def _sync_log_level() -> None:
-    """Ask C for DEBUG messages only when Python's "gqa" logger would show them."""
-    want = lib.GQA_LOG_DEBUG if logging.getLogger("gqa").isEnabledFor(logging.DEBUG) else None
-    if want is not None and lib.gqa_get_log_level() > want:
-        lib.gqa_set_log_level(want)
 
 
 def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
@@ -104,7 +98,7 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(causal), c_scale
     kc = ffi.cast("void*", tensors[3].address) if k_cache is not None else ffi.NULL
     vc = ffi.cast("void*", tensors[4].address) if k_cache is not None else ffi.NULL
-    _sync_log_level()
+    _logging.sync_level()
     with _on_device(tq):
         status = lib.gqa_attention_prefill(
             ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
@@ -158,7 +152,7 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
         tws = None if by_address else as_tensor("workspace", workspace, writable=True)
         cfg.workspace = ffi.cast("void*", _args.address("workspace", workspace) if by_address else tws.address)
         cfg.workspace_bytes = (int(np.prod(tws.shape)) * _itemsize(tws)) if tws else 0
-    _sync_log_level()
+    _logging.sync_level()
     with _on_device(tq):
         status = lib.gqa_attention_decode(
             ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
@@ -198,7 +192,9 @@ def version() -> str:
 
 def cuda_available() -> bool:
     """True when this libgqa has its CUDA backend and a usable device."""
-    return lib.gqa_cuda_available() == lib.GQA_STATUS_OK
+    available = lib.gqa_cuda_available() == lib.GQA_STATUS_OK
+    _logging.raise_pending()
+    return available
 
 
 def cuda_unavailable_reason() -> str:
@@ -224,7 +220,9 @@ _LEVELS = {"debug": lib.GQA_LOG_DEBUG, "info": lib.GQA_LOG_INFO, "warning": lib.
 
 
 def set_log_level(level) -> None:
-    """C log level: a name (DEBUG, INFO, WARNING, ERROR, OFF; any case) or an int 0..100;
-    messages reach logging.getLogger("gqa")."""
+    """The level of logging.getLogger("gqa"), which C's messages reach and whose level C
+    follows: a name (DEBUG, INFO, WARNING, ERROR, OFF; any case) or an int 0..100."""
     value = _args.choice("level", level, _LEVELS) if isinstance(level, str) else _args.int32("level", level)
-    _check_status(lib.gqa_set_log_level(value))
+    if not 0 <= value <= lib.GQA_LOG_OFF:
+        raise InvalidArgumentError(f"level ({value}) must be between 0 and {lib.GQA_LOG_OFF} (OFF)")
+    _logging.set_logger_level(value)

@@ -1,13 +1,12 @@
 """cffi (ABI mode) binding of libgqa.
 
 The declarations come from the shipped ``gqa.h`` itself, between its GQA_CDEF_BEGIN and
-GQA_CDEF_END markers, so Python can never drift from the C header. C log messages are
-forwarded to ``logging.getLogger("gqa")``.
+GQA_CDEF_END markers, so Python can never drift from the C header. C log messages reach
+``logging.getLogger("gqa")`` through ``_logging``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from pathlib import Path
@@ -16,9 +15,6 @@ import cffi
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _REPO_HEADER = _PACKAGE_DIR.parent.parent / "include" / "gqa.h"
-
-logger = logging.getLogger("gqa")
-
 
 def _find_header() -> Path:
     for candidate in (_PACKAGE_DIR / "include" / "gqa.h", _REPO_HEADER):
@@ -72,17 +68,6 @@ if lib.gqa_abi_version() != lib.GQA_ABI_VERSION:
         f"declares {lib.GQA_ABI_VERSION}; reinstall the package"
     )
 
-
-@ffi.callback("void(int32_t, const char*, void*)")
-def _log_callback(level, message, _user_data):
-    # Never let an exception escape into C.
-    try:
-        logger.log(int(level), "%s", ffi.string(message).decode("utf-8", "replace"))
-    except Exception:  # noqa: BLE001
-        pass
-
-
-lib.gqa_set_log_callback(_log_callback, ffi.NULL)
 
 
 def last_error() -> str:

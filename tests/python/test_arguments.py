@@ -145,14 +145,19 @@ def test_set_log_level_rejected(value, shown):
 @pytest.mark.parametrize("value, level", [("debug", 10), (" Info ", 20), ("WARN", 30), (np.int64(40), 40),
                                           ("off", 100), (30, 30)])
 def test_set_log_level_accepted(value, level):
+    import logging
+
+    from gqa import _logging
     from gqa._ffi import lib
 
-    before = lib.gqa_get_log_level()
+    logger = logging.getLogger("gqa")
+    before = logger.level
     try:
         gqa.set_log_level(value)
         assert lib.gqa_get_log_level() == level
     finally:
-        lib.gqa_set_log_level(before)
+        logger.setLevel(before)
+        _logging.sync_level()
 
 
 @pytest.mark.parametrize("kwargs, name, shown", [
