@@ -24,7 +24,6 @@ namespace {
 using gpu::AttnParams;
 
 constexpr int kSupportedHeadDims[] = {32, 64, 80, 96, 128, 256};
-constexpr int64_t kMaxSplits = 256;           // the ABI's limit on num_splits
 constexpr int64_t kMinKeysPerSplit = 64;      // two key tiles: shorter splits cost more than they gain
 constexpr int64_t kBlocksPerSmTarget = 2;     // auto split: aim for this many blocks per SM
 constexpr int64_t kMaxGridY = 65535;
@@ -68,7 +67,7 @@ int64_t auto_split_limit(const Problem& p, int sms) {
     const int64_t blocks = p.batch * p.num_kv_heads * decode_head_groups(p);
     const int64_t target = kBlocksPerSmTarget * sms;
     if (blocks >= target) return 1;
-    return std::min(kMaxSplits, (target + blocks - 1) / blocks);
+    return std::min<int64_t>(kMaxSplits, (target + blocks - 1) / blocks);
 }
 
 int64_t longest_kv(const Problem& p) {
@@ -211,9 +210,9 @@ bool cuda_usable(std::string* why) {
 
 void cuda_check_supported(const Problem& p) {
     std::string why;
-    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "%s", why.c_str());
+    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
     if (p.dtype == DType::F32)
-        fail(GQA_STATUS_UNSUPPORTED, "dtype f32 is not supported by the CUDA backend (f16 and bf16 are)");
+        fail(GQA_STATUS_UNSUPPORTED, "dtype (GQA_DTYPE_F32) is supported on the CPU only; use f16 or bf16 on CUDA");
     if (!head_dim_supported(p.head_dim))
         fail(GQA_STATUS_UNSUPPORTED,
              "head_dim (%lld) has no CUDA kernel; supported: 32, 64, 80, 96, 128, 256",
@@ -236,15 +235,12 @@ void cuda_check_supported(const Problem& p) {
     }
     if (p.kind == Kind::Decode && p.workspace != nullptr) {
         check_device_pointer(p.workspace, "workspace", dev);
-        if (p.num_splits > 1) {
-            const uint64_t need = gpu::decode_partial_bytes(p.batch, p.num_q_heads, p.head_dim,
-                                                            std::min<int64_t>(p.num_splits, kMaxSplits));
-            if (p.workspace_bytes < need)
-                fail(GQA_STATUS_INVALID_ARGUMENT,
-                     "workspace_bytes (%llu) is smaller than the %llu bytes num_splits (%d) needs; "
-                     "see gqa_decode_workspace_size()",
-                     (unsigned long long)p.workspace_bytes, (unsigned long long)need, p.num_splits);
-        }
+        const uint64_t need = cuda_decode_workspace_bytes(p);
+        if (p.workspace_bytes < need)
+            fail(GQA_STATUS_INVALID_ARGUMENT,
+                 "workspace_bytes (%llu) is smaller than the %llu bytes num_splits (%d) needs; "
+                 "see gqa_decode_workspace_size()",
+                 (unsigned long long)p.workspace_bytes, (unsigned long long)need, p.num_splits);
     }
 }
 

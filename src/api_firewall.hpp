@@ -17,7 +17,7 @@ inline gqa_status record_failure(const char* function, gqa_status status, const 
     // Rejections are the caller's business (they get the status); runtime failures are ours.
     int32_t level = (status == GQA_STATUS_CUDA_ERROR || status == GQA_STATUS_INTERNAL_ERROR)
                         ? GQA_LOG_ERROR : GQA_LOG_DEBUG;
-    GQA_LOG(level, "%s: %s: %s", function, gqa_status_string(status), message);
+    GQA_LOG(level, "%s: %s: %s", function, status_string(status), message);
     return status;
 }
 

@@ -1,7 +1,9 @@
 // backend.hpp: what each backend provides to the API layer.
 //
-// Backends are called only with a Problem that validate.cpp accepted. They report failure by
-// throwing gqa::Error; the CPU backend cannot fail except for host memory exhaustion.
+// Backends are called only with a Problem that validate.cpp accepted (the generic checks) and
+// that the backend's own check accepted (the CPU backend takes every valid Problem). They
+// report failure by throwing gqa::Error; the CPU backend cannot fail except for host memory
+// exhaustion.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +14,7 @@
 
 namespace gqa {
 
-// CPU backend (src/cpu/). Any head_dim 1..256, f16/bf16/f32.
+// CPU backend (src/cpu/). Any head_dim 1..kMaxHeadDim, f16/bf16/f32.
 void cpu_attention(const Problem& p);
 int32_t cpu_num_threads();
 void cpu_set_num_threads(int32_t n);  // 0: back to GQA_NUM_THREADS / available cores
@@ -21,8 +23,10 @@ void cpu_set_num_threads(int32_t n);  // 0: back to GQA_NUM_THREADS / available 
 bool cuda_built();
 // True when a device is usable; otherwise *why says what is missing.
 bool cuda_usable(std::string* why);
-// UNSUPPORTED (with a message) for a valid Problem the kernels cannot run, e.g. a head_dim
-// without an instantiation; called before anything is written.
+// Every CUDA-specific check of a valid Problem, before anything is written (the one home of
+// these checks; validate.cpp calls it for device CUDA): DEVICE_UNAVAILABLE without a usable
+// device; UNSUPPORTED for what the kernels cannot run (f32, a head_dim without an
+// instantiation, grid limits); INVALID_ARGUMENT for host pointers or a too-small workspace.
 void cuda_check_supported(const Problem& p);
 uint64_t cuda_decode_workspace_bytes(const Problem& p);
 void cuda_attention(const Problem& p);

@@ -9,7 +9,11 @@ bool cuda_usable(std::string* why) {
     if (why) *why = "this libgqa was built without its CUDA backend (no CUDA compiler was found)";
     return false;
 }
-void cuda_check_supported(const Problem&) {}
+void cuda_check_supported(const Problem&) {
+    std::string why;
+    cuda_usable(&why);
+    fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
+}
 uint64_t cuda_decode_workspace_bytes(const Problem&) { return 0; }
 void cuda_attention(const Problem&) {
     throw Error(GQA_STATUS_DEVICE_UNAVAILABLE, "this libgqa was built without its CUDA backend");

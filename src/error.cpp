@@ -41,9 +41,7 @@ void set_last_error(const std::string& message) { t_last_error = message; }
 void clear_last_error() { t_last_error.clear(); }
 const char* last_error() { return t_last_error.c_str(); }
 
-}  // namespace gqa
-
-extern "C" GQA_API const char* gqa_status_string(gqa_status status) {
+const char* status_string(gqa_status status) {
     switch (status) {
         case GQA_STATUS_OK: return "ok";
         case GQA_STATUS_INVALID_ARGUMENT: return "invalid argument";
@@ -58,4 +56,5 @@ extern "C" GQA_API const char* gqa_status_string(gqa_status status) {
     return "unknown status";
 }
 
-extern "C" GQA_API const char* gqa_last_error(void) { return gqa::last_error(); }
+}  // namespace gqa
+

@@ -12,7 +12,6 @@
 #include <mutex>
 #include <string>
 
-#include "api_firewall.hpp"
 #include "error.hpp"
 #include "gqa.h"
 
@@ -105,6 +104,25 @@ const char* level_name(int32_t level) {
 
 }  // namespace
 
+void set_log_level(int32_t level) {
+    if (level < 0 || level > GQA_LOG_OFF) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "level (%d) must be between 0 and GQA_LOG_OFF (%d)", level, GQA_LOG_OFF);
+    }
+    state().level.store(level);
+}
+
+int32_t log_level() { return state().level.load(); }
+
+void set_log_callback(gqa_log_callback callback, void* user_data) {
+    LogState& s = raw_state();
+    {
+        std::lock_guard<std::mutex> lock(s.mutex);
+        s.callback = callback;
+        s.user_data = callback ? user_data : nullptr;
+    }
+    state();  // a pending GQA_LOG_LEVEL warning goes to the new callback (Python: its logger)
+}
+
 bool log_enabled(int32_t level) { return level >= state().level.load(std::memory_order_relaxed); }
 
 void log_message(int32_t level, const char* fmt, ...) {
@@ -131,27 +149,3 @@ void log_message(int32_t level, const char* fmt, ...) {
 }
 
 }  // namespace gqa
-
-extern "C" GQA_API gqa_status gqa_set_log_level(int32_t level) {
-    GQA_API_BEGIN("gqa_set_log_level")
-    if (level < 0 || level > GQA_LOG_OFF) {
-        gqa::fail(GQA_STATUS_INVALID_ARGUMENT, "level (%d) must be between 0 and GQA_LOG_OFF (%d)", level,
-                  GQA_LOG_OFF);
-    }
-    gqa::state().level.store(level);
-    GQA_API_END()
-}
-
-extern "C" GQA_API int32_t gqa_get_log_level(void) { return gqa::state().level.load(); }
-
-extern "C" GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data) {
-    GQA_API_BEGIN("gqa_set_log_callback")
-    gqa::LogState& s = gqa::raw_state();
-    {
-        std::lock_guard<std::mutex> lock(s.mutex);
-        s.callback = callback;
-        s.user_data = callback ? user_data : nullptr;
-    }
-    gqa::state();  // a pending GQA_LOG_LEVEL warning goes to the new callback (Python: its logger)
-    GQA_API_END()
-}

@@ -3,7 +3,14 @@
 
 #include <cstdint>
 
+#include "gqa.h"
+
 namespace gqa {
+
+// The state behind gqa_set_log_level(), gqa_get_log_level() and gqa_set_log_callback().
+void set_log_level(int32_t level);  // INVALID_ARGUMENT outside 0 .. GQA_LOG_OFF
+int32_t log_level();
+void set_log_callback(gqa_log_callback callback, void* user_data);  // NULL: back to stderr
 
 bool log_enabled(int32_t level);
 // printf-style; formats only when the level is enabled (check log_enabled first in hot paths).

@@ -5,8 +5,8 @@
 // new token per sequence, prefill the same q_len for all. The cache is paged: position t of
 // sequence b is in page pages_of(b)[t / page_size], slot t % page_size (the CPU kernels address
 // rows with cpu::key_offset). The dense [batch, max_seq_len] cache of prefill and decode is one
-// page of max_seq_len tokens per sequence (page_table nullptr: page b). The API layer
-// (api.cpp) fills a Problem only after validate.cpp / validate_batch.cpp accepted every
+// page of max_seq_len tokens per sequence (page_table nullptr: page b). validate.cpp (and,
+// for the batched op, validate_batch.cpp) returns a Problem only after it accepted every
 // field (page ids included), so backends trust it.
 #pragma once
 
@@ -15,6 +15,12 @@
 #include "gqa.h"
 
 namespace gqa {
+
+// The limits of the API, in one place: validate.cpp and gqa_set_num_threads() check them, and
+// the backends size their buffers and grids by them.
+constexpr int32_t kMaxHeadDim = 256;  // head_dim of every backend; larger is UNSUPPORTED
+constexpr int32_t kMaxSplits = 256;   // gqa_decode_config.num_splits
+constexpr int32_t kMaxThreads = 1024; // gqa_set_num_threads() and GQA_NUM_THREADS
 
 enum class DType : int32_t { F16 = GQA_DTYPE_F16, BF16 = GQA_DTYPE_BF16, F32 = GQA_DTYPE_F32 };
 enum class Kind { Prefill, Decode, Batch };

@@ -105,46 +105,72 @@ void require_no_aliasing(const Span& out, const Span& q, const Span& k, const Sp
     }
 }
 
-// Fills the fields prefill and decode share and checks shapes, sizes and aliasing.
-void finish(Problem& p, int64_t max_seq_len_for_size) {
-    const int64_t eb = dtype_bytes(p.dtype);
-    Span out{"out", p.out, tensor_bytes("out", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
-    Span q{"q", p.q, tensor_bytes("q", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
-    Span k{"k", p.k, tensor_bytes("k", p.batch, p.seq_len, p.num_kv_heads, p.head_dim, eb)};
-    Span v{"v", p.v, k.bytes};
-    int64_t cache_bytes = p.has_cache
-        ? tensor_bytes("k_cache", p.batch, max_seq_len_for_size, p.num_kv_heads, p.head_dim, eb) : 0;
-    Span k_cache{"k_cache", p.k_cache, cache_bytes};
-    Span v_cache{"v_cache", p.v_cache, cache_bytes};
-    require_no_aliasing(out, q, k, v, k_cache, v_cache);
+// The fields every entry point has, checked in this order, into a new Problem.
+Problem shape(Kind kind, int32_t dtype, int32_t device, int32_t batch_size, int32_t seq_len,
+              int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim) {
+    Problem p;
+    p.kind = kind;
+    p.dtype = require_dtype(dtype);
+    require_device(device);
+    p.device = device;
+    require_positive("batch_size", batch_size);
+    require_positive("seq_len", seq_len);
+    require_heads(num_q_heads, num_kv_heads, head_dim);
+    p.batch = batch_size;
+    p.seq_len = seq_len;
+    p.num_q_heads = num_q_heads;
+    p.num_kv_heads = num_kv_heads;
     p.group = p.num_q_heads / p.num_kv_heads;
+    p.head_dim = head_dim;
+    return p;
 }
 
-// The pointer-free part of a decode call: dtype, device, shapes.
-Problem decode_shape(const gqa_decode_config* c) {
-    Problem p;
-    p.kind = Kind::Decode;
-    p.dtype = require_dtype(c->dtype);
-    require_device(c->device);
-    p.device = c->device;
-    require_positive("batch_size", c->batch_size);
-    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
-    require_positive("max_seq_len", c->max_seq_len);
-    p.scale = resolve_scale(c->scale, c->head_dim);
-    if (c->num_splits < 0 || c->num_splits > kMaxSplits) {
+void require_tensors(const void* out, const void* q, const void* k, const void* v) {
+    require_pointer("out", out);
+    require_pointer("q", q);
+    require_pointer("k", k);
+    require_pointer("v", v);
+}
+
+// The tensors of a call, then the checks that need every field: byte sizes, aliasing and the
+// backend's own limits.
+void finish(Problem& p, void* out, const void* q, const void* k, const void* v, void* k_cache,
+            void* v_cache, void* stream) {
+    p.out = out;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.k_cache = k_cache;
+    p.v_cache = v_cache;
+    p.stream = stream;
+
+    const int64_t eb = dtype_bytes(p.dtype);
+    Span out_span{"out", p.out, tensor_bytes("out", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
+    Span q_span{"q", p.q, tensor_bytes("q", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
+    Span k_span{"k", p.k, tensor_bytes("k", p.batch, p.seq_len, p.num_kv_heads, p.head_dim, eb)};
+    Span v_span{"v", p.v, k_span.bytes};
+    const int64_t cache_bytes = p.has_cache
+        ? tensor_bytes("k_cache", p.batch, p.max_seq_len, p.num_kv_heads, p.head_dim, eb) : 0;
+    Span k_cache_span{"k_cache", p.k_cache, cache_bytes};
+    Span v_cache_span{"v_cache", p.v_cache, cache_bytes};
+    require_no_aliasing(out_span, q_span, k_span, v_span, k_cache_span, v_cache_span);
+    validate_backend(p);
+}
+
+// The pointer-free part of a decode call: dtype, device, shapes, split request.
+Problem decode_shape(const gqa_decode_config& c) {
+    Problem p = shape(Kind::Decode, c.dtype, c.device, c.batch_size, 1, c.num_q_heads, c.num_kv_heads,
+                      c.head_dim);
+    require_positive("max_seq_len", c.max_seq_len);
+    p.scale = resolve_scale(c.scale, c.head_dim);
+    if (c.num_splits < 0 || c.num_splits > kMaxSplits) {
         fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d",
-             c->num_splits, kMaxSplits);
+             c.num_splits, kMaxSplits);
     }
-    p.batch = c->batch_size;
-    p.seq_len = 1;
-    p.num_q_heads = c->num_q_heads;
-    p.num_kv_heads = c->num_kv_heads;
-    p.group = p.num_q_heads / p.num_kv_heads;
-    p.head_dim = c->head_dim;
-    p.max_seq_len = c->max_seq_len;
+    p.max_seq_len = c.max_seq_len;
     p.has_cache = true;
     p.causal = true;
-    p.num_splits = c->num_splits;
+    p.num_splits = c.num_splits;
     return p;
 }
 
@@ -152,131 +178,78 @@ Problem decode_shape(const gqa_decode_config* c) {
 
 Problem validate_prefill(void* out, const void* q, const void* k, const void* v, void* k_cache,
                          void* v_cache, const gqa_prefill_config* config, void* stream) {
-    const gqa_prefill_config full = read_config(config);
-    const gqa_prefill_config* c = &full;
-    Problem p;
-    p.kind = Kind::Prefill;
-    p.dtype = require_dtype(c->dtype);
-    require_device(c->device);
-    p.device = c->device;
-    require_positive("batch_size", c->batch_size);
-    require_positive("seq_len", c->seq_len);
-    require_heads(c->num_q_heads, c->num_kv_heads, c->head_dim);
-    if (c->causal != 0 && c->causal != 1) {
-        fail(GQA_STATUS_INVALID_ARGUMENT, "causal (%d) must be 0 or 1", c->causal);
+    const gqa_prefill_config c = read_config(config);
+    Problem p = shape(Kind::Prefill, c.dtype, c.device, c.batch_size, c.seq_len, c.num_q_heads,
+                      c.num_kv_heads, c.head_dim);
+    if (c.causal != 0 && c.causal != 1) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "causal (%d) must be 0 or 1", c.causal);
     }
-    if (c->reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c->reserved);
-    p.scale = resolve_scale(c->scale, c->head_dim);
+    if (c.reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c.reserved);
+    p.scale = resolve_scale(c.scale, c.head_dim);
+    p.causal = c.causal == 1;
 
-    require_pointer("out", out);
-    require_pointer("q", q);
-    require_pointer("k", k);
-    require_pointer("v", v);
+    require_tensors(out, q, k, v);
     if ((k_cache == nullptr) != (v_cache == nullptr)) {
         fail(GQA_STATUS_INVALID_ARGUMENT, "%s is NULL but %s is not; pass both caches or neither",
              k_cache ? "v_cache" : "k_cache", k_cache ? "k_cache" : "v_cache");
     }
     p.has_cache = k_cache != nullptr;
     if (p.has_cache) {
-        require_positive("max_seq_len", c->max_seq_len);
-        if (c->start_pos < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "start_pos (%d) must be >= 0", c->start_pos);
-        if (static_cast<int64_t>(c->start_pos) + c->seq_len > c->max_seq_len) {
+        require_positive("max_seq_len", c.max_seq_len);
+        if (c.start_pos < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "start_pos (%d) must be >= 0", c.start_pos);
+        if (static_cast<int64_t>(c.start_pos) + c.seq_len > c.max_seq_len) {
             fail(GQA_STATUS_CACHE_OVERFLOW,
                  "start_pos (%d) + seq_len (%d) exceeds max_seq_len (%d): the cache is too small",
-                 c->start_pos, c->seq_len, c->max_seq_len);
+                 c.start_pos, c.seq_len, c.max_seq_len);
         }
-        p.max_seq_len = c->max_seq_len;
-        p.start_pos = c->start_pos;
-    } else if (c->start_pos != 0) {
+        p.max_seq_len = c.max_seq_len;
+        p.start_pos = c.start_pos;
+    } else if (c.start_pos != 0) {
         fail(GQA_STATUS_INVALID_ARGUMENT,
-             "start_pos (%d) must be 0 without caches (k_cache and v_cache are NULL)", c->start_pos);
+             "start_pos (%d) must be 0 without caches (k_cache and v_cache are NULL)", c.start_pos);
     }
-
-    p.batch = c->batch_size;
-    p.seq_len = c->seq_len;
-    p.num_q_heads = c->num_q_heads;
-    p.num_kv_heads = c->num_kv_heads;
-    p.head_dim = c->head_dim;
-    p.causal = c->causal == 1;
-    p.out = out;
-    p.q = q;
-    p.k = k;
-    p.v = v;
-    p.k_cache = k_cache;
-    p.v_cache = v_cache;
-    p.stream = stream;
-    finish(p, p.max_seq_len);
-    validate_backend(p);
+    finish(p, out, q, k, v, k_cache, v_cache, stream);
     return p;
 }
 
-Problem validate_decode_shape(const gqa_decode_config* config) {
-    const gqa_decode_config full = read_config(config);
-    return decode_shape(&full);
-}
+Problem validate_decode_shape(const gqa_decode_config* config) { return decode_shape(read_config(config)); }
 
 Problem validate_decode(void* out, const void* q, const void* k, const void* v, void* k_cache,
                         void* v_cache, const gqa_decode_config* config, void* stream) {
-    const gqa_decode_config full = read_config(config);
-    const gqa_decode_config* c = &full;
+    const gqa_decode_config c = read_config(config);
     Problem p = decode_shape(c);
-    require_pointer("out", out);
-    require_pointer("q", q);
-    require_pointer("k", k);
-    require_pointer("v", v);
+    require_tensors(out, q, k, v);
     require_pointer("k_cache", k_cache);
     require_pointer("v_cache", v_cache);
 
     // Each sequence appends at its cache length, which must leave room for the new token.
     auto check_len = [&](const char* name, int32_t len) {
         if (len < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be >= 0", name, len);
-        if (len >= c->max_seq_len) {
+        if (len >= c.max_seq_len) {
             fail(GQA_STATUS_CACHE_OVERFLOW,
                  "%s (%d) must be less than max_seq_len (%d): the cache has no room for the new token",
-                 name, len, c->max_seq_len);
+                 name, len, c.max_seq_len);
         }
     };
-    if (c->cache_lens) {
-        for (int32_t b = 0; b < c->batch_size; ++b) {
+    if (c.cache_lens) {
+        for (int32_t b = 0; b < c.batch_size; ++b) {
             std::string name = format("cache_lens[%d]", b);
-            check_len(name.c_str(), c->cache_lens[b]);
+            check_len(name.c_str(), c.cache_lens[b]);
         }
     } else {
-        check_len("cache_len", c->cache_len);
+        check_len("cache_len", c.cache_len);
     }
 
-    p.start_pos = c->cache_lens ? 0 : c->cache_len;
-    p.start_positions = c->cache_lens;
-    p.workspace = c->workspace;
-    p.workspace_bytes = c->workspace_bytes;
-    p.out = out;
-    p.q = q;
-    p.k = k;
-    p.v = v;
-    p.k_cache = k_cache;
-    p.v_cache = v_cache;
-    p.stream = stream;
-    finish(p, p.max_seq_len);
-    validate_backend(p);
-    if (p.device == GQA_DEVICE_CUDA && p.workspace) {
-        uint64_t needed = cuda_decode_workspace_bytes(p);
-        if (p.workspace_bytes < needed) {
-            fail(GQA_STATUS_INVALID_ARGUMENT,
-                 "workspace_bytes (%llu) is less than gqa_decode_workspace_size() (%llu) for this config",
-                 static_cast<unsigned long long>(p.workspace_bytes), static_cast<unsigned long long>(needed));
-        }
-    }
+    p.start_pos = c.cache_lens ? 0 : c.cache_len;
+    p.start_positions = c.cache_lens;
+    p.workspace = c.workspace;
+    p.workspace_bytes = c.workspace_bytes;
+    finish(p, out, q, k, v, k_cache, v_cache, stream);
     return p;
 }
 
 void validate_backend(const Problem& p) {
-    if (p.device == GQA_DEVICE_CPU) return;  // the CPU backend takes every valid Problem
-    std::string why;
-    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
-    if (p.dtype == DType::F32) {
-        fail(GQA_STATUS_UNSUPPORTED, "dtype (GQA_DTYPE_F32) is supported on the CPU only; use f16 or bf16 on CUDA");
-    }
-    cuda_check_supported(p);
+    if (p.device == GQA_DEVICE_CUDA) cuda_check_supported(p);  // the CPU backend takes every valid Problem
 }
 
 }  // namespace gqa

@@ -17,7 +17,4 @@ Problem validate_decode_shape(const gqa_decode_config* config);
 // Checks the device-specific limits of a Problem whose fields are already valid.
 void validate_backend(const Problem& p);
 
-constexpr int32_t kMaxHeadDim = 256;
-constexpr int32_t kMaxSplits = 256;
-
 }  // namespace gqa

@@ -50,9 +50,9 @@ int32_t automatic_threads() {
     if (const char* env = std::getenv("GQA_NUM_THREADS")) {
         char* end = nullptr;
         const long n = std::strtol(env, &end, 10);
-        if (end != env && *end == '\0' && n >= 1 && n <= 1024) return static_cast<int32_t>(n);
+        if (end != env && *end == '\0' && n >= 1 && n <= kMaxThreads) return static_cast<int32_t>(n);
         if (*env) {
-            GQA_LOG(GQA_LOG_WARNING, "GQA_NUM_THREADS='%s' is not a thread count (1..1024); ignoring it", env);
+            GQA_LOG(GQA_LOG_WARNING, "GQA_NUM_THREADS='%s' is not a thread count (1..%d); ignoring it", env, kMaxThreads);
         }
     }
     cpu_set_t set;

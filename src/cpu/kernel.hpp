@@ -19,7 +19,6 @@ namespace cpu {
 
 // Keys per inner block of every kernel (scores of one block live in registers / L1).
 constexpr int64_t kKeyBlock = 64;
-constexpr int64_t kMaxHeadDim = 256;
 
 struct Tile {
     DType dtype = DType::F32;
