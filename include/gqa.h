@@ -72,7 +72,14 @@ typedef enum gqa_status {
 } gqa_status;
 
 /* Storage dtype of every tensor of a call. Accumulation is always fp32. 0 is invalid so that
- * a zero-filled config is rejected rather than guessed. */
+ * a zero-filled config is rejected rather than guessed.
+ * What the CPU rounds: f32 and f16 calls multiply in fp32 (exact products) on every path. The
+ * CPU path is chosen at run time, or forced with GQA_CPU_ISA = scalar, avx2, avx512,
+ * avx512_bf16 or amx_bf16 (one the CPU or OS cannot run logs a warning and the best available
+ * runs instead). bf16 prefill on amx_bf16 (AMX tiles; libgqa asks Linux for AMX state once) and
+ * avx512_bf16 (vdpbf16ps) multiplies bf16 pairs exactly, accumulates in fp32, reads subnormal
+ * bf16 inputs as 0 and rounds the softmax probabilities P to bf16 (nearest even) before P.V, as
+ * the CUDA kernels do; every other CPU path and all decode keep P in fp32. */
 #define GQA_DTYPE_F16 1
 #define GQA_DTYPE_BF16 2
 #define GQA_DTYPE_F32 3 /* CPU only */

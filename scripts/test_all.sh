@@ -41,7 +41,7 @@ run_suite ctest ctest --test-dir build/py --output-on-failure
 run_suite pytest "$PY" -m pytest -q -rs tests/python
 # The CPU backend picks its ISA at run time; each forced path must pass the same tests
 # (GQA_CPU_ISA falls back to the best available, with a warning, where the CPU lacks one).
-for isa in scalar avx2 avx512; do
+for isa in scalar avx2 avx512 avx512_bf16 amx_bf16; do
   run_suite "ctest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa ctest --test-dir build/py --output-on-failure -L cpu
   run_suite "pytest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa "$PY" -m pytest -q tests/python -m "not slow and not gpu"
 done

@@ -14,6 +14,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 #include "backend.hpp"
@@ -136,34 +137,111 @@ float* thread_scratch(int64_t floats) {
     return buffer.data();
 }
 
+// Packed K/V kept at a time: the (sequence, KV head) pairs of a call are packed and computed in
+// slabs of about this many bytes (at least one pair), which bounds the memory of long batches.
+constexpr int64_t kPackSlabBytes = int64_t{64} << 20;
+// Key blocks per pack task; slabs of fewer blocks are packed by the calling thread alone.
+constexpr int64_t kPackTaskBlocks = 8;
+
+struct alignas(64) CacheLine {
+    unsigned char bytes[64];
+};
+
 // Prefill-style tiling of the given sequences: tiles of query positions of one (sequence,
-// KV head), each against all the keys it sees.
+// KV head), each against all the keys it sees. Each pair's K/V is packed once for all its
+// tiles (PrefillPath::pack), unless its sequence has too few query rows to fill the lanes (the
+// decode-shaped kernel then reads the rows itself) or the path reads rows (scalar).
 void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const cpu::IsaChoice& isa,
                  int32_t threads) {
     // Whole vectors of rows where the group allows it (a multiple of 32 rows), at least
     // kRowsPerTile rows.
     int64_t q_tile = 32 / std::gcd<int64_t, int64_t>(p.group, 32);
     while (q_tile * p.group < kRowsPerTile) q_tile *= 2;
+    const cpu::PrefillPath& path = isa.prefill(p.dtype);
+    const int64_t block_bytes = path.pack ? cpu::packed_block_bytes(path, p.head_dim) : 0;
+    struct Pair {
+        int64_t b, head, blocks;  // blocks: packed key blocks, 0 when not packed
+    };
+    std::vector<Pair> pairs;
+    int64_t num_tiles = 0;
+    for (int64_t b : sequences) {
+        const bool packed = path.pack && p.q_len(b) * p.group >= path.min_rows;
+        const int64_t blocks = packed ? (p.kv_len_of(b) + cpu::kPrefillKeyBlock - 1) / cpu::kPrefillKeyBlock : 0;
+        for (int64_t head = 0; head < p.num_kv_heads; ++head) pairs.push_back({b, head, blocks});
+        num_tiles += p.num_kv_heads * ((p.q_len(b) + q_tile - 1) / q_tile);
+    }
+    GQA_LOG(GQA_LOG_DEBUG,
+            "cpu prefill: isa=%s path=%s dtype=%s threads=%d query_tile=%lld (rows %lld) key_block=%lld tasks=%lld",
+            isa.name, path.name, dtype_name(p.dtype), threads, static_cast<long long>(q_tile),
+            static_cast<long long>(q_tile * p.group), static_cast<long long>(cpu::kPrefillKeyBlock),
+            static_cast<long long>(num_tiles));
+
+    // Kept by the calling thread between calls. A lambda names a thread_local of the thread
+    // that runs it, so the workers get these through the pointers below.
+    thread_local std::vector<CacheLine> arena;    // packed blocks of the slab
+    thread_local std::vector<uint8_t> nonfinite;  // per block: a V value was Inf/NaN
+    std::vector<int64_t> first_block;             // of each pair of the slab
     struct PrefillTask {
-        int64_t b, head, q0;
+        int64_t pair, q0;
     };
     std::vector<PrefillTask> tasks;
-    for (int64_t b : sequences) {
-        const int64_t tiles = (p.q_len(b) + q_tile - 1) / q_tile;
-        for (int64_t head = 0; head < p.num_kv_heads; ++head) {
-            // Last query tiles first: under a causal mask they see the most keys.
-            for (int64_t tile = tiles - 1; tile >= 0; --tile) tasks.push_back({b, head, tile * q_tile});
+    for (size_t slab_begin = 0, slab_end; slab_begin < pairs.size(); slab_begin = slab_end) {
+        int64_t blocks = 0;
+        first_block.clear();
+        for (slab_end = slab_begin; slab_end < pairs.size(); ++slab_end) {
+            const int64_t more = pairs[slab_end].blocks;
+            if (slab_end > slab_begin && (blocks + more) * block_bytes > kPackSlabBytes) break;
+            first_block.push_back(blocks);
+            blocks += more;
         }
+        const size_t lines = static_cast<size_t>((blocks * block_bytes + 63) / 64);
+        if (arena.size() < lines) arena.resize(lines);
+        if (nonfinite.size() < static_cast<size_t>(blocks)) nonfinite.resize(static_cast<size_t>(blocks));
+        unsigned char* const arena_bytes = arena.empty() ? nullptr : arena.data()->bytes;
+        uint8_t* const nonfinite_flags = nonfinite.data();
+        auto tile_of = [&](int64_t pair, int64_t q0, int64_t nq) {
+            const Pair& pr = pairs[static_cast<size_t>(pair)];
+            cpu::Tile t = make_tile(p, pr.b, pr.head, q0, nq, 0, p.kv_len_of(pr.b));
+            if (pr.blocks) {
+                const int64_t first = first_block[static_cast<size_t>(pair) - slab_begin];
+                t.packed = arena_bytes + first * block_bytes;
+                t.packed_v_nonfinite = nonfinite_flags + first;
+            }
+            return t;
+        };
+        // Packing is pure data movement (the same bytes whoever packs), so who packs may
+        // depend on the thread count.
+        std::vector<std::pair<int64_t, int64_t>> pack_tasks;  // (pair, first block)
+        for (size_t pair = slab_begin; pair < slab_end; ++pair) {
+            for (int64_t b0 = 0; b0 < pairs[pair].blocks; b0 += kPackTaskBlocks) pack_tasks.emplace_back(pair, b0);
+        }
+        auto pack = [&](int64_t index, int32_t /*worker*/) {
+            const auto [pair, b0] = pack_tasks[static_cast<size_t>(index)];
+            const int64_t first = first_block[static_cast<size_t>(pair) - slab_begin];
+            path.pack(tile_of(pair, 0, 0), b0, std::min(kPackTaskBlocks, pairs[static_cast<size_t>(pair)].blocks - b0),
+                      arena_bytes + first * block_bytes, nonfinite_flags + first);
+        };
+        const auto packs = static_cast<int64_t>(pack_tasks.size());
+        if (threads == 1 || blocks <= kPackTaskBlocks) {
+            for (int64_t i = 0; i < packs; ++i) pack(i, 0);
+        } else if (packs > 0) {
+            cpu::thread_pool().run(packs, threads, pack);
+        }
+
+        tasks.clear();
+        for (size_t pair = slab_begin; pair < slab_end; ++pair) {
+            const int64_t tiles = (p.q_len(pairs[pair].b) + q_tile - 1) / q_tile;
+            // Last query tiles first: under a causal mask they see the most keys.
+            for (int64_t tile = tiles - 1; tile >= 0; --tile) tasks.push_back({static_cast<int64_t>(pair), tile * q_tile});
+        }
+        cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
+            const PrefillTask& task = tasks[static_cast<size_t>(index)];
+            const Pair& pr = pairs[static_cast<size_t>(task.pair)];
+            const cpu::Tile t = tile_of(task.pair, task.q0, std::min(q_tile, p.q_len(pr.b) - task.q0));
+            const cpu::TileKernel kernel = pr.blocks || !path.pack ? path.tile : isa.kernel;
+            kernel(t, thread_scratch(cpu::tile_scratch_floats(t)));
+        });
     }
-    GQA_LOG(GQA_LOG_DEBUG, "cpu prefill: isa=%s threads=%d query_tile=%lld (rows %lld) key_block=%lld tasks=%lld",
-            isa.name, threads, static_cast<long long>(q_tile), static_cast<long long>(q_tile * p.group),
-            static_cast<long long>(cpu::kKeyBlock), static_cast<long long>(tasks.size()));
-    cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
-        const PrefillTask& task = tasks[static_cast<size_t>(index)];
-        const int64_t nq = std::min(q_tile, p.q_len(task.b) - task.q0);
-        const cpu::Tile t = make_tile(p, task.b, task.head, task.q0, nq, 0, p.kv_len_of(task.b));
-        isa.kernel(t, thread_scratch(cpu::tile_scratch_floats(t)));
-    });
 }
 
 // Cache positions per decode chunk: 32..128, fewer when one position (all heads) is large.

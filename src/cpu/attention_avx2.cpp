@@ -24,7 +24,22 @@ struct Simd {
         const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
         return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
     }
+    // x rounded to f16 / bf16 (nearest even, NaN stays a quiet NaN, overflow to Inf) at p[0..8).
+    static void store_f16(uint16_t* p, Reg x) {
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm256_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+    static void store_bf16(uint16_t* p, Reg x) {
+        const __m256i u = _mm256_castps_si256(x);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, _mm256_add_epi32(lsb, _mm256_set1_epi32(0x7fff))), 16);
+        // NaN: |u| > 0x7f800000 (signed compare is fine: both sides are non-negative)
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+        const __m256i quiet = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(0x40));
+        const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
+    }
     static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+    static Reg fmsub(Reg a, Reg b, Reg c) { return _mm256_fmsub_ps(a, b, c); }
     static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
     static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
     static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
@@ -38,6 +53,27 @@ struct Simd {
         const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ends));
         const __m256i lt = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(j));
         return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(lt));
+    }
+    // All lanes of a equal those of b (NaN never equals).
+    static bool all_equal(Reg a, Reg b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) == 0xff; }
+    // dst[c * dst_stride + r] = src[r * src_stride + c] for an 8 x 8 block of 32-bit values.
+    static void transpose(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
+        Reg t[8], u[8];
+        for (int i = 0; i < 8; i += 2) {
+            const Reg a = load(src + i * src_stride), b = load(src + (i + 1) * src_stride);
+            t[i] = _mm256_unpacklo_ps(a, b);      // a0 b0 a1 b1 | a4 b4 a5 b5
+            t[i + 1] = _mm256_unpackhi_ps(a, b);  // a2 b2 a3 b3 | a6 b6 a7 b7
+        }
+        for (int i = 0; i < 8; i += 4) {  // rows i..i+3, column m + 4 * (128-bit lane) in u[i + m]
+            u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+            u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+            u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+            u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+        }
+        for (int m = 0; m < 4; ++m) {
+            store(dst + m * dst_stride, _mm256_permute2f128_ps(u[m], u[4 + m], 0x20));
+            store(dst + (m + 4) * dst_stride, _mm256_permute2f128_ps(u[m], u[4 + m], 0x31));
+        }
     }
     static float reduce_add(Reg x) {
         __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -56,28 +92,24 @@ struct Simd {
         const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a, b), _mm256_hadd_ps(c, d));
         _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
     }
-    // e^x to about 2 ulp: 2^n * e^r with |r| <= ln2/2 and a degree-7 Taylor polynomial.
-    // Exactly 0 below -87 (and for -inf); NaN stays NaN.
-    static Reg exp(Reg x) {
-        Reg xc = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);  // a NaN x is the second operand: kept
-        xc = _mm256_min_ps(_mm256_set1_ps(88.0f), xc);
-        const Reg n = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504f)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        Reg r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), xc);
-        r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-        Reg p = _mm256_set1_ps(1.0f / 5040.0f);
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    // 2^t = 2^n * 2^f with n = round(t), |f| <= 1/2: 2^f by a degree-5 polynomial (relative
+    // error < 2e-7). Exactly 0 below -126 (and for -inf); NaN stays NaN.
+    static Reg exp2(Reg t) {
+        const Reg tc = _mm256_min_ps(_mm256_set1_ps(127.0f), _mm256_max_ps(_mm256_set1_ps(-126.0f), t));  // NaN kept
+        const Reg n = _mm256_round_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const Reg f = _mm256_sub_ps(tc, n);
+        Reg p = _mm256_set1_ps(0.0013264722656458616f);
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.009671513922512531f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.05550733581185341f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022242426872253f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931470036506653f));
+        p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
         const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
         const Reg result = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
-        const Reg underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+        const Reg underflow = _mm256_cmp_ps(t, _mm256_set1_ps(-126.0f), _CMP_LT_OQ);
         return _mm256_blendv_ps(result, _mm256_setzero_ps(), underflow);
     }
+    static Reg exp(Reg x) { return exp2(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f))); }
 };
 
 }  // namespace
@@ -89,5 +121,9 @@ struct Simd {
 namespace gqa {
 namespace cpu {
 void attend_tile_avx2(const Tile& t, float* scratch) { attend_tile_simd(t, scratch); }
+void pack_kv_avx2_f32(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite) {
+    pack_kv<FmaMma>(t, first_block, num_blocks, blocks, v_nonfinite);
+}
+void prefill_tile_avx2_f32(const Tile& t, float* scratch) { prefill_lanes<FmaMma>(t, scratch); }
 }  // namespace cpu
 }  // namespace gqa

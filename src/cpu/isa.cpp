@@ -1,11 +1,16 @@
-// isa.cpp: run-time choice of the CPU kernel. See isa.hpp.
+// isa.cpp: run-time choice of the CPU kernels. See isa.hpp.
 #include "cpu/isa.hpp"
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
 #endif
-#include <cstring>
+#if defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "gqa.h"
 #include "log.hpp"
@@ -20,6 +25,36 @@ namespace {
 bool has_f16c() {
     unsigned a, b, c, d;
     return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+
+// CPUID leaf 7 sub-leaf `sub`, register `reg` (0 eax .. 3 edx), bit `bit`.
+bool cpuid7_bit(unsigned sub, int reg, int bit) {
+    unsigned r[4];
+    if (!__get_cpuid_count(7, sub, &r[0], &r[1], &r[2], &r[3])) return false;
+    return (r[reg] >> bit) & 1u;
+}
+bool has_avx512_bf16() { return cpuid7_bit(1, 0, 5); }                         // leaf 7.1 EAX[5]
+bool has_amx_bf16() { return cpuid7_bit(0, 3, 22) && cpuid7_bit(0, 3, 24); }  // 7.0 EDX: AMX-BF16, AMX-TILE
+
+// Linux hands out AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, kernel 5.16+):
+// asked once per process. Refused (old kernel, a signal stack too small for the larger signal
+// frame, seccomp...) means no AMX: never execute a tile instruction then (it would be SIGILL).
+bool amx_permitted() {
+    static const bool permitted = [] {
+#if defined(__linux__)
+        constexpr long kReqXcompPerm = 0x1023, kGetXcompPerm = 0x1022, kXtileData = 18;
+        if (syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) != 0) {
+            GQA_LOG(GQA_LOG_INFO, "the CPU has AMX but Linux refused AMX tile state (arch_prctl: %s); not using AMX",
+                    std::strerror(errno));
+            return false;
+        }
+        unsigned long features = 0;
+        return syscall(SYS_arch_prctl, kGetXcompPerm, &features) == 0 && ((features >> kXtileData) & 1u);
+#else
+        return false;
+#endif
+    }();
+    return permitted;
 }
 #endif
 
@@ -36,6 +71,8 @@ bool supported(Isa isa) {
             return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("fma") && has_f16c();
+        case Isa::Avx512Bf16: return supported(Isa::Avx512) && has_avx512_bf16();
+        case Isa::AmxBf16: return supported(Isa::Avx512Bf16) && has_amx_bf16() && amx_permitted();
     }
     return false;
 #else
@@ -43,38 +80,64 @@ bool supported(Isa isa) {
 #endif
 }
 
+// name, pack, tile kernel, packed element bytes, dim_align, min_rows (kernel.hpp: PrefillPath).
 IsaChoice make(Isa isa) {
     switch (isa) {
 #if defined(__x86_64__) || defined(_M_X64)
-        case Isa::Avx512: return {Isa::Avx512, "avx512", &attend_tile_avx512};
-        case Isa::Avx2: return {Isa::Avx2, "avx2", &attend_tile_avx2};
+        case Isa::AmxBf16:
+        case Isa::Avx512Bf16:
+        case Isa::Avx512: {
+            const PrefillPath fp32{"avx512_fp32", &pack_kv_avx512_f32, &prefill_tile_avx512_f32, 4, 16, 16};
+            const char* name = isa == Isa::Avx512 ? "avx512" : isa == Isa::Avx512Bf16 ? "avx512_bf16" : "amx_bf16";
+            PrefillPath bf16 = fp32;
+            if (isa == Isa::Avx512Bf16) bf16 = {"avx512_bf16", &pack_kv_bf16, &prefill_tile_avx512_bf16, 2, 32, 16};
+            if (isa == Isa::AmxBf16) bf16 = {"amx_bf16", &pack_kv_bf16, &prefill_tile_amx_bf16, 2, 32, 16};
+            return {isa, name, &attend_tile_avx512, fp32, bf16, fp32};
+        }
+        case Isa::Avx2: {
+            const PrefillPath fp32{"avx2_fp32", &pack_kv_avx2_f32, &prefill_tile_avx2_f32, 4, 8, 8};
+            return {Isa::Avx2, "avx2", &attend_tile_avx2, fp32, fp32, fp32};
+        }
 #endif
-        default: return {Isa::Scalar, "scalar", &attend_tile_scalar};
+        default: {
+            const PrefillPath rows{"scalar", nullptr, &attend_tile_scalar, 4, 1, 1};
+            return {Isa::Scalar, "scalar", &attend_tile_scalar, rows, rows, rows};
+        }
     }
 }
 
+constexpr struct {
+    const char* name;
+    Isa isa;
+} kNames[] = {  // ascending: best last
+    {"scalar", Isa::Scalar}, {"avx2", Isa::Avx2}, {"avx512", Isa::Avx512},
+    {"avx512_bf16", Isa::Avx512Bf16}, {"amx_bf16", Isa::AmxBf16}};
+
+// The best supported ISA. Checked best first, so that AMX state is requested from the OS only
+// when AMX is what will run.
+IsaChoice best() {
+    for (int i = static_cast<int>(sizeof kNames / sizeof kNames[0]) - 1; i > 0; --i) {
+        if (supported(kNames[i].isa)) return make(kNames[i].isa);
+    }
+    return make(Isa::Scalar);
+}
+
 IsaChoice choose() {
-    const Isa best = supported(Isa::Avx512) ? Isa::Avx512 : supported(Isa::Avx2) ? Isa::Avx2 : Isa::Scalar;
     const char* forced = std::getenv("GQA_CPU_ISA");
-    if (!forced || !*forced) return make(best);
-    Isa wanted;
-    if (std::strcmp(forced, "scalar") == 0) {
-        wanted = Isa::Scalar;
-    } else if (std::strcmp(forced, "avx2") == 0) {
-        wanted = Isa::Avx2;
-    } else if (std::strcmp(forced, "avx512") == 0) {
-        wanted = Isa::Avx512;
-    } else {
-        GQA_LOG(GQA_LOG_WARNING, "GQA_CPU_ISA='%s' is not one of scalar, avx2, avx512; using %s",
-                forced, make(best).name);
-        return make(best);
+    if (!forced || !*forced) return best();
+    for (const auto& n : kNames) {
+        if (std::strcmp(forced, n.name) != 0) continue;
+        if (supported(n.isa)) return make(n.isa);
+        const IsaChoice fallback = best();
+        GQA_LOG(GQA_LOG_WARNING, "GQA_CPU_ISA='%s' is not supported by this CPU (or, for AMX, the OS); using %s",
+                forced, fallback.name);
+        return fallback;
     }
-    if (!supported(wanted)) {
-        GQA_LOG(GQA_LOG_WARNING, "GQA_CPU_ISA='%s' is not supported by this CPU; using %s", forced,
-                make(best).name);
-        return make(best);
-    }
-    return make(wanted);
+    const IsaChoice fallback = best();
+    GQA_LOG(GQA_LOG_WARNING,
+            "GQA_CPU_ISA='%s' is not one of scalar, avx2, avx512, avx512_bf16, amx_bf16; using %s", forced,
+            fallback.name);
+    return fallback;
 }
 
 }  // namespace

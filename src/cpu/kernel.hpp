@@ -6,6 +6,10 @@
 // online softmax over key blocks in fp32 and writes either the final, normalised output in the
 // storage dtype, or (split decode) an unnormalised fp32 partial that combine_partials() merges.
 //
+// Prefill packs K and V once per call (PrefillPath::pack, per sequence and KV head, into the
+// path's compute layout) and hands every query tile of that head the packed blocks; decode and
+// tiny prefills read the storage rows directly.
+//
 // Every kernel must give the same bits for the same Tile no matter which thread runs it: the
 // driver's decomposition depends only on the problem, so results do not depend on threads.
 #pragma once
@@ -19,6 +23,9 @@ namespace cpu {
 
 // Keys per inner block of every kernel (scores of one block live in registers / L1).
 constexpr int64_t kKeyBlock = 64;
+// Keys per packed block of prefill (PackKernel) and per step of the rows-in-lanes kernel: long
+// enough that the AMX P.V runs 4 tile steps per accumulator load/store (NOTES.md).
+constexpr int64_t kPrefillKeyBlock = 128;
 
 struct Tile {
     DType dtype = DType::F32;
@@ -56,6 +63,13 @@ struct Tile {
     // instead of from an empty softmax. Lets decode walk the cache position-major (below).
     bool resume = false;
 
+    // Prefill: K/V of this (sequence, KV head) packed by the path's pack(), block b holding keys
+    // [b * kPrefillKeyBlock, (b + 1) * kPrefillKeyBlock) (key_begin is then a multiple of it);
+    // nullptr: the kernel reads k/v itself. packed_v_nonfinite[b]: block b has a non-finite V
+    // value, stored as 0 in the pack (see PackKernel).
+    const void* packed = nullptr;
+    const uint8_t* packed_v_nonfinite = nullptr;
+
     int64_t visible_end(int64_t i) const {
         if (!causal) return key_end;
         const int64_t end = first_visible_end + i;
@@ -79,21 +93,62 @@ static inline int64_t key_run(const Tile& t, int64_t j, int64_t limit) {
 
 using TileKernel = void (*)(const Tile& tile, float* scratch);
 
+// Packs the K/V blocks [first_block, first_block + num_blocks) of a Tile's (sequence, KV head)
+// (keys from 0 to tile.key_end) into `blocks` (block b at b * packed_block_bytes) and sets
+// v_nonfinite[b]. Layout of one block, in the path's element type, head_dim padded with zeros
+// to the path's dim_align (dp): K as [kPrefillKeyBlock][dp], then V transposed as
+// [dp][kPrefillKeyBlock];
+// keys past key_end are zeros. A non-finite V value is stored as 0 and its block flagged: the
+// kernel adds that key's product back from the storage row for the rows that see it, so that
+// 0 * NaN from a key a row must not see never reaches the row.
+using PackKernel = void (*)(const Tile& tile, int64_t first_block, int64_t num_blocks, void* blocks,
+                            uint8_t* v_nonfinite);
+
+// How one ISA computes prefill for one dtype (isa.cpp picks them).
+struct PrefillPath {
+    const char* name;   // for logs: "avx512_fp32", "amx_bf16", ...
+    PackKernel pack;    // nullptr: the tile kernel reads the storage rows (scalar oracle)
+    TileKernel tile;    // runs a Tile with `packed` set (or unset when pack is nullptr)
+    int64_t elem_bytes; // packed element: 4 (fp32) or 2 (bf16)
+    int64_t dim_align;  // head_dim padded to a multiple of this in the pack
+    int64_t min_rows;   // a call with fewer query rows per head than this skips the pack and
+                        // runs IsaChoice::kernel (rows_in_registers) instead
+};
+
+inline int64_t packed_dim(const PrefillPath& p, int64_t head_dim) {
+    return (head_dim + p.dim_align - 1) / p.dim_align * p.dim_align;
+}
+inline int64_t packed_block_bytes(const PrefillPath& p, int64_t head_dim) {
+    return 2 * kPrefillKeyBlock * packed_dim(p, head_dim) * p.elem_bytes;
+}
+
 // fp32 scratch a kernel may use for one tile (the driver gives each worker this much).
 inline int64_t tile_scratch_floats(const Tile& t) {
     const int64_t rows = t.num_queries * t.group;
-    const int64_t dp = (t.head_dim + 15) / 16 * 16;
-    return 2 * kKeyBlock * dp          // one key block of K and V in fp32
-           + (rows + 16) * dp          // queries, fp32
-           + (rows + 16) * dp          // accumulators
-           + 4 * (rows + 16) * kKeyBlock  // scores / probabilities
-           + 4 * (rows + 16) + 64;     // running max / sum, alignment slack
+    const int64_t rp = (rows + 15) / 16 * 16;
+    const int64_t dp = (t.head_dim + 31) / 32 * 32;  // the largest dim_align
+    const int64_t keys = kPrefillKeyBlock > kKeyBlock ? kPrefillKeyBlock : kKeyBlock;
+    return 2 * keys * dp               // one packed key block of K and V (at most fp32)
+           + (rp + 16) * dp            // queries
+           + (rp + 16) * dp            // accumulators
+           + 4 * (rp + 16) * keys      // scores / probabilities
+           + 16 * dp                   // rows staged for a transpose
+           + 4 * (rp + 16) + 64;       // running max / sum / visible ends, alignment slack
 }
 
 void attend_tile_scalar(const Tile& t, float* scratch);
 #if defined(__x86_64__) || defined(_M_X64)
 void attend_tile_avx2(const Tile& t, float* scratch);
 void attend_tile_avx512(const Tile& t, float* scratch);
+// Prefill over packed K/V (prefill_lanes.inl): fp32 products on AVX2 / AVX-512 ...
+void pack_kv_avx2_f32(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite);
+void prefill_tile_avx2_f32(const Tile& t, float* scratch);
+void pack_kv_avx512_f32(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite);
+void prefill_tile_avx512_f32(const Tile& t, float* scratch);
+// ... and bf16 products (exact) with P rounded to bf16: AVX-512 BF16 dot products or AMX tiles.
+void pack_kv_bf16(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite);
+void prefill_tile_avx512_bf16(const Tile& t, float* scratch);
+void prefill_tile_amx_bf16(const Tile& t, float* scratch);
 #endif
 
 }  // namespace cpu

@@ -1,0 +1,361 @@
+// prefill_lanes.inl: attention with the query rows of a tile in the vector lanes, over K/V
+// blocks packed once per call (PrefillPath::pack) or, for a decode tile with a large group,
+// packed here one block at a time.
+//
+// A tile's rows (query positions x heads of a group) are the lanes: Q^T and O^T are [dp][rp]
+// (dp: head_dim padded, rp: rows padded to whole vectors), the scores S^T [key][rp]. For each
+// key block:
+//   Mma::scores   S^T = K Q^T (raw dot products)
+//   softmax_block logits (mask_score and the scale: the one place for score transforms),
+//                 lane-wise online softmax, P written as Mma wants it, O^T rescaled
+//   Mma::pv       O^T += V^T P^T
+//   add_nonfinite_v  the products of non-finite V values (stored as 0 in the pack) for the rows
+//                 that see them, so a masked key's 0 * NaN never reaches a row.
+// The row state is set up by init_rows and written out by finish_rows.
+//
+// The Mma policy says how the two block products run: FmaMma below (fp32 broadcast-FMAs, exact
+// fp32 products for every dtype); Dpbf16Mma and AmxMma (prefill_bf16.inl users) for bf16.
+//
+// Include only after defining `struct Simd` inside an anonymous namespace (internal linkage,
+// see convert.hpp for why).
+#pragma once
+
+#include "cpu/simd_helpers.inl"
+
+namespace gqa {
+namespace cpu {
+namespace {
+
+// ---------------------------------------------------------------- row state
+
+// Visible end per lane (padding lanes see nothing), the softmax state (fresh or resumed from a
+// partial) and O^T.
+inline void init_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, float* ot, float* row_max,
+                      float* row_sum, int32_t* ends) {
+    for (int64_t i = 0; i < dp * rp; i += W) Simd::store(ot + i, Simd::zero());
+    for (int64_t r = 0; r < rp; ++r) {
+        const bool live = r < rows;
+        ends[r] = static_cast<int32_t>(live ? visible_end(t, r / t.group) : t.key_begin);
+        const bool resume = t.resume && live;
+        row_max[r] = resume ? t.part_max[r] : kNegInf;
+        row_sum[r] = resume ? t.part_sum[r] : 0.0f;
+        if (resume) {
+            for (int64_t d = 0; d < t.head_dim; ++d) ot[d * rp + r] = t.part_acc[r * t.head_dim + d];
+        }
+    }
+}
+
+// O^T back to rows (W x W transposes through `stage`, [W][dp]), each row finished by finish_row.
+inline void finish_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, const float* ot,
+                        const float* row_max, const float* row_sum, float* stage) {
+    for (int64_t r0 = 0; r0 < rows; r0 += W) {
+        for (int64_t d0 = 0; d0 < dp; d0 += W) Simd::transpose(ot + d0 * rp + r0, rp, stage + d0, dp);
+        for (int64_t r = r0; r < min64(rows, r0 + W); ++r) {
+            finish_row(t, r, stage + (r - r0) * dp, row_max[r], row_sum[r]);
+        }
+    }
+}
+
+// ---------------------------------------------------------------- scores to probabilities
+
+// The one place where a raw dot product becomes a logit: logit = raw * scale (scale > 0), with
+// the causal mask as raw = -inf (never a product, so nothing from a masked key survives). The
+// mask is applied here; the scale is folded into the exponent (softmax_block).
+inline Reg mask_score(Reg raw, bool masked, int64_t j, const int32_t* ends) {
+    return masked ? Simd::select_lt(static_cast<int32_t>(j), ends, raw, Simd::set1(kNegInf)) : raw;
+}
+
+// One key block [j0, j0 + n) of raw scores st[jj][rp] -> probabilities, lane-wise online
+// softmax over logits (raw * scale; row_max in logit units). p = 2^(raw * scale log2(e) - max
+// log2(e)). A lane whose logits are all -inf so far subtracts 0 instead of -inf: its
+// probabilities are 0, never NaN. O^T rows [0, d_len) are rescaled unless every lane's
+// correction is exactly 1 (then the product would change no bit). Mma::kPairedP: P goes to
+// `pairs` as bf16 pairs of keys ([n/2][rp] dwords, zero up to Mma::kKeyGranule keys);
+// otherwise P overwrites st in fp32.
+template <class Mma>
+inline void softmax_block(float* st, int64_t n, int64_t rp, float scale, bool masked, int64_t j0,
+                          const int32_t* ends, float* row_max, float* row_sum, float* ot, int64_t d_len,
+                          void* pairs) {
+    const Reg log2e = Simd::set1(1.44269504f);
+    const Reg scale_log2e = Simd::set1(scale * 1.44269504f);
+    for (int64_t rv = 0; rv < rp; rv += W) {
+        // Four independent max chains (one chain would wait 4 cycles per key) and two sums.
+        Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
+        for (int64_t jj = 0; jj < n; ++jj) {
+            float* s = st + jj * rp + rv;
+            const Reg raw = mask_score(Simd::load(s), masked, j0 + jj, ends + rv);
+            if (masked) Simd::store(s, raw);
+            block_max[jj % 4] = Simd::max(block_max[jj % 4], raw);
+        }
+        const Reg max_raw = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
+        const Reg old_max = Simd::load(row_max + rv);
+        const Reg new_max = Simd::max(Simd::mul(max_raw, Simd::set1(scale)), old_max);
+        const Reg base = Simd::mul(Simd::neg_inf_to_zero(new_max), log2e);
+        const Reg correction = Simd::exp2(Simd::sub(Simd::mul(old_max, log2e), base));
+        auto p_of = [&](int64_t jj) { return Simd::exp2(Simd::fmsub(Simd::load(st + jj * rp + rv), scale_log2e, base)); };
+        Reg sum0 = Simd::zero(), sum1 = Simd::zero();
+        if constexpr (Mma::kPairedP) {
+            int64_t jj = 0;
+            for (; jj < n; jj += 2) {
+                const Reg p0 = p_of(jj);
+                const Reg p1 = jj + 1 < n ? p_of(jj + 1) : Simd::zero();
+                sum0 = Simd::add(sum0, p0);
+                sum1 = Simd::add(sum1, p1);
+                Mma::store_pair(pairs, rp, jj / 2, rv, p0, p1);
+            }
+            for (; jj < round_up(n, Mma::kKeyGranule); jj += 2) Mma::store_pair(pairs, rp, jj / 2, rv, Simd::zero(), Simd::zero());
+        } else {
+            for (int64_t jj = 0; jj < n; ++jj) {
+                const Reg p = p_of(jj);
+                Simd::store(st + jj * rp + rv, p);
+                if (jj % 2) {
+                    sum1 = Simd::add(sum1, p);
+                } else {
+                    sum0 = Simd::add(sum0, p);
+                }
+            }
+        }
+        const Reg sum = Simd::add(sum0, sum1);
+        Simd::store(row_sum + rv, Simd::fmadd(Simd::load(row_sum + rv), correction, sum));
+        Simd::store(row_max + rv, new_max);
+        if (!Simd::all_equal(correction, Simd::set1(1.0f))) {
+            for (int64_t d = 0; d < d_len; ++d) {
+                float* o = ot + d * rp + rv;
+                Simd::store(o, Simd::mul(Simd::load(o), correction));
+            }
+        }
+    }
+}
+
+// For a block with non-finite V values (stored as 0 in the pack): adds P * V for exactly those
+// values, from the storage rows, to the rows that see the key. Rare; scalar.
+template <class Mma>
+void add_nonfinite_v(const Tile& t, int64_t j0, int64_t n, int64_t rows, int64_t rp, const int32_t* ends,
+                     const void* p, float* ot) {
+    for (int64_t jj = 0; jj < n; ++jj) {
+        const int64_t offset = key_offset(t, j0 + jj);
+        for (int64_t d = 0; d < t.head_dim; ++d) {
+            const float v = load_f32(t.v, offset + d, t.dtype);
+            if (__builtin_isfinite(v)) continue;
+            for (int64_t r = 0; r < rows; ++r) {
+                if (j0 + jj < ends[r]) ot[d * rp + r] += Mma::probability(p, rp, jj, r) * v;
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- packing
+
+// Keys [j0, j0 + n) of K and V into one packed block of fp32 (layout: PackKernel in
+// kernel.hpp). Returns whether a V value was non-finite (stored as 0).
+inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
+    float* kb = block;
+    float* vt = block + kPrefillKeyBlock * dp;
+    for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
+        if (jj < n) {
+            load_row(t.k, key_offset(t, j0 + jj), t.dtype, t.head_dim, dp, kb + jj * dp);
+        } else {
+            for (int64_t d = 0; d < dp; d += W) Simd::store(kb + jj * dp + d, Simd::zero());
+        }
+    }
+    Reg poison = Simd::zero();  // stays 0 unless some V is Inf or NaN (Inf * 0 = NaN)
+    for (int64_t k0 = 0; k0 < kPrefillKeyBlock; k0 += W) {
+        for (int64_t w = 0; w < W; ++w) {
+            float* row = stage + w * dp;
+            if (k0 + w < n) {
+                load_row(t.v, key_offset(t, j0 + k0 + w), t.dtype, t.head_dim, dp, row);
+                for (int64_t d = 0; d < dp; d += W) poison = Simd::fmadd(Simd::load(row + d), Simd::zero(), poison);
+            } else {
+                for (int64_t d = 0; d < dp; d += W) Simd::store(row + d, Simd::zero());
+            }
+        }
+        if (Simd::reduce_add(poison) != 0.0f) {
+            for (int64_t i = 0; i < W * dp; ++i) {
+                if (!__builtin_isfinite(stage[i])) stage[i] = 0.0f;
+            }
+        }
+        for (int64_t d0 = 0; d0 < dp; d0 += W) Simd::transpose(stage + d0, dp, vt + d0 * kPrefillKeyBlock + k0, kPrefillKeyBlock);
+    }
+    return Simd::reduce_add(poison) != 0.0f;
+}
+
+// ---------------------------------------------------------------- fp32 products (FmaMma)
+
+// Row vectors per register block: 4 x 16 lanes on AVX-512 (32 registers), 2 x 8 on AVX2 (16).
+constexpr int kRowVectors = W == 16 ? 4 : 2;
+
+// S^T[jj + u][lanes] = sum_d K[jj + u][d] * Q^T[d][lanes] for U keys x NR row vectors.
+template <int U, int NR>
+inline void fma_scores_block(const float* kb, int64_t dp, int64_t d_len, const float* qt, int64_t rp, float* st,
+                             int64_t jj) {
+    Reg acc[U][NR];
+    // Fixed-size loops over register blocks: fully unrolled so the accumulators stay in registers.
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) acc[u][r] = Simd::zero();
+    for (int64_t d = 0; d < d_len; ++d) {
+        Reg q[NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) q[r] = Simd::load(qt + d * rp + r * W);
+#pragma GCC unroll 8
+        for (int u = 0; u < U; ++u) {
+            const Reg k = Simd::set1(kb[(jj + u) * dp + d]);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; ++r) acc[u][r] = Simd::fmadd(k, q[r], acc[u][r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int u = 0; u < U; ++u)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) Simd::store(st + (jj + u) * rp + r * W, acc[u][r]);
+}
+
+// O^T[d + e][lanes] += sum_jj P^T[jj][lanes] * V^T[d + e][jj] for DB dims x NR row vectors.
+template <int DB, int NR>
+inline void fma_pv_block(const float* vt, const float* st, int64_t rp, int64_t n, float* ot, int64_t d) {
+    Reg acc[DB][NR];
+#pragma GCC unroll 8
+    for (int e = 0; e < DB; ++e)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) acc[e][r] = Simd::load(ot + (d + e) * rp + r * W);
+    for (int64_t jj = 0; jj < n; ++jj) {
+        Reg p[NR];
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) p[r] = Simd::load(st + jj * rp + r * W);
+#pragma GCC unroll 8
+        for (int e = 0; e < DB; ++e) {
+            const Reg v = Simd::set1(vt[(d + e) * kPrefillKeyBlock + jj]);
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; ++r) acc[e][r] = Simd::fmadd(p[r], v, acc[e][r]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int e = 0; e < DB; ++e)
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) Simd::store(ot + (d + e) * rp + r * W, acc[e][r]);
+}
+
+template <int NR>
+inline void fma_scores_rows(const float* kb, int64_t dp, int64_t d_len, const float* qt, int64_t rp, int64_t n,
+                            float* st) {
+    int64_t jj = 0;
+    for (; jj + 4 <= n; jj += 4) fma_scores_block<4, NR>(kb, dp, d_len, qt, rp, st, jj);
+    for (; jj < n; ++jj) fma_scores_block<1, NR>(kb, dp, d_len, qt, rp, st, jj);
+}
+
+template <int NR>
+inline void fma_pv_rows(const float* vt, int64_t d_len, const float* st, int64_t rp, int64_t n, float* ot) {
+    int64_t d = 0;
+    for (; d + 4 <= d_len; d += 4) fma_pv_block<4, NR>(vt, st, rp, n, ot, d);
+    for (; d < d_len; ++d) fma_pv_block<1, NR>(vt, st, rp, n, ot, d);
+}
+
+// fp32 products for every dtype: K, V^T, Q^T and P in fp32.
+struct FmaMma {
+    using Elem = float;
+    static constexpr int64_t kDimAlign = W;
+    static constexpr bool kPairedP = false;
+
+    // Q^T [dp][rp], unscaled (softmax_block scales), through W x W transposes.
+    static void pack_queries(const Tile& t, int64_t rows, int64_t dp, int64_t rp, float* qt, float* stage) {
+        for (int64_t r0 = 0; r0 < rp; r0 += W) {
+            for (int64_t w = 0; w < W; ++w) {
+                const int64_t r = r0 + w;
+                float* row = stage + w * dp;
+                if (r < rows) {
+                    load_row(t.q, (r / t.group) * t.q_stride + (r % t.group) * t.head_dim, t.dtype, t.head_dim, dp, row);
+                } else {
+                    for (int64_t d = 0; d < dp; d += W) Simd::store(row + d, Simd::zero());
+                }
+            }
+            for (int64_t d0 = 0; d0 < dp; d0 += W) Simd::transpose(stage + d0, dp, qt + d0 * rp + r0, rp);
+        }
+    }
+    static bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
+        return pack_block_f32(t, j0, n, dp, block, stage);
+    }
+    static void scores(const float* qt, const float* kb, int64_t d_len, int64_t dp, int64_t rp, int64_t n, float* st) {
+        int64_t rv = 0;
+        for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) fma_scores_rows<kRowVectors>(kb, dp, d_len, qt + rv, rp, n, st + rv);
+        for (; rv + 2 * W <= rp; rv += 2 * W) fma_scores_rows<2>(kb, dp, d_len, qt + rv, rp, n, st + rv);
+        for (; rv < rp; rv += W) fma_scores_rows<1>(kb, dp, d_len, qt + rv, rp, n, st + rv);
+    }
+    static void pv(const float* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, int64_t n, float* ot) {
+        const float* st = static_cast<const float*>(p);
+        int64_t rv = 0;
+        for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) fma_pv_rows<kRowVectors>(vt, d_len, st + rv, rp, n, ot + rv);
+        for (; rv + 2 * W <= rp; rv += 2 * W) fma_pv_rows<2>(vt, d_len, st + rv, rp, n, ot + rv);
+        for (; rv < rp; rv += W) fma_pv_rows<1>(vt, d_len, st + rv, rp, n, ot + rv);
+    }
+    static float probability(const void* p, int64_t rp, int64_t jj, int64_t r) {
+        return static_cast<const float*>(p)[jj * rp + r];
+    }
+    static void begin() {}
+    static void end() {}
+};
+
+// ---------------------------------------------------------------- the tile
+
+template <class Mma>
+void prefill_lanes(const Tile& t, float* scratch) {
+    using Elem = typename Mma::Elem;
+    const int64_t d_len = t.head_dim;
+    const int64_t rows = t.num_queries * t.group;
+    const int64_t rp = round_up(rows, W);
+    const int64_t dp = round_up(d_len, Mma::kDimAlign);
+    const int64_t block_elems = 2 * kPrefillKeyBlock * dp;
+    float* q = align64(scratch);             // Mma's Q layout, at most dp * rp floats
+    float* ot = q + dp * rp;                 // [dp][rp]   unnormalised outputs, transposed
+    float* st = ot + dp * rp;                // [kPrefillKeyBlock][rp] scores, then fp32 probabilities
+    float* pairs = st + kPrefillKeyBlock * rp;      // [kPrefillKeyBlock / 2][rp] bf16 pairs (kPairedP)
+    float* own = pairs + kPrefillKeyBlock * rp;     // one block packed here when t.packed is unset
+    float* row_max = own + block_elems;      // [rp]
+    float* row_sum = row_max + rp;           // [rp]
+    int32_t* ends = reinterpret_cast<int32_t*>(row_sum + rp);  // [rp] visible end per lane
+    float* stage = row_sum + 2 * rp;         // [W][dp] rows staged for a transpose
+
+    Mma::begin();
+    Mma::pack_queries(t, rows, dp, rp, q, stage);
+    init_rows(t, rows, rp, dp, ot, row_max, row_sum, ends);
+    const int64_t first_end = visible_end(t, 0);  // the fewest keys any row sees
+    const int64_t last_end = visible_end(t, t.num_queries - 1);
+    const void* p = Mma::kPairedP ? static_cast<const void*>(pairs) : static_cast<const void*>(st);
+    for (int64_t j0 = t.key_begin; j0 < last_end; j0 += kPrefillKeyBlock) {
+        const int64_t n = min64(kPrefillKeyBlock, last_end - j0);
+        const Elem* kb;
+        bool v_nonfinite;
+        if (t.packed) {
+            kb = static_cast<const Elem*>(t.packed) + (j0 / kPrefillKeyBlock) * block_elems;
+            v_nonfinite = t.packed_v_nonfinite[j0 / kPrefillKeyBlock] != 0;
+        } else {
+            prefetch_block(t, j0 + n, min64(kPrefillKeyBlock, last_end - (j0 + n)));
+            v_nonfinite = Mma::pack_block(t, j0, n, dp, reinterpret_cast<Elem*>(own), stage);
+            kb = reinterpret_cast<const Elem*>(own);
+        }
+        Mma::scores(q, kb, d_len, dp, rp, n, st);
+        softmax_block<Mma>(st, n, rp, t.scale, j0 + n > first_end, j0, ends, row_max, row_sum, ot, d_len, pairs);
+        Mma::pv(kb + kPrefillKeyBlock * dp, d_len, dp, p, rp, n, ot);
+        if (v_nonfinite) add_nonfinite_v<Mma>(t, j0, n, rows, rp, ends, p, ot);
+    }
+    Mma::end();
+    finish_rows(t, rows, rp, dp, ot, row_max, row_sum, stage);
+}
+
+// The PackKernel of a path (kernel.hpp): blocks [first_block, first_block + num_blocks) of the
+// Tile's keys [0, key_end), each by Mma::pack_block.
+template <class Mma>
+void pack_kv(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite) {
+    using Elem = typename Mma::Elem;
+    const int64_t dp = round_up(t.head_dim, Mma::kDimAlign);
+    alignas(64) float stage[W * kMaxHeadDim];
+    for (int64_t b = first_block; b < first_block + num_blocks; ++b) {
+        const int64_t j0 = b * kPrefillKeyBlock;
+        Elem* block = static_cast<Elem*>(blocks) + b * 2 * kPrefillKeyBlock * dp;
+        v_nonfinite[b] = Mma::pack_block(t, j0, min64(kPrefillKeyBlock, t.key_end - j0), dp, block, stage) ? 1 : 0;
+    }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace gqa

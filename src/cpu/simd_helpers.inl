@@ -1,0 +1,100 @@
+// simd_helpers.inl: small helpers shared by the SIMD kernels (kernel_simd.inl: decode,
+// prefill_lanes.inl: prefill), written over the vector interface `Simd` of the including ISA
+// file. Internal linkage, like everything those files define (see convert.hpp for why).
+#pragma once
+
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "cpu/convert.hpp"
+#include "cpu/kernel.hpp"
+
+namespace gqa {
+namespace cpu {
+namespace {
+
+using Reg = Simd::Reg;
+constexpr int64_t W = Simd::kWidth;
+
+// Local copies of Tile::visible_end and dtype_bytes: this file is compiled with ISA flags, and
+// calling an inline function with external linkage from here could let the linker keep this
+// file's (AVX) copy for the whole library. The same reason for __builtin_fmaxf over std::fmax.
+inline int64_t visible_end(const Tile& t, int64_t i) {
+    if (!t.causal) return t.key_end;
+    const int64_t end = t.first_visible_end + i;
+    return end < t.key_end ? end : t.key_end;
+}
+inline int64_t elem_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+inline float* align64(float* p) {
+    return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~static_cast<uintptr_t>(63));
+}
+const float kNegInf = -INFINITY;
+
+// n storage elements at src[offset..] to fp32 dst[0..n), then zeros up to `padded`.
+inline void load_row(const void* src, int64_t offset, DType t, int64_t n, int64_t padded, float* dst) {
+    int64_t d = 0;
+    if (t == DType::F32) {
+        const float* s = static_cast<const float*>(src) + offset;
+        for (; d + W <= n; d += W) Simd::store(dst + d, Simd::load(s + d));
+    } else if (t == DType::F16) {
+        const uint16_t* s = static_cast<const uint16_t*>(src) + offset;
+        for (; d + W <= n; d += W) Simd::store(dst + d, Simd::load_f16(s + d));
+    } else {
+        const uint16_t* s = static_cast<const uint16_t*>(src) + offset;
+        for (; d + W <= n; d += W) Simd::store(dst + d, Simd::load_bf16(s + d));
+    }
+    for (; d < n; ++d) dst[d] = load_f32(src, offset + d, t);
+    for (; d < padded; ++d) dst[d] = 0.0f;
+}
+
+// Asks for the K and V rows of keys [j0, j0 + n) to be brought into cache. The rows of one KV
+// head are num_kv_heads * head_dim elements apart (often more than a page), which the hardware
+// prefetchers do not follow; without this, decode waits on memory latency instead of bandwidth.
+inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
+    const int64_t es = elem_bytes(t.dtype);
+    const int64_t row_bytes = t.head_dim * es;
+    const int64_t stride_bytes = t.kv_stride * es;
+    for (int64_t j = j0, run; j < j0 + n; j += run) {  // one run of consecutive rows per page
+        run = key_run(t, j, j0 + n - j);
+        const char* k = static_cast<const char*>(t.k) + key_offset(t, j) * es;
+        const char* v = static_cast<const char*>(t.v) + key_offset(t, j) * es;
+        for (int64_t jj = 0; jj < run; ++jj, k += stride_bytes, v += stride_bytes) {
+            for (int64_t b = 0; b < row_bytes; b += 64) {
+                _mm_prefetch(k + b, _MM_HINT_T0);
+                _mm_prefetch(v + b, _MM_HINT_T0);
+            }
+        }
+    }
+}
+
+// Row r's output (acc / sum, or the partial) from a contiguous fp32 accumulator row.
+inline void finish_row(const Tile& t, int64_t r, const float* acc, float running_max, float running_sum) {
+    const int64_t d_len = t.head_dim;
+    if (t.out) {
+        const float inv = running_sum == 0.0f ? 0.0f : 1.0f / running_sum;  // no finite logit: 0
+        const int64_t i = r / t.group, g = r % t.group;
+        const int64_t o = i * t.out_stride + g * d_len;
+        const Reg scale = Simd::set1(inv);
+        int64_t d = 0;
+        if (t.dtype == DType::F32) {
+            for (; d + W <= d_len; d += W) Simd::store(static_cast<float*>(t.out) + o + d, Simd::mul(Simd::load(acc + d), scale));
+        } else if (t.dtype == DType::F16) {
+            for (; d + W <= d_len; d += W) Simd::store_f16(static_cast<uint16_t*>(t.out) + o + d, Simd::mul(Simd::load(acc + d), scale));
+        } else {
+            for (; d + W <= d_len; d += W) Simd::store_bf16(static_cast<uint16_t*>(t.out) + o + d, Simd::mul(Simd::load(acc + d), scale));
+        }
+        for (; d < d_len; ++d) store_f32(t.out, o + d, acc[d] * inv, t.dtype);
+    } else {
+        t.part_max[r] = running_max;
+        t.part_sum[r] = running_sum;
+        for (int64_t d = 0; d < d_len; ++d) t.part_acc[r * d_len + d] = acc[d];
+    }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace gqa
