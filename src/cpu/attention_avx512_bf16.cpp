@@ -10,96 +10,31 @@ namespace gqa {
 namespace cpu {
 namespace {
 
-inline __m512bh bf16_pairs(const float* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
-inline __m512bh broadcast_pair(const uint16_t* p) {
-    int32_t dword;
-    std::memcpy(&dword, p, sizeof dword);
-    return reinterpret_cast<__m512bh>(_mm512_set1_epi32(dword));
-}
-
-// S^T[jj + u][lanes] = sum over dim pairs c of Q[c][lanes] . K[jj + u][2c, 2c + 1], U keys x NR row vectors.
-template <int U, int NR>
-inline void scores_block(const uint16_t* kb, int64_t dp, int64_t dim_pairs, const float* qv, int64_t rp, float* st,
-                         int64_t jj) {
-    Reg acc[U][NR];
-#pragma GCC unroll 8
-    for (int u = 0; u < U; ++u)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[u][r] = Simd::zero();
-    for (int64_t c = 0; c < dim_pairs; ++c) {
-        __m512bh q[NR];
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) q[r] = bf16_pairs(qv + c * rp + r * 16);
-#pragma GCC unroll 8
-        for (int u = 0; u < U; ++u) {
-            const __m512bh k = broadcast_pair(kb + (jj + u) * dp + 2 * c);
-#pragma GCC unroll 4
-            for (int r = 0; r < NR; ++r) acc[u][r] = _mm512_dpbf16_ps(acc[u][r], q[r], k);
-        }
+// Two exact bf16 products per fp32 lane: a broadcast pair (x[0], x[1]) times a vector of 16
+// lanes of pairs.
+struct Dpbf16Op {
+    using Scalar = uint16_t;
+    using Vec = __m512bh;
+    static __m512bh vec(const float* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); }
+    static __m512bh bcast(const uint16_t* p) {
+        int32_t pair;
+        std::memcpy(&pair, p, sizeof pair);
+        return reinterpret_cast<__m512bh>(_mm512_set1_epi32(pair));
     }
-#pragma GCC unroll 8
-    for (int u = 0; u < U; ++u)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) Simd::store(st + (jj + u) * rp + r * 16, acc[u][r]);
-}
-
-// O^T[d + e][lanes] += sum over key pairs k of P[k][lanes] . V^T[d + e][2k, 2k + 1].
-template <int DB, int NR>
-inline void pv_block(const uint16_t* vt, const float* pairs, int64_t rp, int64_t key_pairs, float* ot, int64_t d) {
-    Reg acc[DB][NR];
-#pragma GCC unroll 8
-    for (int e = 0; e < DB; ++e)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[e][r] = Simd::load(ot + (d + e) * rp + r * 16);
-    for (int64_t k = 0; k < key_pairs; ++k) {
-        __m512bh p[NR];
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) p[r] = bf16_pairs(pairs + k * rp + r * 16);
-#pragma GCC unroll 8
-        for (int e = 0; e < DB; ++e) {
-            const __m512bh v = broadcast_pair(vt + (d + e) * kPrefillKeyBlock + 2 * k);
-#pragma GCC unroll 4
-            for (int r = 0; r < NR; ++r) acc[e][r] = _mm512_dpbf16_ps(acc[e][r], p[r], v);
-        }
-    }
-#pragma GCC unroll 8
-    for (int e = 0; e < DB; ++e)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) Simd::store(ot + (d + e) * rp + r * 16, acc[e][r]);
-}
-
-template <int NR>
-inline void scores_rows(const uint16_t* kb, int64_t dp, int64_t dim_pairs, const float* qv, int64_t rp, int64_t n,
-                        float* st) {
-    int64_t jj = 0;
-    for (; jj + 4 <= n; jj += 4) scores_block<4, NR>(kb, dp, dim_pairs, qv, rp, st, jj);
-    for (; jj < n; ++jj) scores_block<1, NR>(kb, dp, dim_pairs, qv, rp, st, jj);
-}
-
-template <int NR>
-inline void pv_rows(const uint16_t* vt, int64_t d_len, const float* pairs, int64_t rp, int64_t key_pairs, float* ot) {
-    int64_t d = 0;
-    for (; d + 4 <= d_len; d += 4) pv_block<4, NR>(vt, pairs, rp, key_pairs, ot, d);
-    for (; d < d_len; ++d) pv_block<1, NR>(vt, pairs, rp, key_pairs, ot, d);
-}
+    static Reg madd(Reg acc, __m512bh v, __m512bh x) { return _mm512_dpbf16_ps(acc, v, x); }
+};
 
 struct Dpbf16Mma : Bf16MmaBase {
     static constexpr int64_t kKeyGranule = 2;
+    // S^T[key][lanes] = sum over dim pairs c of K[key][2c, 2c + 1] . Q[c][lanes].
     static void scores(const float* qv, const uint16_t* kb, int64_t d_len, int64_t dp, int64_t rp, int64_t n,
                        float* st) {
-        const int64_t dim_pairs = (d_len + 1) / 2;
-        int64_t rv = 0;
-        for (; rv + 64 <= rp; rv += 64) scores_rows<4>(kb, dp, dim_pairs, qv + rv, rp, n, st + rv);
-        for (; rv + 32 <= rp; rv += 32) scores_rows<2>(kb, dp, dim_pairs, qv + rv, rp, n, st + rv);
-        for (; rv < rp; rv += 16) scores_rows<1>(kb, dp, dim_pairs, qv + rv, rp, n, st + rv);
+        outer_product<Dpbf16Op>(kb, dp, 2, n, qv, rp, (d_len + 1) / 2, st, /*accumulate=*/false);
     }
+    // O^T[d][lanes] += sum over key pairs k of V^T[d][2k, 2k + 1] . P[k][lanes].
     static void pv(const uint16_t* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, int64_t n, float* ot) {
-        const float* pairs = static_cast<const float*>(p);
-        const int64_t key_pairs = (n + 1) / 2;
-        int64_t rv = 0;
-        for (; rv + 64 <= rp; rv += 64) pv_rows<4>(vt, d_len, pairs + rv, rp, key_pairs, ot + rv);
-        for (; rv + 32 <= rp; rv += 32) pv_rows<2>(vt, d_len, pairs + rv, rp, key_pairs, ot + rv);
-        for (; rv < rp; rv += 16) pv_rows<1>(vt, d_len, pairs + rv, rp, key_pairs, ot + rv);
+        outer_product<Dpbf16Op>(vt, kPrefillKeyBlock, 2, d_len, static_cast<const float*>(p), rp, (n + 1) / 2, ot,
+                                /*accumulate=*/true);
     }
     static void begin() {}
     static void end() {}

@@ -20,6 +20,8 @@
 // see convert.hpp for why).
 #pragma once
 
+#include <type_traits>
+
 #include "cpu/simd_helpers.inl"
 
 namespace gqa {
@@ -184,72 +186,60 @@ inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, flo
 // Row vectors per register block: 4 x 16 lanes on AVX-512 (32 registers), 2 x 8 on AVX2 (16).
 constexpr int kRowVectors = W == 16 ? 4 : 2;
 
-// S^T[jj + u][lanes] = sum_d K[jj + u][d] * Q^T[d][lanes] for U keys x NR row vectors.
-template <int U, int NR>
-inline void fma_scores_block(const float* kb, int64_t dp, int64_t d_len, const float* qt, int64_t rp, float* st,
-                             int64_t jj) {
-    Reg acc[U][NR];
+// Register block of an outer product: out[a][lanes] (+)= sum over s of
+// Op::madd(Op::bcast(b + a * b_a + s * b_s), Op::vec(vec + s * rp + lanes)) for A broadcast
+// values x NR row vectors; out rows are rp apart. Both block products of every Mma that computes
+// in vector registers are this shape (Q.K^T: a = key, s = dim; P.V: a = dim, s = key).
+template <int A, int NR, class Op>
+inline void outer_block(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, const float* vec, int64_t rp,
+                        int64_t steps, float* out, bool accumulate) {
+    Reg acc[A][NR];
     // Fixed-size loops over register blocks: fully unrolled so the accumulators stay in registers.
 #pragma GCC unroll 8
-    for (int u = 0; u < U; ++u)
+    for (int a = 0; a < A; ++a)
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[u][r] = Simd::zero();
-    for (int64_t d = 0; d < d_len; ++d) {
-        Reg q[NR];
+        for (int r = 0; r < NR; ++r) acc[a][r] = accumulate ? Simd::load(out + a * rp + r * W) : Simd::zero();
+    for (int64_t s = 0; s < steps; ++s) {
+        typename Op::Vec v[NR];
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) q[r] = Simd::load(qt + d * rp + r * W);
+        for (int r = 0; r < NR; ++r) v[r] = Op::vec(vec + s * rp + r * W);
 #pragma GCC unroll 8
-        for (int u = 0; u < U; ++u) {
-            const Reg k = Simd::set1(kb[(jj + u) * dp + d]);
+        for (int a = 0; a < A; ++a) {
+            const typename Op::Vec x = Op::bcast(b + a * b_a + s * b_s);
 #pragma GCC unroll 4
-            for (int r = 0; r < NR; ++r) acc[u][r] = Simd::fmadd(k, q[r], acc[u][r]);
+            for (int r = 0; r < NR; ++r) acc[a][r] = Op::madd(acc[a][r], v[r], x);
         }
     }
 #pragma GCC unroll 8
-    for (int u = 0; u < U; ++u)
+    for (int a = 0; a < A; ++a)
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) Simd::store(st + (jj + u) * rp + r * W, acc[u][r]);
+        for (int r = 0; r < NR; ++r) Simd::store(out + a * rp + r * W, acc[a][r]);
 }
 
-// O^T[d + e][lanes] += sum_jj P^T[jj][lanes] * V^T[d + e][jj] for DB dims x NR row vectors.
-template <int DB, int NR>
-inline void fma_pv_block(const float* vt, const float* st, int64_t rp, int64_t n, float* ot, int64_t d) {
-    Reg acc[DB][NR];
-#pragma GCC unroll 8
-    for (int e = 0; e < DB; ++e)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) acc[e][r] = Simd::load(ot + (d + e) * rp + r * W);
-    for (int64_t jj = 0; jj < n; ++jj) {
-        Reg p[NR];
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) p[r] = Simd::load(st + jj * rp + r * W);
-#pragma GCC unroll 8
-        for (int e = 0; e < DB; ++e) {
-            const Reg v = Simd::set1(vt[(d + e) * kPrefillKeyBlock + jj]);
-#pragma GCC unroll 4
-            for (int r = 0; r < NR; ++r) acc[e][r] = Simd::fmadd(p[r], v, acc[e][r]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int e = 0; e < DB; ++e)
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) Simd::store(ot + (d + e) * rp + r * W, acc[e][r]);
+// outer_block over `count` broadcast rows and all rp lanes.
+template <class Op>
+inline void outer_product(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, int64_t count, const float* vec,
+                          int64_t rp, int64_t steps, float* out, bool accumulate) {
+    auto rows = [&](auto nr, int64_t rv) {
+        constexpr int NR = decltype(nr)::value;
+        int64_t a = 0;
+        for (; a + 4 <= count; a += 4) outer_block<4, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
+        for (; a < count; ++a) outer_block<1, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
+    };
+    int64_t rv = 0;
+    for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) rows(std::integral_constant<int, kRowVectors>{}, rv);
+    for (; rv + 2 * W <= rp; rv += 2 * W) rows(std::integral_constant<int, 2>{}, rv);
+    for (; rv < rp; rv += W) rows(std::integral_constant<int, 1>{}, rv);
 }
 
-template <int NR>
-inline void fma_scores_rows(const float* kb, int64_t dp, int64_t d_len, const float* qt, int64_t rp, int64_t n,
-                            float* st) {
-    int64_t jj = 0;
-    for (; jj + 4 <= n; jj += 4) fma_scores_block<4, NR>(kb, dp, d_len, qt, rp, st, jj);
-    for (; jj < n; ++jj) fma_scores_block<1, NR>(kb, dp, d_len, qt, rp, st, jj);
-}
-
-template <int NR>
-inline void fma_pv_rows(const float* vt, int64_t d_len, const float* st, int64_t rp, int64_t n, float* ot) {
-    int64_t d = 0;
-    for (; d + 4 <= d_len; d += 4) fma_pv_block<4, NR>(vt, st, rp, n, ot, d);
-    for (; d < d_len; ++d) fma_pv_block<1, NR>(vt, st, rp, n, ot, d);
-}
+// fp32 multiply-adds: a broadcast element times a vector of fp32 lanes.
+struct FmaOp {
+    using Scalar = float;
+    using Vec = Reg;
+    static Reg vec(const float* p) { return Simd::load(p); }
+    static Reg bcast(const float* p) { return Simd::set1(*p); }
+    static Reg madd(Reg acc, Reg v, Reg x) { return Simd::fmadd(x, v, acc); }
+};
 
 // fp32 products for every dtype: K, V^T, Q^T and P in fp32.
 struct FmaMma {
@@ -276,17 +266,10 @@ struct FmaMma {
         return pack_block_f32(t, j0, n, dp, block, stage);
     }
     static void scores(const float* qt, const float* kb, int64_t d_len, int64_t dp, int64_t rp, int64_t n, float* st) {
-        int64_t rv = 0;
-        for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) fma_scores_rows<kRowVectors>(kb, dp, d_len, qt + rv, rp, n, st + rv);
-        for (; rv + 2 * W <= rp; rv += 2 * W) fma_scores_rows<2>(kb, dp, d_len, qt + rv, rp, n, st + rv);
-        for (; rv < rp; rv += W) fma_scores_rows<1>(kb, dp, d_len, qt + rv, rp, n, st + rv);
+        outer_product<FmaOp>(kb, dp, 1, n, qt, rp, d_len, st, /*accumulate=*/false);
     }
     static void pv(const float* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, int64_t n, float* ot) {
-        const float* st = static_cast<const float*>(p);
-        int64_t rv = 0;
-        for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) fma_pv_rows<kRowVectors>(vt, d_len, st + rv, rp, n, ot + rv);
-        for (; rv + 2 * W <= rp; rv += 2 * W) fma_pv_rows<2>(vt, d_len, st + rv, rp, n, ot + rv);
-        for (; rv < rp; rv += W) fma_pv_rows<1>(vt, d_len, st + rv, rp, n, ot + rv);
+        outer_product<FmaOp>(vt, kPrefillKeyBlock, 1, d_len, static_cast<const float*>(p), rp, n, ot, /*accumulate=*/true);
     }
     static float probability(const void* p, int64_t rp, int64_t jj, int64_t r) {
         return static_cast<const float*>(p)[jj * rp + r];
