@@ -210,16 +210,42 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
             return t;
         };
         // Packing is pure data movement (the same bytes whoever packs), so who packs may
-        // depend on the thread count.
-        std::vector<std::pair<int64_t, int64_t>> pack_tasks;  // (pair, first block)
-        for (size_t pair = slab_begin; pair < slab_end; ++pair) {
-            for (int64_t b0 = 0; b0 < pairs[pair].blocks; b0 += kPackTaskBlocks) pack_tasks.emplace_back(pair, b0);
+        // depend on the thread count. A pack task is some key blocks of one sequence for all of
+        // its heads in the slab, block by block: the heads of a position are adjacent in memory,
+        // so the rows one head's pack reads bring in (and map) what the next head's needs.
+        struct PackTask {
+            size_t first_pair, end_pair;
+            int64_t first_block;
+        };
+        std::vector<PackTask> pack_tasks;
+        for (size_t pair = slab_begin, end; pair < slab_end; pair = end) {
+            for (end = pair; end < slab_end && pairs[end].b == pairs[pair].b; ++end) {
+            }
+            for (int64_t b0 = 0; b0 < pairs[pair].blocks; b0 += kPackTaskBlocks) pack_tasks.push_back({pair, end, b0});
+        }
+        // Few tasks (short sequences): split their heads, so that every thread gets some.
+        const size_t wanted = threads > 1 ? 2 * static_cast<size_t>(threads) : 1;
+        if (pack_tasks.size() < wanted) {
+            std::vector<PackTask> split;
+            const size_t parts = (wanted + pack_tasks.size() - 1) / std::max<size_t>(1, pack_tasks.size());
+            for (const PackTask& task : pack_tasks) {
+                const size_t heads = task.end_pair - task.first_pair, step = std::max<size_t>(1, (heads + parts - 1) / parts);
+                for (size_t p0 = task.first_pair; p0 < task.end_pair; p0 += step) {
+                    split.push_back({p0, std::min(p0 + step, task.end_pair), task.first_block});
+                }
+            }
+            pack_tasks.swap(split);
         }
         auto pack = [&](int64_t index, int32_t /*worker*/) {
-            const auto [pair, b0] = pack_tasks[static_cast<size_t>(index)];
-            const int64_t first = first_block[static_cast<size_t>(pair) - slab_begin];
-            path.pack(tile_of(pair, 0, 0), b0, std::min(kPackTaskBlocks, pairs[static_cast<size_t>(pair)].blocks - b0),
-                      arena_bytes + first * block_bytes, nonfinite_flags + first);
+            const PackTask& task = pack_tasks[static_cast<size_t>(index)];
+            const int64_t end_block = std::min(task.first_block + kPackTaskBlocks, pairs[task.first_pair].blocks);
+            for (int64_t block = task.first_block; block < end_block; ++block) {
+                for (size_t pair = task.first_pair; pair < task.end_pair; ++pair) {
+                    const int64_t first = first_block[pair - slab_begin];
+                    path.pack(tile_of(static_cast<int64_t>(pair), 0, 0), block, 1, arena_bytes + first * block_bytes,
+                              nonfinite_flags + first);
+                }
+            }
         };
         const auto packs = static_cast<int64_t>(pack_tasks.size());
         if (threads == 1 || blocks <= kPackTaskBlocks) {

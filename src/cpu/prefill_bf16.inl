@@ -36,7 +36,9 @@ inline const uint16_t* bf16_row(const void* base, const Tile& t, int64_t j) {
 inline bool pack_block_bf16(const Tile& t, int64_t j0, int64_t n, int64_t dp, uint16_t* block, float* stage) {
     const int64_t d_len = t.head_dim;
     uint16_t* kb = block;
+    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) prefetch_key(t, j0 + jj);
     for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
+        if (jj < n) prefetch_key(t, j0 + jj + kPrefetchAhead);
         uint16_t* dst = kb + jj * dp;
         const uint16_t* src = jj < n ? bf16_row(t.k, t, j0 + jj) : nullptr;
         for (int64_t d = 0; d < dp; d += 16) {
@@ -79,13 +81,13 @@ inline bool pack_block_bf16(const Tile& t, int64_t j0, int64_t n, int64_t dp, ui
 // Q of the tile as [dp / 2][rp] dwords (unscaled: softmax_block scales the fp32 scores).
 inline void pack_queries_bf16(const Tile& t, int64_t rows, int64_t dp, int64_t rp, float* qv, float* stage) {
     const int64_t half = dp / 2;  // dwords per row, a multiple of 16
+    for (int64_t r = 0; r < kPrefetchAhead; ++r) prefetch_query(t, r, rows);
     for (int64_t r0 = 0; r0 < rp; r0 += 16) {
         for (int64_t w = 0; w < 16; ++w) {
             const int64_t r = r0 + w;
             uint16_t* dst = reinterpret_cast<uint16_t*>(stage + w * half);
-            const uint16_t* src = r < rows ? static_cast<const uint16_t*>(t.q) + (r / t.group) * t.q_stride +
-                                                 (r % t.group) * t.head_dim
-                                           : nullptr;
+            prefetch_query(t, r + kPrefetchAhead, rows);
+            const uint16_t* src = r < rows ? static_cast<const uint16_t*>(t.q) + query_offset(t, r) : nullptr;
             for (int64_t d = 0; d < dp; d += 16) {
                 const __m256i x = src && d < t.head_dim ? load_bf16x16(src + d, min64(16, t.head_dim - d))
                                                         : _mm256_setzero_si256();

@@ -148,13 +148,35 @@ void add_nonfinite_v(const Tile& t, int64_t j0, int64_t n, int64_t rows, int64_t
 
 // ---------------------------------------------------------------- packing
 
+// Rows of one KV head (or query rows) are num_heads * head_dim elements apart, a stride the
+// hardware prefetchers do not follow: the packs ask for the row kPrefetchAhead rows on.
+constexpr int64_t kPrefetchAhead = 8;
+
+inline void prefetch_row(const void* base, int64_t offset, const Tile& t) {
+    const char* row = static_cast<const char*>(base) + offset * elem_bytes(t.dtype);
+    for (int64_t b = 0; b < t.head_dim * elem_bytes(t.dtype); b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+}
+// K and V rows of key j, if the tile has it.
+inline void prefetch_key(const Tile& t, int64_t j) {
+    if (j >= t.key_end) return;
+    prefetch_row(t.k, key_offset(t, j), t);
+    prefetch_row(t.v, key_offset(t, j), t);
+}
+// Query row r of the tile, if it has it.
+inline int64_t query_offset(const Tile& t, int64_t r) { return (r / t.group) * t.q_stride + (r % t.group) * t.head_dim; }
+inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
+    if (r < rows) prefetch_row(t.q, query_offset(t, r), t);
+}
+
 // Keys [j0, j0 + n) of K and V into one packed block of fp32 (layout: PackKernel in
 // kernel.hpp). Returns whether a V value was non-finite (stored as 0).
 inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
     float* kb = block;
     float* vt = block + kPrefillKeyBlock * dp;
+    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) prefetch_key(t, j0 + jj);
     for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
         if (jj < n) {
+            prefetch_key(t, j0 + jj + kPrefetchAhead);
             load_row(t.k, key_offset(t, j0 + jj), t.dtype, t.head_dim, dp, kb + jj * dp);
         } else {
             for (int64_t d = 0; d < dp; d += W) Simd::store(kb + jj * dp + d, Simd::zero());
@@ -249,12 +271,14 @@ struct FmaMma {
 
     // Q^T [dp][rp], unscaled (softmax_block scales), through W x W transposes.
     static void pack_queries(const Tile& t, int64_t rows, int64_t dp, int64_t rp, float* qt, float* stage) {
+        for (int64_t r = 0; r < kPrefetchAhead; ++r) prefetch_query(t, r, rows);
         for (int64_t r0 = 0; r0 < rp; r0 += W) {
             for (int64_t w = 0; w < W; ++w) {
                 const int64_t r = r0 + w;
                 float* row = stage + w * dp;
                 if (r < rows) {
-                    load_row(t.q, (r / t.group) * t.q_stride + (r % t.group) * t.head_dim, t.dtype, t.head_dim, dp, row);
+                    prefetch_query(t, r + kPrefetchAhead, rows);
+                    load_row(t.q, query_offset(t, r), t.dtype, t.head_dim, dp, row);
                 } else {
                     for (int64_t d = 0; d < dp; d += W) Simd::store(row + d, Simd::zero());
                 }
