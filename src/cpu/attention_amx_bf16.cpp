@@ -102,16 +102,30 @@ inline void tile_matmul(float* c, int64_t c_stride, bool accumulate, int64_t a_t
 struct AmxMma : Bf16MmaBase {
     static constexpr int64_t kKeyGranule = 32;  // one tile step of P.V: 32 keys
 
-    // S^T for keys [0, round_up(n, 16)) (keys past n are ignored by the softmax).
-    static void scores(const float* qv, const uint16_t* kb, int64_t /*d_len*/, int64_t dp, int64_t rp, int64_t n,
-                       float* st) {
-        tile_matmul(st, rp * 4, /*accumulate=*/false, (n + 15) / 16, kb, dp * 2, 16 * dp * 2, 64, rp / 16, qv, rp * 4,
-                    16 * rp * 4, dp / 32);
+    // The keys a pair of row tiles (B column tiles j, j + 1) may see.
+    static int64_t pair_keys(const int32_t* vec_keys, int64_t j, int64_t b_tiles) {
+        return j + 1 < b_tiles && vec_keys[j + 1] > vec_keys[j] ? vec_keys[j + 1] : vec_keys[j];
     }
-    static void pv(const uint16_t* vt, int64_t /*d_len*/, int64_t dp, const void* pairs, int64_t rp, int64_t n,
-                   float* ot) {
-        tile_matmul(ot, rp * 4, /*accumulate=*/true, dp / 16, vt, kPrefillKeyBlock * 2, 16 * kPrefillKeyBlock * 2, 64, rp / 16,
-                    pairs, rp * 4, 16 * rp * 4, (n + 31) / 32);
+    // S^T for the keys [0, round_up(keys, 16)) each pair of row tiles sees (keys past what a
+    // lane sees are masked by the softmax, never read).
+    static void scores(const float* qv, const uint16_t* kb, int64_t /*d_len*/, int64_t dp, int64_t rp,
+                       const int32_t* vec_keys, float* st) {
+        for (int64_t j = 0; j < rp / 16; j += 2) {
+            const int64_t b_tiles = rp / 16 - j < 2 ? rp / 16 - j : 2;
+            tile_matmul(st + j * 16, rp * 4, /*accumulate=*/false, (pair_keys(vec_keys, j, rp / 16) + 15) / 16, kb, dp * 2,
+                        16 * dp * 2, 64, b_tiles, qv + j * 16, rp * 4, 16 * rp * 4, dp / 32);
+        }
+    }
+    // O^T += V^T P^T over the 32-key steps each pair of row tiles needs (P is 0 past them).
+    static void pv(const uint16_t* vt, int64_t /*d_len*/, int64_t dp, const void* pairs, int64_t rp,
+                   const int32_t* vec_keys, float* ot) {
+        for (int64_t j = 0; j < rp / 16; j += 2) {
+            const int64_t b_tiles = rp / 16 - j < 2 ? rp / 16 - j : 2;
+            const int64_t steps = (pair_keys(vec_keys, j, rp / 16) + 31) / 32;
+            if (steps == 0) continue;
+            tile_matmul(ot + j * 16, rp * 4, /*accumulate=*/true, dp / 16, vt, kPrefillKeyBlock * 2, 16 * kPrefillKeyBlock * 2,
+                        64, b_tiles, static_cast<const float*>(pairs) + j * 16, rp * 4, 16 * rp * 4, steps);
+        }
     }
     // Each tile kernel configures the tiles (the configuration is per thread) and releases them.
     static void begin() {

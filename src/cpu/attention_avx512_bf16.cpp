@@ -27,14 +27,15 @@ struct Dpbf16Op {
 struct Dpbf16Mma : Bf16MmaBase {
     static constexpr int64_t kKeyGranule = 2;
     // S^T[key][lanes] = sum over dim pairs c of K[key][2c, 2c + 1] . Q[c][lanes].
-    static void scores(const float* qv, const uint16_t* kb, int64_t d_len, int64_t dp, int64_t rp, int64_t n,
-                       float* st) {
-        outer_product<Dpbf16Op>(kb, dp, 2, n, qv, rp, (d_len + 1) / 2, st, /*accumulate=*/false);
+    static void scores(const float* qv, const uint16_t* kb, int64_t d_len, int64_t dp, int64_t rp,
+                       const int32_t* vec_keys, float* st) {
+        outer_product<Dpbf16Op, KeysAre::Count>(kb, dp, 2, 0, qv, rp, (d_len + 1) / 2, st, /*accumulate=*/false, vec_keys);
     }
     // O^T[d][lanes] += sum over key pairs k of V^T[d][2k, 2k + 1] . P[k][lanes].
-    static void pv(const uint16_t* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, int64_t n, float* ot) {
-        outer_product<Dpbf16Op>(vt, kPrefillKeyBlock, 2, d_len, static_cast<const float*>(p), rp, (n + 1) / 2, ot,
-                                /*accumulate=*/true);
+    static void pv(const uint16_t* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, const int32_t* vec_keys,
+                   float* ot) {
+        outer_product<Dpbf16Op, KeysAre::Steps>(vt, kPrefillKeyBlock, 2, d_len, static_cast<const float*>(p), rp, 0, ot,
+                                                /*accumulate=*/true, vec_keys, 2);
     }
     static void begin() {}
     static void end() {}

@@ -5,7 +5,7 @@
 // A tile's rows (query positions x heads of a group) are the lanes: Q^T and O^T are [dp][rp]
 // (dp: head_dim padded, rp: rows padded to whole vectors), the scores S^T [key][rp]. For each
 // key block:
-//   Mma::scores   S^T = K Q^T (raw dot products)
+//   Mma::scores   S^T = K Q^T (raw dot products; per lane vector, only the keys it may see)
 //   softmax_block logits (mask_score and the scale: the one place for score transforms),
 //                 lane-wise online softmax, P written as Mma wants it, O^T rescaled
 //   Mma::pv       O^T += V^T P^T
@@ -238,15 +238,26 @@ inline void outer_block(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, 
         for (int r = 0; r < NR; ++r) Simd::store(out + a * rp + r * W, acc[a][r]);
 }
 
-// outer_block over `count` broadcast rows and all rp lanes.
-template <class Op>
+// Which of an outer product's two extents runs over the block's keys: the broadcast rows
+// (Q.K^T: a = key) or the steps (P.V: s = key, keys_per_step keys a step).
+enum class KeysAre { Count, Steps };
+
+// outer_block over all rp lanes. The keys extent of each register block stops at the most keys
+// any of its vectors' lanes sees (vec_keys[vector], see prefill_lanes): past it, every lane of
+// the block is masked, so scores there are never read and P is exactly 0.
+template <class Op, KeysAre Keys>
 inline void outer_product(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, int64_t count, const float* vec,
-                          int64_t rp, int64_t steps, float* out, bool accumulate) {
+                          int64_t rp, int64_t steps, float* out, bool accumulate, const int32_t* vec_keys,
+                          int64_t keys_per_step = 1) {
     auto rows = [&](auto nr, int64_t rv) {
         constexpr int NR = decltype(nr)::value;
+        int64_t keys = 0;
+        for (int r = 0; r < NR; ++r) keys = keys > vec_keys[rv / W + r] ? keys : vec_keys[rv / W + r];
+        const int64_t n = Keys == KeysAre::Count ? keys : count;
+        const int64_t s = Keys == KeysAre::Steps ? (keys + keys_per_step - 1) / keys_per_step : steps;
         int64_t a = 0;
-        for (; a + 4 <= count; a += 4) outer_block<4, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
-        for (; a < count; ++a) outer_block<1, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
+        for (; a + 4 <= n; a += 4) outer_block<4, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, s, out + a * rp + rv, accumulate);
+        for (; a < n; ++a) outer_block<1, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, s, out + a * rp + rv, accumulate);
     };
     int64_t rv = 0;
     for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) rows(std::integral_constant<int, kRowVectors>{}, rv);
@@ -289,11 +300,14 @@ struct FmaMma {
     static bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
         return pack_block_f32(t, j0, n, dp, block, stage);
     }
-    static void scores(const float* qt, const float* kb, int64_t d_len, int64_t dp, int64_t rp, int64_t n, float* st) {
-        outer_product<FmaOp>(kb, dp, 1, n, qt, rp, d_len, st, /*accumulate=*/false);
+    static void scores(const float* qt, const float* kb, int64_t d_len, int64_t dp, int64_t rp, const int32_t* vec_keys,
+                       float* st) {
+        outer_product<FmaOp, KeysAre::Count>(kb, dp, 1, 0, qt, rp, d_len, st, /*accumulate=*/false, vec_keys);
     }
-    static void pv(const float* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, int64_t n, float* ot) {
-        outer_product<FmaOp>(vt, kPrefillKeyBlock, 1, d_len, static_cast<const float*>(p), rp, n, ot, /*accumulate=*/true);
+    static void pv(const float* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, const int32_t* vec_keys,
+                   float* ot) {
+        outer_product<FmaOp, KeysAre::Steps>(vt, kPrefillKeyBlock, 1, d_len, static_cast<const float*>(p), rp, 0, ot,
+                                             /*accumulate=*/true, vec_keys);
     }
     static float probability(const void* p, int64_t rp, int64_t jj, int64_t r) {
         return static_cast<const float*>(p)[jj * rp + r];
@@ -321,6 +335,7 @@ void prefill_lanes(const Tile& t, float* scratch) {
     float* row_sum = row_max + rp;           // [rp]
     int32_t* ends = reinterpret_cast<int32_t*>(row_sum + rp);  // [rp] visible end per lane
     float* stage = row_sum + 2 * rp;         // [W][dp] rows staged for a transpose
+    int32_t* vec_keys = reinterpret_cast<int32_t*>(stage + W * dp);  // [rp / W] keys a vector needs
 
     Mma::begin();
     Mma::pack_queries(t, rows, dp, rp, q, stage);
@@ -340,9 +355,15 @@ void prefill_lanes(const Tile& t, float* scratch) {
             v_nonfinite = Mma::pack_block(t, j0, n, dp, reinterpret_cast<Elem*>(own), stage);
             kb = reinterpret_cast<const Elem*>(own);
         }
-        Mma::scores(q, kb, d_len, dp, rp, n, st);
+        // Keys of this block the live lanes of each vector see (n unless the block is masked).
+        for (int64_t v = 0; v < rp / W; ++v) {
+            int64_t keys = 0;
+            for (int64_t r = v * W; r < min64(rows, (v + 1) * W); ++r) keys = keys > ends[r] - j0 ? keys : ends[r] - j0;
+            vec_keys[v] = static_cast<int32_t>(keys < 0 ? 0 : keys > n ? n : keys);
+        }
+        Mma::scores(q, kb, d_len, dp, rp, vec_keys, st);
         softmax_block<Mma>(st, n, rp, t.scale, j0 + n > first_end, j0, ends, row_max, row_sum, ot, d_len, pairs);
-        Mma::pv(kb + kPrefillKeyBlock * dp, d_len, dp, p, rp, n, ot);
+        Mma::pv(kb + kPrefillKeyBlock * dp, d_len, dp, p, rp, vec_keys, ot);
         if (v_nonfinite) add_nonfinite_v<Mma>(t, j0, n, rows, rp, ends, p, ot);
     }
     Mma::end();
