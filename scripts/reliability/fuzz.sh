@@ -30,8 +30,8 @@ so_dir="$(dirname "$(find "$lib" -name 'libgqa.so' | head -1)")"
 
 rel_log "build the harness"
 clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -shared-libsan \
-  -I"$ROOT/include" -I"$ROOT/tests/reliability" \
-  "$ROOT/tests/fuzz/fuzz_gqa.c" "$ROOT/tests/reliability/rel_util.c" \
+  -I"$ROOT/include" -I"$ROOT/tests/support" \
+  "$ROOT/tests/fuzz/fuzz_gqa.c" "$ROOT/tests/support/gqa_test.c" "$ROOT/tests/support/attn_case.c" \
   -L"$so_dir" -lgqa -lm -Wl,-rpath,"$so_dir" -Wl,-rpath,"$rt_dir" -o "$dir/fuzz_gqa" || exit 1
 
 rm -rf "$dir/corpus" "$dir/artifacts"

@@ -4,13 +4,13 @@
  * and a config size that was never published (too small, or from a "future" gqa.h) is
  * GQA_STATUS_VERSION_MISMATCH naming both sizes, with nothing written.
  *
- * "gqa.h" below is this folder's frozen copy: a quoted include looks beside the source first,
- * and CMake links this test to the library file only, without the current include/. */
+ * Every "gqa.h" here is this folder's frozen copy: tests/abi1 is the first include folder, and
+ * the current include/ is not on the path (CMakeLists.txt). */
 #include "gqa.h"
 
 #include <stddef.h>
 
-#include "../c/test_util.h"
+#include "gqa_test.h"
 
 /* The sizes ABI 1 published; the library must accept them for ever. */
 #define ABI1_PREFILL_SIZE 56
@@ -22,10 +22,6 @@ enum { B = 2, S = 5, HQ = 6, HKV = 2, D = 40, MAXLEN = 23, START = 9 };
 #define NQ ((size_t)B * S * HQ * D)
 #define NK ((size_t)B * S * HKV * D)
 #define NC ((size_t)B * MAXLEN * HKV * D)
-
-static double tolerance(int32_t dtype) {
-    return dtype == GQA_DTYPE_F32 ? 1e-4 : dtype == GQA_DTYPE_F16 ? 4e-3 : 3e-2;
-}
 
 /* An initializer's result in buf: the ABI-1 defaults `want` (size bytes), and the bytes after
  * them still their guard value 0xA5. */
@@ -55,49 +51,28 @@ static unsigned char *g_kc_before, *g_vc_before;
 
 static void fill_inputs(int32_t dtype) {
     const size_t es = dtype_size(dtype);
-    fill_random(g_q.data, NQ, dtype);
-    fill_random(g_k.data, NK, dtype);
-    fill_random(g_v.data, NK, dtype);
-    fill_random(g_kc.data, NC, dtype);
-    fill_random(g_vc.data, NC, dtype);
-    for (size_t i = 0; i < NQ; ++i) store_elem(g_out.data, i, dtype, NAN);
+    fill_random(dtype, g_q.data, NQ);
+    fill_random(dtype, g_k.data, NK);
+    fill_random(dtype, g_v.data, NK);
+    fill_random(dtype, g_kc.data, NC);
+    fill_random(dtype, g_vc.data, NC);
+    fill_value(dtype, g_out.data, NQ, NAN);
     memcpy(g_kc_before, g_kc.data, NC * es);
     memcpy(g_vc_before, g_vc.data, NC * es);
 }
 
-/* Max |out - reference| over the first `seq` tokens of each sequence; start[b] is the cache
- * position of sequence b's first new token (every new token attends causally). */
-static double max_error(int32_t dtype, int64_t seq, const int32_t* start) {
-    double worst = 0.0, res[D];
-    for (int64_t b = 0; b < B; ++b) {
-        for (int64_t i = 0; i < seq; ++i) {
-            for (int64_t h = 0; h < HQ; ++h) {
-                strided_view qv = {g_q.data, dtype, (size_t)(((b * seq + i) * HQ + h) * D), 0};
-                size_t off = (size_t)((b * MAXLEN * HKV + h / (HQ / HKV)) * D);
-                strided_view kv = {g_kc.data, dtype, off, (size_t)(HKV * D)};
-                strided_view vv = {g_vc.data, dtype, off, (size_t)(HKV * D)};
-                reference_row(&qv, &kv, &vv, start[b] + i + 1, D, 1.0 / sqrt((double)D), res);
-                for (int64_t d = 0; d < D; ++d) {
-                    double err = fabs(load_elem(g_out.data, qv.offset + (size_t)d, dtype) - res[d]);
-                    if (!(err <= worst)) worst = err; /* NaN: unwritten output */
-                }
-            }
-        }
-    }
-    return worst;
-}
-
-/* The new tokens' k/v are in the cache at their positions, every other byte as before. */
-static int caches_as_expected(int32_t dtype, int64_t seq, const int32_t* start) {
-    const size_t es = dtype_size(dtype), row = (size_t)HKV * D * es;
-    for (int64_t b = 0; b < B; ++b) {
-        for (int64_t i = 0; i < seq; ++i) {
-            size_t at = ((size_t)b * MAXLEN + (size_t)(start[b] + i)) * row;
-            memcpy(g_kc_before + at, (const unsigned char*)g_k.data + ((size_t)b * seq + i) * row, row);
-            memcpy(g_vc_before + at, (const unsigned char*)g_v.data + ((size_t)b * seq + i) * row, row);
-        }
-    }
-    return memcmp(g_kc.data, g_kc_before, NC * es) == 0 && memcmp(g_vc.data, g_vc_before, NC * es) == 0;
+/* The call wrote the new tokens' k/v into the caches at their positions and nothing else, and
+ * out matches the float64 reference. seq new tokens per sequence, the first at starts[b]. */
+static void check_result(const char* what, int32_t dtype, int64_t seq, const int32_t* starts) {
+    const size_t es = dtype_size(dtype);
+    const attn_shape s = {dtype, B, seq, HQ, HKV, D, MAXLEN, starts, 1, 0.0};
+    append_rows(&s, g_kc_before, g_k.data);
+    append_rows(&s, g_vc_before, g_v.data);
+    CHECK(memcmp(g_kc.data, g_kc_before, NC * es) == 0 && memcmp(g_vc.data, g_vc_before, NC * es) == 0,
+          "%s (%s): caches are not the old caches + the new k/v", what, dtype_name(dtype));
+    const double err = attention_error(&s, g_q.data, g_kc.data, g_vc.data, g_out.data);
+    CHECK(err <= tolerance(dtype), "%s (%s): max error %.3g > %.3g", what, dtype_name(dtype), err, tolerance(dtype));
+    CHECK(guards_intact(&g_out) && guards_intact(&g_kc) && guards_intact(&g_vc), "%s wrote outside a buffer", what);
 }
 
 static void check_prefill(int32_t dtype) {
@@ -108,12 +83,9 @@ static void check_prefill(int32_t dtype) {
     c.batch_size = B; c.seq_len = S; c.num_q_heads = HQ; c.num_kv_heads = HKV; c.head_dim = D;
     c.max_seq_len = MAXLEN; c.start_pos = START;
     gqa_status st = gqa_attention_prefill(g_out.data, g_q.data, g_k.data, g_v.data, g_kc.data, g_vc.data, &c, NULL);
-    CHECK(st == GQA_STATUS_OK, "ABI-1 prefill (dtype %d): status %d: %s", (int)dtype, (int)st, gqa_last_error());
-    const int32_t start[B] = {START, START};
-    CHECK(caches_as_expected(dtype, S, start), "ABI-1 prefill (dtype %d): caches are not prefix + new k/v", (int)dtype);
-    const double err = max_error(dtype, S, start), tol = tolerance(dtype);
-    CHECK(err <= tol, "ABI-1 prefill (dtype %d): max error %.3g > %.3g", (int)dtype, err, tol);
-    CHECK(guards_intact(&g_out) && guards_intact(&g_kc) && guards_intact(&g_vc), "prefill wrote outside a buffer");
+    CHECK(st == GQA_STATUS_OK, "ABI-1 prefill (%s): status %d: %s", dtype_name(dtype), (int)st, gqa_last_error());
+    const int32_t starts[B] = {START, START};
+    check_result("ABI-1 prefill", dtype, S, starts);
 }
 
 static void check_decode(int32_t dtype, int32_t num_splits) {
@@ -126,12 +98,9 @@ static void check_decode(int32_t dtype, int32_t num_splits) {
     c.cache_lens = lens;
     c.num_splits = num_splits;
     gqa_status st = gqa_attention_decode(g_out.data, g_q.data, g_k.data, g_v.data, g_kc.data, g_vc.data, &c, NULL);
-    CHECK(st == GQA_STATUS_OK, "ABI-1 decode (dtype %d, splits %d): status %d: %s", (int)dtype, num_splits, (int)st,
+    CHECK(st == GQA_STATUS_OK, "ABI-1 decode (%s, splits %d): status %d: %s", dtype_name(dtype), num_splits, (int)st,
           gqa_last_error());
-    CHECK(caches_as_expected(dtype, 1, lens), "ABI-1 decode (dtype %d): caches are not cache + new k/v", (int)dtype);
-    const double err = max_error(dtype, 1, lens), tol = tolerance(dtype);
-    CHECK(err <= tol, "ABI-1 decode (dtype %d, splits %d): max error %.3g > %.3g", (int)dtype, num_splits, err, tol);
-    CHECK(guards_intact(&g_out) && guards_intact(&g_kc) && guards_intact(&g_vc), "decode wrote outside a buffer");
+    check_result(num_splits ? "ABI-1 decode (split)" : "ABI-1 decode", dtype, 1, lens);
 }
 
 static void check_workspace_size(void) {
@@ -202,8 +171,8 @@ int main(void) {
     g_q = guarded_alloc(NQ * 4); g_out = guarded_alloc(NQ * 4);
     g_k = guarded_alloc(NK * 4); g_v = guarded_alloc(NK * 4);
     g_kc = guarded_alloc(NC * 4); g_vc = guarded_alloc(NC * 4);
-    g_kc_before = (unsigned char*)malloc(NC * 4);
-    g_vc_before = (unsigned char*)malloc(NC * 4);
+    g_kc_before = (unsigned char*)test_malloc(NC * 4);
+    g_vc_before = (unsigned char*)test_malloc(NC * 4);
 
     check_initializers();
     const int32_t dtypes[] = {GQA_DTYPE_F16, GQA_DTYPE_BF16, GQA_DTYPE_F32};

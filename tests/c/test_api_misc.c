@@ -1,6 +1,6 @@
 /* test_api_misc.c: version, status strings, the log level and callback, thread count, CUDA
  * availability and the config initializers. */
-#include "test_util.h"
+#include "gqa_test.h"
 
 static int g_debug_messages = 0;
 static int g_saw_backend = 0;
@@ -47,9 +47,9 @@ int main(void) {
     CHECK(gqa_set_log_callback(on_log, &calls) == GQA_STATUS_OK, "set callback");
     CHECK(gqa_set_log_level(GQA_LOG_DEBUG) == GQA_STATUS_OK && gqa_get_log_level() == GQA_LOG_DEBUG, "level");
     float q[2 * 4 * 8], k[2 * 2 * 8], v[2 * 2 * 8], out[2 * 4 * 8];
-    fill_random(q, 64, GQA_DTYPE_F32);
-    fill_random(k, 32, GQA_DTYPE_F32);
-    fill_random(v, 32, GQA_DTYPE_F32);
+    fill_random(GQA_DTYPE_F32, q, 64);
+    fill_random(GQA_DTYPE_F32, k, 32);
+    fill_random(GQA_DTYPE_F32, v, 32);
     gqa_prefill_config p = GQA_PREFILL_CONFIG_INIT;
     p.dtype = GQA_DTYPE_F32; p.batch_size = 1; p.seq_len = 2; p.num_q_heads = 4; p.num_kv_heads = 2;
     p.head_dim = 8;

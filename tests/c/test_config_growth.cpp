@@ -2,24 +2,16 @@
 // already grown once, as gqa_prefill_config and gqa_decode_config will: a caller of either
 // published size is read with the fields it lacks at their defaults, an unknown size or ABI
 // version is VERSION_MISMATCH naming it, and the initializer writes only the oldest size.
-// Built with src/error.cpp, not against libgqa.so (which exports none of this).
-#include <cstdio>
+// Built with src/error.cpp: libgqa.so exports none of this.
 #include <cstring>
 #include <string>
 
 #include "config.hpp"
+#include "gqa_test.h"
 
 namespace {
 
-int g_checks = 0, g_failures = 0;
-
-void check(bool ok, const std::string& what) {
-    ++g_checks;
-    if (!ok) {
-        ++g_failures;
-        std::fprintf(stderr, "FAIL: %s\n", what.c_str());
-    }
-}
+void check(bool ok, const std::string& what) { CHECK(ok, "%s", what.c_str()); }
 
 // Version 1 ended after `a`; version 2 appended `b`, whose default (7) is what v1 callers get.
 struct grown_config {
@@ -118,6 +110,5 @@ int main() {
     v2_caller_keeps_its_fields();
     unknown_size_and_abi_rejected();
     initializer_writes_oldest_size_only();
-    std::fprintf(stderr, "test_config_growth: %d checks, %d failed\n", g_checks, g_failures);
-    return g_failures ? 1 : 0;
+    return test_summary("test_config_growth");
 }

@@ -15,7 +15,7 @@
 #include <sys/syscall.h>
 #endif
 
-#include "test_util.h"
+#include "gqa_test.h"
 
 /* ---- child: run prefills, report what the library logged ---- */
 
@@ -34,18 +34,14 @@ static void on_log(int32_t level, const char* message, void* user_data) {
     }
 }
 
-static double tolerance(int32_t dtype) {
-    return dtype == GQA_DTYPE_F32 ? 1e-4 : dtype == GQA_DTYPE_F16 ? 4e-3 : 3e-2;
-}
-
 /* Causal prefill without caches, B1 S H:Hkv D, against the float64 reference. */
 static void check_prefill(int32_t dtype, int32_t S, int32_t H, int32_t Hkv, int32_t D) {
     const size_t es = dtype_size(dtype), nq = (size_t)S * H * D, nk = (size_t)S * Hkv * D;
-    void *q = malloc(nq * es), *k = malloc(nk * es), *v = malloc(nk * es), *out = malloc(nq * es);
-    fill_random(q, nq, dtype);
-    fill_random(k, nk, dtype);
-    fill_random(v, nk, dtype);
-    for (size_t i = 0; i < nq; ++i) store_elem(out, i, dtype, NAN);
+    void *q = test_malloc(nq * es), *k = test_malloc(nk * es), *v = test_malloc(nk * es), *out = test_malloc(nq * es);
+    fill_random(dtype, q, nq);
+    fill_random(dtype, k, nk);
+    fill_random(dtype, v, nk);
+    fill_value(dtype, out, nq, NAN);
     gqa_prefill_config cfg = GQA_PREFILL_CONFIG_INIT;
     cfg.dtype = dtype;
     cfg.batch_size = 1;
@@ -55,19 +51,8 @@ static void check_prefill(int32_t dtype, int32_t S, int32_t H, int32_t Hkv, int3
     cfg.head_dim = D;
     gqa_status s = gqa_attention_prefill(out, q, k, v, NULL, NULL, &cfg, NULL);
     CHECK(s == GQA_STATUS_OK, "prefill dtype %d: %s", dtype, gqa_last_error());
-    double worst = 0.0, res[256];
-    for (int64_t i = 0; i < S; ++i) {
-        for (int64_t h = 0; h < H; ++h) {
-            strided_view qv = {q, dtype, (size_t)(i * H + h) * D, 0};
-            strided_view kv = {k, dtype, (size_t)(h / (H / Hkv)) * D, (size_t)Hkv * D};
-            strided_view vv = {v, dtype, (size_t)(h / (H / Hkv)) * D, (size_t)Hkv * D};
-            reference_row(&qv, &kv, &vv, i + 1, D, 1.0 / sqrt((double)D), res);
-            for (int64_t d = 0; d < D; ++d) {
-                double err = fabs(load_elem(out, (size_t)(i * H + h) * D + d, dtype) - res[d]);
-                if (!(err <= worst)) worst = err;
-            }
-        }
-    }
+    const attn_shape shape = {dtype, 1, S, H, Hkv, D, S, NULL, 1, 0.0};
+    const double worst = attention_error(&shape, q, k, v, out);
     CHECK(worst <= tolerance(dtype), "GQA_CPU_ISA=%s dtype %d S%d %d:%d d%d: max err %g", getenv("GQA_CPU_ISA"),
           dtype, S, H, Hkv, D, worst);
     free(q);
@@ -92,8 +77,8 @@ static int child(int small_signal_stack) {
         check_prefill(dtypes[i], 21, 3, 1, 17);
     }
     /* Reported on stdout for the parent: ISA, bf16 path, warning count, failures. */
-    printf("%s %s %d %d\n", g_isa, g_bf16_path, g_warnings, g_failures);
-    return g_failures ? 1 : 0;
+    printf("%s %s %d %d\n", g_isa, g_bf16_path, g_warnings, (int)test_failures);
+    return test_failures ? 1 : 0;
 }
 
 /* ---- parent ---- */

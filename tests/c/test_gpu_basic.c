@@ -5,7 +5,7 @@
  * no CUDA device is usable. Small enough to run under compute-sanitizer. */
 #include <cuda_runtime_api.h>
 
-#include "test_util.h"
+#include "gqa_test.h"
 
 #define CUDA_OK(call)                                                                          \
     do {                                                                                       \
@@ -16,9 +16,6 @@
             exit(1);                                                                           \
         }                                                                                      \
     } while (0)
-
-static double tol(int32_t dtype) { return dtype == GQA_DTYPE_F16 ? 4e-3 : 3e-2; }
-static const char* dname(int32_t dtype) { return dtype == GQA_DTYPE_F16 ? "f16" : "bf16"; }
 
 /* A device copy of `bytes` host bytes in an allocation of `capacity` >= bytes (fully initialised). */
 static void* to_device_cap(const void* host, size_t bytes, size_t capacity) {
@@ -33,82 +30,28 @@ static void to_host(void* host, const void* dev, size_t bytes) {
     CUDA_OK(cudaDeviceSynchronize());
     CUDA_OK(cudaMemcpy(host, dev, bytes, cudaMemcpyDeviceToHost));
 }
-static void* host_alloc(size_t bytes) {
-    void* p = malloc(bytes ? bytes : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory\n");
-        exit(2);
-    }
-    return p;
-}
-static void fill_nan(void* base, size_t n, int32_t dtype) {
-    for (size_t i = 0; i < n; ++i) store_elem(base, i, dtype, NAN);
-}
-
-/* Largest |out - reference| over all rows; query row (b, s, h) sees cache rows 0 .. last(b, s)
- * of `cache` (the expected cache after the call, new rows included). */
-typedef struct {
-    int32_t dtype, batch, seq_len, hq, hkv, hd, max_seq;
-    const int32_t* starts; /* per sequence */
-    int32_t causal;
-} shape;
-
-static double max_error(const shape* c, const void* q, const void* kc, const void* vc, const void* out,
-                        double scale) {
-    const int64_t G = c->hq / c->hkv, D = c->hd;
-    double worst = 0.0;
-    double* res = (double*)host_alloc(sizeof(double) * (size_t)D);
-    for (int64_t b = 0; b < c->batch; ++b) {
-        for (int64_t s = 0; s < c->seq_len; ++s) {
-            for (int64_t h = 0; h < c->hq; ++h) {
-                const int64_t kvh = h / G;
-                strided_view qv = {q, c->dtype, (size_t)(((b * c->seq_len + s) * c->hq + h) * D), 0};
-                strided_view kv = {kc, c->dtype, (size_t)((b * c->max_seq * c->hkv + kvh) * D),
-                                   (size_t)(c->hkv * D)};
-                strided_view vv = {vc, c->dtype, kv.offset, kv.row_stride};
-                const int64_t n_keys = c->causal ? c->starts[b] + s + 1 : c->starts[b] + c->seq_len;
-                reference_row(&qv, &kv, &vv, n_keys, D, scale, res);
-                for (int64_t d = 0; d < D; ++d) {
-                    const float got = load_elem(out, (size_t)(((b * c->seq_len + s) * c->hq + h) * D + d), c->dtype);
-                    const double err = got == got ? fabs(got - res[d]) : INFINITY;
-                    if (err > worst) worst = err;
-                }
-            }
-        }
-    }
-    free(res);
-    return worst;
-}
-
-/* Expected cache after writing n new rows per sequence at starts[b]. */
-static void expect_rows(unsigned char* cache, const unsigned char* rows, const shape* c, int32_t n) {
-    const size_t row_bytes = (size_t)c->hkv * (size_t)c->hd * 2;
-    for (int64_t b = 0; b < c->batch; ++b)
-        memcpy(cache + ((size_t)b * (size_t)c->max_seq + (size_t)c->starts[b]) * row_bytes,
-               rows + (size_t)b * (size_t)n * row_bytes, (size_t)n * row_bytes);
-}
 
 /* ---- prefill --------------------------------------------------------------------------- */
 static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t causal) {
     int32_t starts[2] = {with_cache ? 5 : 0, with_cache ? 5 : 0};
-    shape c = {dtype, 2, 37, 6, 2, hd, with_cache ? 64 : 37, starts, causal};
-    const size_t nq = (size_t)c.batch * c.seq_len * c.hq * hd;
-    const size_t nk = (size_t)c.batch * c.seq_len * c.hkv * hd;
-    const size_t nc = (size_t)c.batch * c.max_seq * c.hkv * hd;
-    void *q = host_alloc(nq * 2), *k = host_alloc(nk * 2), *v = host_alloc(nk * 2), *out = host_alloc(nq * 2);
-    unsigned char *kc = (unsigned char*)host_alloc(nc * 2), *vc = (unsigned char*)host_alloc(nc * 2);
-    unsigned char *kc_got = (unsigned char*)host_alloc(nc * 2), *vc_got = (unsigned char*)host_alloc(nc * 2);
-    fill_random(q, nq, dtype);
-    fill_random(k, nk, dtype);
-    fill_random(v, nk, dtype);
-    fill_nan(out, nq, dtype);
+    attn_shape c = {dtype, 2, 37, 6, 2, hd, with_cache ? 64 : 37, starts, causal, 0.0};
+    const size_t nq = (size_t)c.batch * c.seq_len * c.num_q_heads * hd;
+    const size_t nk = (size_t)c.batch * c.seq_len * c.num_kv_heads * hd;
+    const size_t nc = (size_t)c.batch * c.kv_rows * c.num_kv_heads * hd;
+    void *q = test_malloc(nq * 2), *k = test_malloc(nk * 2), *v = test_malloc(nk * 2), *out = test_malloc(nq * 2);
+    unsigned char *kc = (unsigned char*)test_malloc(nc * 2), *vc = (unsigned char*)test_malloc(nc * 2);
+    unsigned char *kc_got = (unsigned char*)test_malloc(nc * 2), *vc_got = (unsigned char*)test_malloc(nc * 2);
+    fill_random(dtype, q, nq);
+    fill_random(dtype, k, nk);
+    fill_random(dtype, v, nk);
+    fill_value(dtype, out, nq, NAN);
     /* Cached prefix random; every row from the start on NaN: it must be written, never read. */
-    fill_nan(kc, nc, dtype);
-    fill_nan(vc, nc, dtype);
-    const size_t row = (size_t)c.hkv * hd;
+    fill_value(dtype, kc, nc, NAN);
+    fill_value(dtype, vc, nc, NAN);
+    const size_t row = (size_t)c.num_kv_heads * hd;
     for (int64_t b = 0; b < c.batch; ++b) {
-        fill_random(kc + (size_t)b * c.max_seq * row * 2, (size_t)starts[b] * row, dtype);
-        fill_random(vc + (size_t)b * c.max_seq * row * 2, (size_t)starts[b] * row, dtype);
+        fill_random(dtype, kc + (size_t)b * c.kv_rows * row * 2, (size_t)starts[b] * row);
+        fill_random(dtype, vc + (size_t)b * c.kv_rows * row * 2, (size_t)starts[b] * row);
     }
     void *dq = to_device(q, nq * 2), *dk = to_device(k, nk * 2), *dv = to_device(v, nk * 2);
     void* dout = to_device(out, nq * 2);
@@ -119,32 +62,32 @@ static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t 
     cfg.device = GQA_DEVICE_CUDA;
     cfg.batch_size = c.batch;
     cfg.seq_len = c.seq_len;
-    cfg.num_q_heads = c.hq;
-    cfg.num_kv_heads = c.hkv;
+    cfg.num_q_heads = c.num_q_heads;
+    cfg.num_kv_heads = c.num_kv_heads;
     cfg.head_dim = hd;
-    cfg.max_seq_len = with_cache ? c.max_seq : 0;
+    cfg.max_seq_len = with_cache ? c.kv_rows : 0;
     cfg.start_pos = starts[0];
     cfg.causal = causal;
     gqa_status st = gqa_attention_prefill(dout, dq, dk, dv, with_cache ? dkc : NULL,
                                           with_cache ? dvc : NULL, &cfg, NULL);
-    CHECK(st == GQA_STATUS_OK, "prefill %s hd%d cache=%d: %s", dname(dtype), hd, with_cache, gqa_last_error());
+    CHECK(st == GQA_STATUS_OK, "prefill %s hd%d cache=%d: %s", dtype_name(dtype), hd, with_cache, gqa_last_error());
     to_host(out, dout, nq * 2);
     double err;
     if (with_cache) {
         to_host(kc_got, dkc, nc * 2);
         to_host(vc_got, dvc, nc * 2);
-        expect_rows(kc, (const unsigned char*)k, &c, c.seq_len);
-        expect_rows(vc, (const unsigned char*)v, &c, c.seq_len);
-        CHECK(memcmp(kc, kc_got, nc * 2) == 0, "prefill %s hd%d: k_cache bytes differ from expected", dname(dtype), hd);
-        CHECK(memcmp(vc, vc_got, nc * 2) == 0, "prefill %s hd%d: v_cache bytes differ from expected", dname(dtype), hd);
-        err = max_error(&c, q, kc, vc, out, 1.0 / sqrt((double)hd));
+        append_rows(&c, kc, k);
+        append_rows(&c, vc, v);
+        CHECK(memcmp(kc, kc_got, nc * 2) == 0, "prefill %s hd%d: k_cache bytes differ from expected", dtype_name(dtype), hd);
+        CHECK(memcmp(vc, vc_got, nc * 2) == 0, "prefill %s hd%d: v_cache bytes differ from expected", dtype_name(dtype), hd);
+        err = attention_error(&c, q, kc, vc, out);
     } else {
-        /* Without caches the keys are k itself: view k as a cache of max_seq = seq_len. */
-        err = max_error(&c, q, k, v, out, 1.0 / sqrt((double)hd));
+        /* Without caches the keys are k itself: a "cache" of kv_rows = seq_len rows. */
+        err = attention_error(&c, q, k, v, out);
     }
-    CHECK(err <= tol(dtype), "prefill %s hd%d cache=%d causal=%d: max error %g", dname(dtype), hd,
+    CHECK(err <= tolerance(dtype), "prefill %s hd%d cache=%d causal=%d: max error %g", dtype_name(dtype), hd,
           with_cache, causal, err);
-    fprintf(stderr, "prefill %s hd%d cache=%d causal=%d: max error %.3g\n", dname(dtype), hd, with_cache,
+    fprintf(stderr, "prefill %s hd%d cache=%d causal=%d: max error %.3g\n", dtype_name(dtype), hd, with_cache,
             causal, err);
 
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(dkc); cudaFree(dvc);
@@ -154,12 +97,12 @@ static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t 
 /* ---- decode ---------------------------------------------------------------------------- */
 /* Runs one decode with the given split request on fresh device copies of the caches; returns
  * the output (host, caller frees) and checks the caches. */
-static void* run_decode(const shape* c, const void* q, const void* k, const void* v, const unsigned char* kc,
+static void* run_decode(const attn_shape* c, const void* q, const void* k, const void* v, const unsigned char* kc,
                         const unsigned char* vc, int32_t num_splits, int32_t with_workspace) {
-    const size_t nq = (size_t)c->batch * c->hq * c->hd, nk = (size_t)c->batch * c->hkv * c->hd;
-    const size_t nc = (size_t)c->batch * c->max_seq * c->hkv * c->hd;
-    void* out = host_alloc(nq * 2);
-    fill_nan(out, nq, c->dtype);
+    const size_t nq = (size_t)c->batch * c->num_q_heads * c->head_dim, nk = (size_t)c->batch * c->num_kv_heads * c->head_dim;
+    const size_t nc = (size_t)c->batch * c->kv_rows * c->num_kv_heads * c->head_dim;
+    void* out = test_malloc(nq * 2);
+    fill_value(c->dtype, out, nq, NAN);
     void *dq = to_device(q, nq * 2), *dk = to_device(k, nk * 2), *dv = to_device(v, nk * 2);
     void* dout = to_device(out, nq * 2);
     void *dkc = to_device(kc, nc * 2), *dvc = to_device(vc, nc * 2);
@@ -168,10 +111,10 @@ static void* run_decode(const shape* c, const void* q, const void* k, const void
     cfg.dtype = c->dtype;
     cfg.device = GQA_DEVICE_CUDA;
     cfg.batch_size = c->batch;
-    cfg.num_q_heads = c->hq;
-    cfg.num_kv_heads = c->hkv;
-    cfg.head_dim = c->hd;
-    cfg.max_seq_len = c->max_seq;
+    cfg.num_q_heads = c->num_q_heads;
+    cfg.num_kv_heads = c->num_kv_heads;
+    cfg.head_dim = c->head_dim;
+    cfg.max_seq_len = c->kv_rows;
     cfg.cache_lens = c->starts;
     cfg.num_splits = num_splits;
     void* ws = NULL;
@@ -186,19 +129,19 @@ static void* run_decode(const shape* c, const void* q, const void* k, const void
         }
     }
     gqa_status st = gqa_attention_decode(dout, dq, dk, dv, dkc, dvc, &cfg, NULL);
-    CHECK(st == GQA_STATUS_OK, "decode %s hd%d splits=%d: %s", dname(c->dtype), c->hd, num_splits, gqa_last_error());
+    CHECK(st == GQA_STATUS_OK, "decode %s hd%d splits=%d: %s", dtype_name(c->dtype), (int)c->head_dim, num_splits, gqa_last_error());
     to_host(out, dout, nq * 2);
 
-    unsigned char *kc_want = (unsigned char*)host_alloc(nc * 2), *vc_want = (unsigned char*)host_alloc(nc * 2);
-    unsigned char *got = (unsigned char*)host_alloc(nc * 2);
+    unsigned char *kc_want = (unsigned char*)test_malloc(nc * 2), *vc_want = (unsigned char*)test_malloc(nc * 2);
+    unsigned char *got = (unsigned char*)test_malloc(nc * 2);
     memcpy(kc_want, kc, nc * 2);
     memcpy(vc_want, vc, nc * 2);
-    expect_rows(kc_want, (const unsigned char*)k, c, 1);
-    expect_rows(vc_want, (const unsigned char*)v, c, 1);
+    append_rows(c, kc_want, k);
+    append_rows(c, vc_want, v);
     to_host(got, dkc, nc * 2);
-    CHECK(memcmp(got, kc_want, nc * 2) == 0, "decode %s hd%d: k_cache bytes differ", dname(c->dtype), c->hd);
+    CHECK(memcmp(got, kc_want, nc * 2) == 0, "decode %s hd%d: k_cache bytes differ", dtype_name(c->dtype), (int)c->head_dim);
     to_host(got, dvc, nc * 2);
-    CHECK(memcmp(got, vc_want, nc * 2) == 0, "decode %s hd%d: v_cache bytes differ", dname(c->dtype), c->hd);
+    CHECK(memcmp(got, vc_want, nc * 2) == 0, "decode %s hd%d: v_cache bytes differ", dtype_name(c->dtype), (int)c->head_dim);
     free(kc_want); free(vc_want); free(got);
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(dkc); cudaFree(dvc);
     if (ws) cudaFree(ws);
@@ -207,37 +150,36 @@ static void* run_decode(const shape* c, const void* q, const void* k, const void
 
 static void test_decode(int32_t dtype, int32_t batch, int32_t hq, int32_t hkv, int32_t hd, int32_t max_seq,
                         const int32_t* cache_lens, int32_t explicit_splits) {
-    shape c = {dtype, batch, 1, hq, hkv, hd, max_seq, cache_lens, 1};
+    attn_shape c = {dtype, batch, 1, hq, hkv, hd, max_seq, cache_lens, 1, 0.0};
     const size_t nq = (size_t)batch * hq * hd, nk = (size_t)batch * hkv * hd;
     const size_t nc = (size_t)batch * max_seq * hkv * hd, row = (size_t)hkv * hd;
-    void *q = host_alloc(nq * 2), *k = host_alloc(nk * 2), *v = host_alloc(nk * 2);
-    unsigned char *kc = (unsigned char*)host_alloc(nc * 2), *vc = (unsigned char*)host_alloc(nc * 2);
-    fill_random(q, nq, dtype);
-    fill_random(k, nk, dtype);
-    fill_random(v, nk, dtype);
-    fill_nan(kc, nc, dtype); /* rows >= cache_len: written (one) or never read (the rest) */
-    fill_nan(vc, nc, dtype);
+    void *q = test_malloc(nq * 2), *k = test_malloc(nk * 2), *v = test_malloc(nk * 2);
+    unsigned char *kc = (unsigned char*)test_malloc(nc * 2), *vc = (unsigned char*)test_malloc(nc * 2);
+    fill_random(dtype, q, nq);
+    fill_random(dtype, k, nk);
+    fill_random(dtype, v, nk);
+    fill_value(dtype, kc, nc, NAN); /* rows >= cache_len: written (one) or never read (the rest) */
+    fill_value(dtype, vc, nc, NAN);
     for (int64_t b = 0; b < batch; ++b) {
-        fill_random(kc + (size_t)b * max_seq * row * 2, (size_t)cache_lens[b] * row, dtype);
-        fill_random(vc + (size_t)b * max_seq * row * 2, (size_t)cache_lens[b] * row, dtype);
+        fill_random(dtype, kc + (size_t)b * max_seq * row * 2, (size_t)cache_lens[b] * row);
+        fill_random(dtype, vc + (size_t)b * max_seq * row * 2, (size_t)cache_lens[b] * row);
     }
-    unsigned char *kc_after = (unsigned char*)host_alloc(nc * 2), *vc_after = (unsigned char*)host_alloc(nc * 2);
+    unsigned char *kc_after = (unsigned char*)test_malloc(nc * 2), *vc_after = (unsigned char*)test_malloc(nc * 2);
     memcpy(kc_after, kc, nc * 2);
     memcpy(vc_after, vc, nc * 2);
-    expect_rows(kc_after, (const unsigned char*)k, &c, 1);
-    expect_rows(vc_after, (const unsigned char*)v, &c, 1);
+    append_rows(&c, kc_after, k);
+    append_rows(&c, vc_after, v);
 
     void* none = run_decode(&c, q, k, v, kc, vc, 1, 0);
     void* autos = run_decode(&c, q, k, v, kc, vc, 0, 1);
     void* split = run_decode(&c, q, k, v, kc, vc, explicit_splits, 1);
-    const double scale = 1.0 / sqrt((double)hd);
-    const double e_none = max_error(&c, q, kc_after, vc_after, none, scale);
-    const double e_auto = max_error(&c, q, kc_after, vc_after, autos, scale);
-    const double e_split = max_error(&c, q, kc_after, vc_after, split, scale);
-    CHECK(e_none <= tol(dtype), "decode %s hd%d no split: max error %g", dname(dtype), hd, e_none);
-    CHECK(e_auto <= tol(dtype), "decode %s hd%d auto split: max error %g", dname(dtype), hd, e_auto);
-    CHECK(e_split <= tol(dtype), "decode %s hd%d %d splits: max error %g", dname(dtype), hd, explicit_splits, e_split);
-    fprintf(stderr, "decode %s %d:%d hd%d batch %d: max error none %.3g auto %.3g split(%d) %.3g\n", dname(dtype),
+    const double e_none = attention_error(&c, q, kc_after, vc_after, none);
+    const double e_auto = attention_error(&c, q, kc_after, vc_after, autos);
+    const double e_split = attention_error(&c, q, kc_after, vc_after, split);
+    CHECK(e_none <= tolerance(dtype), "decode %s hd%d no split: max error %g", dtype_name(dtype), hd, e_none);
+    CHECK(e_auto <= tolerance(dtype), "decode %s hd%d auto split: max error %g", dtype_name(dtype), hd, e_auto);
+    CHECK(e_split <= tolerance(dtype), "decode %s hd%d %d splits: max error %g", dtype_name(dtype), hd, explicit_splits, e_split);
+    fprintf(stderr, "decode %s %d:%d hd%d batch %d: max error none %.3g auto %.3g split(%d) %.3g\n", dtype_name(dtype),
             hq, hkv, hd, batch, e_none, e_auto, explicit_splits, e_split);
     free(none); free(autos); free(split);
     free(q); free(k); free(v); free(kc); free(vc); free(kc_after); free(vc_after);
@@ -247,12 +189,12 @@ static void test_decode(int32_t dtype, int32_t batch, int32_t hq, int32_t hkv, i
 static void test_rejections(void) {
     const int32_t hd = 64, hq = 4, hkv = 2, max_seq = 16, S = 3;
     const size_t nq = (size_t)S * hq * hd, nk = (size_t)S * hkv * hd, nc = (size_t)max_seq * hkv * hd;
-    void *q = host_alloc(nq * 2), *k = host_alloc(nk * 2), *out = host_alloc(nq * 2);
-    unsigned char *kc = (unsigned char*)host_alloc(nc * 2), *got = (unsigned char*)host_alloc(nc * 2);
-    fill_random(q, nq, GQA_DTYPE_F16);
-    fill_random(k, nk, GQA_DTYPE_F16);
-    fill_nan(out, nq, GQA_DTYPE_F16);
-    fill_random(kc, nc, GQA_DTYPE_F16);
+    void *q = test_malloc(nq * 2), *k = test_malloc(nk * 2), *out = test_malloc(nq * 2);
+    unsigned char *kc = (unsigned char*)test_malloc(nc * 2), *got = (unsigned char*)test_malloc(nc * 2);
+    fill_random(GQA_DTYPE_F16, q, nq);
+    fill_random(GQA_DTYPE_F16, k, nk);
+    fill_value(GQA_DTYPE_F16, out, nq, NAN);
+    fill_random(GQA_DTYPE_F16, kc, nc);
     /* Room for f32 elements, so that the f32 call below is rejected for its dtype alone. */
     void *dq = to_device_cap(q, nq * 2, nq * 4), *dk = to_device_cap(k, nk * 2, nk * 4);
     void *dv = to_device_cap(k, nk * 2, nk * 4), *dout = to_device_cap(out, nq * 2, nq * 4);
@@ -296,11 +238,6 @@ static void test_rejections(void) {
 }
 
 int main(void) {
-    /* test_util.h helpers this test does not use (they are static, and -Werror is on). */
-    (void)guarded_alloc;
-    (void)guards_intact;
-    (void)guarded_free;
-    (void)dtype_size;
     int count = 0;
     if (gqa_cuda_available() != GQA_STATUS_OK || cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
         fprintf(stderr, "test_gpu_basic: skipped, no usable CUDA device (%s)\n", gqa_last_error());

@@ -8,7 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "test_util.h"
+#include "gqa_test.h"
 
 #define CHILD_SECONDS 10
 

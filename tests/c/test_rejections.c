@@ -3,7 +3,7 @@
  * (snapshots + guard bands around every buffer). */
 #include <stddef.h>
 
-#include "test_util.h"
+#include "gqa_test.h"
 
 enum { B = 2, S = 3, HQ = 4, HKV = 2, D = 8, MAXLEN = 8, START = 2 };
 #define NQ ((size_t)B * S * HQ * D)
@@ -23,12 +23,12 @@ static void setup(void) {
     g_v = guarded_alloc(NK * 2);
     g_kc = guarded_alloc(NC * 2);
     g_vc = guarded_alloc(NC * 2);
-    fill_random(g_q.data, NQ, GQA_DTYPE_F16);
-    fill_random(g_k.data, NK, GQA_DTYPE_F16);
-    fill_random(g_v.data, NK, GQA_DTYPE_F16);
-    fill_random(g_kc.data, NC, GQA_DTYPE_F16);
-    fill_random(g_vc.data, NC, GQA_DTYPE_F16);
-    for (size_t i = 0; i < NQ; ++i) store_elem(g_out.data, i, GQA_DTYPE_F16, NAN);
+    fill_random(GQA_DTYPE_F16, g_q.data, NQ);
+    fill_random(GQA_DTYPE_F16, g_k.data, NK);
+    fill_random(GQA_DTYPE_F16, g_v.data, NK);
+    fill_random(GQA_DTYPE_F16, g_kc.data, NC);
+    fill_random(GQA_DTYPE_F16, g_vc.data, NC);
+    fill_value(GQA_DTYPE_F16, g_out.data, NQ, NAN);
     memcpy(g_out_snap, g_out.data, sizeof g_out_snap);
     memcpy(g_kc_snap, g_kc.data, sizeof g_kc_snap);
     memcpy(g_vc_snap, g_vc.data, sizeof g_vc_snap);

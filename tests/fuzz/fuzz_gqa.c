@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rel_util.h"
+#include "attn_case.h"
 
 enum { kMaxElems = 1 << 20, kMaxWork = 1 << 22 };
 
@@ -191,7 +191,7 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     int accept = should_accept(&f, cuda_usable);
 
     /* Shapes of the buffers: exact for an accepted call; clamped (any size will do) otherwise. */
-    rel_case c;
+    attn_case c;
     int32_t dtype = f.decode ? f.d.dtype : f.p.dtype;
     int32_t buf_dtype = (dtype == GQA_DTYPE_F16 || dtype == GQA_DTYPE_BF16 || dtype == GQA_DTYPE_F32) ? dtype : GQA_DTYPE_F32;
     int32_t B = f.decode ? f.d.batch_size : f.p.batch_size, hq = f.decode ? f.d.num_q_heads : f.p.num_q_heads;
@@ -211,44 +211,44 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         T = clamp_dim(T, 24);
     }
     if (f.decode) {
-        rel_case_decode(&c, buf_dtype, B, hq, hkv, D, T, f.d.cache_len, f.use_lens ? f.lens : NULL);
+        attn_case_decode(&c, buf_dtype, B, hq, hkv, D, T, f.d.cache_len, f.use_lens ? f.lens : NULL);
         c.scale = f.d.scale;
         c.num_splits = f.d.num_splits;
     } else {
-        rel_case_prefill(&c, buf_dtype, B, S, hq, hkv, D, f.has_cache ? T : 0, f.p.start_pos, f.p.causal);
+        attn_case_prefill(&c, buf_dtype, B, S, hq, hkv, D, f.has_cache ? T : 0, f.p.start_pos, f.p.causal);
         c.scale = f.p.scale;
     }
-    rel_case_alloc(&c, f.seed);
+    attn_case_alloc(&c, f.seed);
     /* Cache slots beyond what the call may read hold NaN (accepted calls only: shapes exact). */
     if (accept && f.has_cache) {
         int64_t row = c.num_kv_heads * c.head_dim;
         for (int64_t b = 0; b < c.batch; ++b) {
-            int64_t from = rel_case_start(&c, b) + c.seq_len;
-            size_t es = rel_dtype_size(c.dtype);
-            rel_fill_value(c.dtype, c.k_cache.data + (size_t)((b * c.max_seq_len + from) * row) * es,
+            int64_t from = attn_case_start(&c, b) + c.seq_len;
+            size_t es = dtype_size(c.dtype);
+            fill_value(c.dtype, c.k_cache.data + (size_t)((b * c.max_seq_len + from) * row) * es,
                            (c.max_seq_len - from) * row, NAN);
-            rel_fill_value(c.dtype, c.v_cache.data + (size_t)((b * c.max_seq_len + from) * row) * es,
+            fill_value(c.dtype, c.v_cache.data + (size_t)((b * c.max_seq_len + from) * row) * es,
                            (c.max_seq_len - from) * row, NAN);
         }
     }
     double* ref = NULL;
     uint8_t *ek = NULL, *ev = NULL;
     if (accept) {
-        ref = malloc((size_t)rel_case_out_elems(&c) * sizeof(double));
+        ref = malloc((size_t)attn_case_out_elems(&c) * sizeof(double));
         ek = malloc(c.k_cache.bytes + 1);
         ev = malloc(c.v_cache.bytes + 1);
-        rel_case_reference(&c, ref, ek, ev);
+        attn_case_reference(&c, ref, ek, ev);
     }
 
-    rel_buf cfg, lens;
-    rel_buf_alloc(&cfg, 512); /* zero tail: a too-large struct_size cannot overrun */
+    guarded_buf cfg, lens;
+    cfg = guarded_alloc(512); /* zero tail: a too-large struct_size cannot overrun */
     if (f.decode) {
         f.d.cache_lens = NULL;
         memcpy(cfg.data, &f.d, sizeof f.d);
     } else {
         memcpy(cfg.data, &f.p, sizeof f.p);
     }
-    rel_buf_alloc(&lens, sizeof f.lens);
+    lens = guarded_alloc(sizeof f.lens);
     memcpy(lens.data, f.lens, sizeof f.lens);
     if (f.decode && f.use_lens) ((gqa_decode_config*)cfg.data)->cache_lens = (const int32_t*)lens.data;
 
@@ -259,9 +259,9 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     void* kc = (!f.has_cache || (f.null_mask & 16)) ? NULL : c.k_cache.data;
     void* vc = (!f.has_cache || (f.null_mask & 32)) ? NULL : c.v_cache.data;
     const void* config = (f.null_mask & 64) ? NULL : cfg.data;
-    rel_case_snapshot(&c);
-    rel_buf_snapshot(&cfg);
-    rel_buf_snapshot(&lens);
+    attn_case_snapshot(&c);
+    guarded_snapshot(&cfg);
+    guarded_snapshot(&lens);
 
     gqa_status s = f.decode ? gqa_attention_decode(out, q, k, v, kc, vc, config, NULL)
                             : gqa_attention_prefill(out, q, k, v, kc, vc, config, NULL);
@@ -269,19 +269,19 @@ int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         if (s == GQA_STATUS_OK) die("accepted a call the documented rules reject", &f, s);
         const char* msg = gqa_last_error();
         if (!msg || !msg[0]) die("rejected call left gqa_last_error() empty", &f, s);
-        if (rel_case_changed(&c, NULL)) die("rejected call wrote a tensor, cache or guard band", &f, s);
-        if (rel_buf_changed(&cfg, NULL) || rel_buf_changed(&lens, NULL)) die("rejected call wrote its config", &f, s);
+        if (attn_case_changed(&c, NULL)) die("rejected call wrote a tensor, cache or guard band", &f, s);
+        if (guarded_changed(&cfg, NULL) || guarded_changed(&lens, NULL)) die("rejected call wrote its config", &f, s);
     } else {
         if (s != GQA_STATUS_OK) die("rejected a call the documented rules accept", &f, s);
-        long failed = rel_case_check(&c, "fuzz", ref, ek, ev);
+        long failed = attn_case_check(&c, "fuzz", ref, ek, ev);
         if (failed) die("accepted call: wrong output, cache or guard band (see FAIL lines)", &f, s);
-        if (rel_buf_changed(&cfg, NULL) || rel_buf_changed(&lens, NULL)) die("accepted call wrote its config", &f, s);
+        if (guarded_changed(&cfg, NULL) || guarded_changed(&lens, NULL)) die("accepted call wrote its config", &f, s);
     }
     free(ref);
     free(ek);
     free(ev);
-    rel_buf_free(&cfg);
-    rel_buf_free(&lens);
-    rel_case_free(&c);
+    guarded_free(&cfg);
+    guarded_free(&lens);
+    attn_case_free(&c);
     return 0;
 }

@@ -18,7 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "rel_util.h"
+#include "attn_case.h"
 
 #define ST(s) (1u << (s))
 #define INV ST(GQA_STATUS_INVALID_ARGUMENT)
@@ -148,13 +148,13 @@ static int has_number(const char* msg, const char* token) {
 }
 
 /* ---- running one row in a child ------------------------------------------------------- */
-static void base_case(int base, rel_case* c) {
+static void base_case(int base, attn_case* c) {
     static const int32_t lens[3] = {3, 15, 0};
     switch (base) {
-    case BASE_PREFILL: rel_case_prefill(c, GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 5, 1); break;
-    case BASE_PREFILL_NOCACHE: rel_case_prefill(c, GQA_DTYPE_F16, 2, 3, 4, 2, 8, 0, 0, 1); break;
-    case BASE_DECODE: rel_case_decode(c, GQA_DTYPE_F16, 3, 6, 2, 8, 16, 4, NULL); break;
-    default: rel_case_decode(c, GQA_DTYPE_F16, 3, 6, 2, 8, 16, 0, lens); break;
+    case BASE_PREFILL: attn_case_prefill(c, GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 5, 1); break;
+    case BASE_PREFILL_NOCACHE: attn_case_prefill(c, GQA_DTYPE_F16, 2, 3, 4, 2, 8, 0, 0, 1); break;
+    case BASE_DECODE: attn_case_decode(c, GQA_DTYPE_F16, 3, 6, 2, 8, 16, 4, NULL); break;
+    default: attn_case_decode(c, GQA_DTYPE_F16, 3, 6, 2, 8, 16, 0, lens); break;
     }
 }
 
@@ -172,17 +172,17 @@ static void mask_names(unsigned mask, char* buf, size_t n) {
 
 /* Runs in the child: returns the number of failed checks. */
 static long run_row(const bad_row* r) {
-    rel_case c;
+    attn_case c;
     base_case(r->base, &c);
-    rel_case_alloc(&c, 1000 + (uint64_t)r->base);
+    attn_case_alloc(&c, 1000 + (uint64_t)r->base);
 
     /* cache_lens and the config live in guarded buffers too; the config buffer has a zeroed
      * tail so that a struct_size larger than the struct cannot make a reader overrun. */
-    rel_buf lens, cfg;
-    rel_buf_alloc(&lens, c.cache_lens ? (size_t)c.batch * sizeof(int32_t) : sizeof(int32_t));
+    guarded_buf lens, cfg;
+    lens = guarded_alloc(c.cache_lens ? (size_t)c.batch * sizeof(int32_t) : sizeof(int32_t));
     if (c.cache_lens) memcpy(lens.data, c.cache_lens, (size_t)c.batch * sizeof(int32_t));
     if (r->lens_index >= 0) ((int32_t*)lens.data)[r->lens_index] = r->lens_value;
-    rel_buf_alloc(&cfg, 1024);
+    cfg = guarded_alloc(1024);
 
     void* out = c.out.data;
     void* q = c.q.data;
@@ -203,7 +203,7 @@ static long run_row(const bad_row* r) {
 
     if (c.decode) {
         gqa_decode_config d;
-        rel_case_decode_config(&c, &d);
+        attn_case_decode_config(&c, &d);
         d.cache_lens = c.cache_lens ? (const int32_t*)lens.data : NULL;
         for (int i = 0; i < r->nset; ++i) {
             if (!set_decode(&d, r->set[i].field, r->set[i].value)) {
@@ -214,7 +214,7 @@ static long run_row(const bad_row* r) {
         memcpy(cfg.data, &d, sizeof d);
     } else {
         gqa_prefill_config p;
-        rel_case_prefill_config(&c, &p);
+        attn_case_prefill_config(&c, &p);
         for (int i = 0; i < r->nset; ++i) {
             if (!set_prefill(&p, r->set[i].field, r->set[i].value)) {
                 fprintf(stderr, "test_bad_inputs: unknown prefill field %s\n", r->set[i].field);
@@ -225,35 +225,35 @@ static long run_row(const bad_row* r) {
     }
     const void* config = (r->null_mask & P_CONFIG) ? NULL : cfg.data;
 
-    rel_case_snapshot(&c);
-    rel_buf_snapshot(&lens);
-    rel_buf_snapshot(&cfg);
+    attn_case_snapshot(&c);
+    guarded_snapshot(&lens);
+    guarded_snapshot(&cfg);
     gqa_status s = c.decode
         ? gqa_attention_decode(out, q, k, v, kc, vc, (const gqa_decode_config*)config, NULL)
         : gqa_attention_prefill(out, q, k, v, kc, vc, (const gqa_prefill_config*)config, NULL);
     const char* msg = gqa_last_error();
 
-    long before = rel_failures;
+    long before = test_failures;
     char want[160];
     mask_names(r->expect, want, sizeof want);
-    REL_CHECK(status_in(s, r->expect), "[%s] status %d (%s), want %s; message: \"%s\"", r->label, (int)s,
+    CHECK(status_in(s, r->expect), "[%s] status %d (%s), want %s; message: \"%s\"", r->label, (int)s,
               gqa_status_string(s), want, msg ? msg : "(null)");
-    REL_CHECK(msg != NULL && msg[0] != '\0', "[%s] gqa_last_error() is empty after a rejected call", r->label);
+    CHECK(msg != NULL && msg[0] != '\0', "[%s] gqa_last_error() is empty after a rejected call", r->label);
     if (msg && msg[0] && r->name[0]) {
-        REL_CHECK(has_word(msg, r->name), "[%s] message does not name '%s': \"%s\"", r->label, r->name, msg);
+        CHECK(has_word(msg, r->name), "[%s] message does not name '%s': \"%s\"", r->label, r->name, msg);
     }
     if (msg && msg[0] && r->value[0]) {
-        REL_CHECK(has_number(msg, r->value), "[%s] message does not give the value %s: \"%s\"", r->label, r->value, msg);
+        CHECK(has_number(msg, r->value), "[%s] message does not give the value %s: \"%s\"", r->label, r->value, msg);
     }
     const char* which = NULL;
-    REL_CHECK(rel_case_changed(&c, &which) == 0, "[%s] rejected call modified %s (or its guard band)", r->label,
+    CHECK(attn_case_changed(&c, &which) == 0, "[%s] rejected call modified %s (or its guard band)", r->label,
               which ? which : "?");
-    REL_CHECK(!rel_buf_changed(&lens, NULL), "[%s] rejected call modified cache_lens", r->label);
-    REL_CHECK(!rel_buf_changed(&cfg, NULL), "[%s] rejected call modified the config", r->label);
-    rel_buf_free(&lens);
-    rel_buf_free(&cfg);
-    rel_case_free(&c);
-    return rel_failures - before;
+    CHECK(!guarded_changed(&lens, NULL), "[%s] rejected call modified cache_lens", r->label);
+    CHECK(!guarded_changed(&cfg, NULL), "[%s] rejected call modified the config", r->label);
+    guarded_free(&lens);
+    guarded_free(&cfg);
+    attn_case_free(&c);
+    return test_failures - before;
 }
 
 /* Fork, run, and turn a crash, abort or hang into a failure naming the row. */
@@ -302,11 +302,11 @@ static const char* api_labels[API_CASES] = {
 static long run_api_case(const void* arg) {
     int which = *(const int*)arg;
     const char* label = api_labels[which];
-    long before = rel_failures;
-    rel_buf bytes;
-    rel_buf_alloc(&bytes, sizeof(uint64_t));
+    long before = test_failures;
+    guarded_buf bytes;
+    bytes = guarded_alloc(sizeof(uint64_t));
     memset(bytes.data, 0xAB, sizeof(uint64_t));
-    rel_buf_snapshot(&bytes);
+    guarded_snapshot(&bytes);
     gqa_decode_config d = GQA_DECODE_CONFIG_INIT;
     d.batch_size = 2;
     d.num_q_heads = 4;
@@ -331,26 +331,26 @@ static long run_api_case(const void* arg) {
         s = gqa_decode_workspace_size(&d, (uint64_t*)bytes.data);
         uint64_t got;
         memcpy(&got, bytes.data, sizeof got);
-        REL_CHECK(s == GQA_STATUS_OK && got == 0, "[%s] status %d, bytes %llu: %s", label, (int)s, (unsigned long long)got,
+        CHECK(s == GQA_STATUS_OK && got == 0, "[%s] status %d, bytes %llu: %s", label, (int)s, (unsigned long long)got,
                   gqa_last_error());
-        REL_CHECK(rel_buf_guards_ok(&bytes), "[%s] guard band around bytes overwritten", label);
-        rel_buf_free(&bytes);
-        return rel_failures - before;
+        CHECK(guards_intact(&bytes), "[%s] guard band around bytes overwritten", label);
+        guarded_free(&bytes);
+        return test_failures - before;
     }
     case 8: s = gqa_set_num_threads(-1); name = "num_threads"; value = "-1"; break;
     case 9: s = gqa_set_num_threads(INT32_MIN); name = "num_threads"; value = "-2147483648"; break;
     case 10: {
         /* May be refused or clamped; either way the next call must work (no 2^31 threads). */
         s = gqa_set_num_threads(INT32_MAX);
-        REL_CHECK(s == GQA_STATUS_OK || s == GQA_STATUS_INVALID_ARGUMENT, "[%s] status %d", label, (int)s);
-        rel_case c;
-        rel_case_prefill(&c, GQA_DTYPE_F32, 1, 3, 2, 1, 4, 0, 0, 1);
-        rel_case_alloc(&c, 5);
-        s = rel_case_run(&c);
-        REL_CHECK(s == GQA_STATUS_OK, "[%s] the next call: status %d: %s", label, (int)s, gqa_last_error());
-        rel_case_free(&c);
-        rel_buf_free(&bytes);
-        return rel_failures - before;
+        CHECK(s == GQA_STATUS_OK || s == GQA_STATUS_INVALID_ARGUMENT, "[%s] status %d", label, (int)s);
+        attn_case c;
+        attn_case_prefill(&c, GQA_DTYPE_F32, 1, 3, 2, 1, 4, 0, 0, 1);
+        attn_case_alloc(&c, 5);
+        s = attn_case_run(&c);
+        CHECK(s == GQA_STATUS_OK, "[%s] the next call: status %d: %s", label, (int)s, gqa_last_error());
+        attn_case_free(&c);
+        guarded_free(&bytes);
+        return test_failures - before;
     }
     case 11: s = gqa_set_log_level(-1); name = "level"; value = "-1"; break;
     case 12: s = gqa_set_log_level(INT32_MAX); name = "level"; value = "2147483647"; break;
@@ -358,61 +358,61 @@ static long run_api_case(const void* arg) {
         const gqa_status odd[] = {(gqa_status)-1, (gqa_status)9, (gqa_status)12345, (gqa_status)INT32_MIN};
         for (int i = 0; i < 4; ++i) {
             const char* t = gqa_status_string(odd[i]);
-            REL_CHECK(t != NULL && t[0], "[%s] gqa_status_string(%d) is NULL or empty", label, (int)odd[i]);
+            CHECK(t != NULL && t[0], "[%s] gqa_status_string(%d) is NULL or empty", label, (int)odd[i]);
         }
-        rel_buf_free(&bytes);
-        return rel_failures - before;
+        guarded_free(&bytes);
+        return test_failures - before;
     }
     default:
         gqa_prefill_config_init(NULL);
         gqa_decode_config_init(NULL);
-        rel_buf_free(&bytes);
-        return rel_failures - before;
+        guarded_free(&bytes);
+        return test_failures - before;
     }
     const char* msg = gqa_last_error();
-    REL_CHECK(s == want, "[%s] status %d (%s), want %d (%s): \"%s\"", label, (int)s, gqa_status_string(s), (int)want,
+    CHECK(s == want, "[%s] status %d (%s), want %d (%s): \"%s\"", label, (int)s, gqa_status_string(s), (int)want,
               gqa_status_string(want), msg ? msg : "(null)");
-    REL_CHECK(msg && msg[0], "[%s] gqa_last_error() is empty", label);
-    if (msg && name) REL_CHECK(has_word(msg, name), "[%s] message does not name '%s': \"%s\"", label, name, msg);
-    if (msg && value) REL_CHECK(has_number(msg, value), "[%s] message does not give %s: \"%s\"", label, value, msg);
-    REL_CHECK(!rel_buf_changed(&bytes, NULL), "[%s] a rejected call wrote *bytes (or its guard band)", label);
-    REL_CHECK(gqa_get_num_threads() == threads_before, "[%s] a rejected call changed the thread count", label);
-    REL_CHECK(gqa_get_log_level() == level_before, "[%s] a rejected call changed the log level", label);
-    rel_buf_free(&bytes);
-    return rel_failures - before;
+    CHECK(msg && msg[0], "[%s] gqa_last_error() is empty", label);
+    if (msg && name) CHECK(has_word(msg, name), "[%s] message does not name '%s': \"%s\"", label, name, msg);
+    if (msg && value) CHECK(has_number(msg, value), "[%s] message does not give %s: \"%s\"", label, value, msg);
+    CHECK(!guarded_changed(&bytes, NULL), "[%s] a rejected call wrote *bytes (or its guard band)", label);
+    CHECK(gqa_get_num_threads() == threads_before, "[%s] a rejected call changed the thread count", label);
+    CHECK(gqa_get_log_level() == level_before, "[%s] a rejected call changed the log level", label);
+    guarded_free(&bytes);
+    return test_failures - before;
 }
 
 /* ---- valid edge cases: must be accepted and correct ------------------------------------ */
-typedef struct edge_case { const char* label; rel_case c; } edge_case;
+typedef struct edge_case { const char* label; attn_case c; } edge_case;
 
 static long run_edge(const void* arg) {
     const edge_case* e = (const edge_case*)arg;
-    rel_case c = e->c;
-    if (e->c.cache_lens) { /* own copy: rel_case_free frees it */
+    attn_case c = e->c;
+    if (e->c.cache_lens) { /* own copy: attn_case_free frees it */
         c.cache_lens = (int32_t*)malloc((size_t)c.batch * sizeof(int32_t));
         memcpy(c.cache_lens, e->c.cache_lens, (size_t)c.batch * sizeof(int32_t));
     }
-    rel_case_alloc(&c, 77);
-    int64_t n_out = rel_case_out_elems(&c);
+    attn_case_alloc(&c, 77);
+    int64_t n_out = attn_case_out_elems(&c);
     double* ref = (double*)malloc((size_t)n_out * sizeof(double));
     void* ek = malloc(c.k_cache.bytes + 1);
     void* ev = malloc(c.v_cache.bytes + 1);
-    rel_case_reference(&c, ref, ek, ev);
-    rel_case_snapshot(&c);
-    gqa_status s = rel_case_run(&c);
-    long before = rel_failures;
-    REL_CHECK(s == GQA_STATUS_OK, "[valid: %s] status %d (%s): \"%s\"", e->label, (int)s, gqa_status_string(s),
+    attn_case_reference(&c, ref, ek, ev);
+    attn_case_snapshot(&c);
+    gqa_status s = attn_case_run(&c);
+    long before = test_failures;
+    CHECK(s == GQA_STATUS_OK, "[valid: %s] status %d (%s): \"%s\"", e->label, (int)s, gqa_status_string(s),
               gqa_last_error());
     if (s == GQA_STATUS_OK) {
         char label[160];
         snprintf(label, sizeof label, "valid: %s", e->label);
-        rel_case_check(&c, label, ref, ek, ev);
+        attn_case_check(&c, label, ref, ek, ev);
     }
     free(ref);
     free(ek);
     free(ev);
-    rel_case_free(&c);
-    return rel_failures - before;
+    attn_case_free(&c);
+    return test_failures - before;
 }
 
 /* ---- the tables ----------------------------------------------------------------------- */
@@ -615,36 +615,36 @@ int main(void) {
     edge_case edges[32];
     int nedges = 0;
 #define EDGE(lbl) (edges[nedges].label = (lbl), &edges[nedges++].c)
-    rel_case_prefill(EDGE("base prefill"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 5, 1);
-    rel_case_prefill(EDGE("base prefill without caches"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 0, 0, 1);
-    rel_case_decode(EDGE("base decode"), GQA_DTYPE_F16, 3, 6, 2, 8, 16, 4, NULL);
-    rel_case_decode(EDGE("base decode with cache_lens"), GQA_DTYPE_F16, 3, 6, 2, 8, 16, 0, lens);
+    attn_case_prefill(EDGE("base prefill"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 5, 1);
+    attn_case_prefill(EDGE("base prefill without caches"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 0, 0, 1);
+    attn_case_decode(EDGE("base decode"), GQA_DTYPE_F16, 3, 6, 2, 8, 16, 4, NULL);
+    attn_case_decode(EDGE("base decode with cache_lens"), GQA_DTYPE_F16, 3, 6, 2, 8, 16, 0, lens);
     /* 2. Edges that are valid: the limits themselves. */
-    rel_case_prefill(EDGE("prefill start_pos + seq_len == max_seq_len"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 13, 1);
-    rel_case_prefill(EDGE("prefill start_pos 0, seq_len == max_seq_len"), GQA_DTYPE_BF16, 1, 16, 4, 2, 8, 16, 0, 1);
-    rel_case_prefill(EDGE("prefill non-causal"), GQA_DTYPE_F32, 2, 3, 4, 2, 8, 16, 5, 0);
-    rel_case_prefill(EDGE("prefill head_dim 256 (largest)"), GQA_DTYPE_F32, 1, 2, 2, 1, 256, 4, 1, 1);
-    rel_case_prefill(EDGE("prefill head_dim 1, MQA 7:1"), GQA_DTYPE_F32, 1, 3, 7, 1, 1, 8, 2, 1);
-    rel_case_prefill(EDGE("prefill max_seq_len 1"), GQA_DTYPE_F16, 2, 1, 2, 2, 4, 1, 0, 1);
+    attn_case_prefill(EDGE("prefill start_pos + seq_len == max_seq_len"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 13, 1);
+    attn_case_prefill(EDGE("prefill start_pos 0, seq_len == max_seq_len"), GQA_DTYPE_BF16, 1, 16, 4, 2, 8, 16, 0, 1);
+    attn_case_prefill(EDGE("prefill non-causal"), GQA_DTYPE_F32, 2, 3, 4, 2, 8, 16, 5, 0);
+    attn_case_prefill(EDGE("prefill head_dim 256 (largest)"), GQA_DTYPE_F32, 1, 2, 2, 1, 256, 4, 1, 1);
+    attn_case_prefill(EDGE("prefill head_dim 1, MQA 7:1"), GQA_DTYPE_F32, 1, 3, 7, 1, 1, 8, 2, 1);
+    attn_case_prefill(EDGE("prefill max_seq_len 1"), GQA_DTYPE_F16, 2, 1, 2, 2, 4, 1, 0, 1);
     {
-        rel_case* c = EDGE("prefill scale 1e-30 (tiny but valid)");
-        rel_case_prefill(c, GQA_DTYPE_F32, 1, 3, 2, 1, 4, 0, 0, 1);
+        attn_case* c = EDGE("prefill scale 1e-30 (tiny but valid)");
+        attn_case_prefill(c, GQA_DTYPE_F32, 1, 3, 2, 1, 4, 0, 0, 1);
         c->scale = 1e-30f;
     }
-    rel_case_decode(EDGE("decode cache_len == max_seq_len - 1"), GQA_DTYPE_F16, 2, 4, 2, 8, 16, 15, NULL);
+    attn_case_decode(EDGE("decode cache_len == max_seq_len - 1"), GQA_DTYPE_F16, 2, 4, 2, 8, 16, 15, NULL);
     {
         static const int32_t edge_lens[3] = {15, 0, 7};
-        rel_case_decode(EDGE("decode cache_lens {max-1, 0, 7}"), GQA_DTYPE_BF16, 3, 4, 1, 8, 16, 0, edge_lens);
-        rel_case* c = EDGE("decode cache_lens given, cache_len field -1 (ignored)");
-        rel_case_decode(c, GQA_DTYPE_F32, 3, 4, 1, 8, 16, -1, edge_lens);
+        attn_case_decode(EDGE("decode cache_lens {max-1, 0, 7}"), GQA_DTYPE_BF16, 3, 4, 1, 8, 16, 0, edge_lens);
+        attn_case* c = EDGE("decode cache_lens given, cache_len field -1 (ignored)");
+        attn_case_decode(c, GQA_DTYPE_F32, 3, 4, 1, 8, 16, -1, edge_lens);
         c = EDGE("decode num_splits 256");
-        rel_case_decode(c, GQA_DTYPE_F32, 2, 4, 2, 8, 16, 9, NULL);
+        attn_case_decode(c, GQA_DTYPE_F32, 2, 4, 2, 8, 16, 9, NULL);
         c->num_splits = 256;
         c = EDGE("decode num_splits 1");
-        rel_case_decode(c, GQA_DTYPE_F32, 2, 4, 2, 8, 16, 9, NULL);
+        attn_case_decode(c, GQA_DTYPE_F32, 2, 4, 2, 8, 16, 9, NULL);
         c->num_splits = 1;
     }
-    rel_case_decode(EDGE("decode max_seq_len 1, cache_len 0"), GQA_DTYPE_F16, 2, 2, 2, 4, 1, 0, NULL);
+    attn_case_decode(EDGE("decode max_seq_len 1, cache_len 0"), GQA_DTYPE_F16, 2, 2, 2, 4, 1, 0, NULL);
 #undef EDGE
     int edges_ok = 0;
     for (int i = 0; i < nedges; ++i) edges_ok += run_isolated(edges[i].label, run_edge, &edges[i]);

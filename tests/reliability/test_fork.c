@@ -19,14 +19,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "rel_util.h"
+#include "attn_case.h"
 
 enum { kChildSeconds = 30, kParentSeconds = 500, kBusyForks = 8, kThreads = 4 };
 
 /* One case with its float64 reference, taken once: a run rewrites the same cache slots with
  * the same values, so every later run must match it too. */
 typedef struct {
-    rel_case c;
+    attn_case c;
     double* ref;
     uint8_t *exp_k, *exp_v;
     const char* label;
@@ -43,12 +43,12 @@ static int g_is_child = 0;
 __attribute__((visibility("default"), used)) int __lsan_is_turned_off(void) { return g_is_child; }
 
 static void prepare(checked_case* cc, const char* label, uint64_t seed) {
-    rel_case_alloc(&cc->c, seed);
-    cc->ref = malloc((size_t)rel_case_out_elems(&cc->c) * sizeof(double));
+    attn_case_alloc(&cc->c, seed);
+    cc->ref = malloc((size_t)attn_case_out_elems(&cc->c) * sizeof(double));
     cc->exp_k = malloc(cc->c.k_cache.bytes + 1);
     cc->exp_v = malloc(cc->c.v_cache.bytes + 1);
-    rel_case_reference(&cc->c, cc->ref, cc->exp_k, cc->exp_v);
-    rel_case_snapshot(&cc->c);  /* inputs must stay unchanged */
+    attn_case_reference(&cc->c, cc->ref, cc->exp_k, cc->exp_v);
+    attn_case_snapshot(&cc->c);  /* inputs must stay unchanged */
     cc->label = label;
 }
 
@@ -56,19 +56,19 @@ static void release(checked_case* cc) {
     free(cc->ref);
     free(cc->exp_k);
     free(cc->exp_v);
-    rel_case_free(&cc->c);
+    attn_case_free(&cc->c);
 }
 
 /* Runs the case on a NaN-poisoned output and checks it; returns the failures. */
 static long run_checked(checked_case* cc, const char* where) {
     char label[160];
     snprintf(label, sizeof label, "%s (%s)", cc->label, where);
-    const long before = rel_failures;
-    rel_fill_value(cc->c.dtype, cc->c.out.data, rel_case_out_elems(&cc->c), NAN);
-    const gqa_status s = rel_case_run(&cc->c);
-    REL_CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
-    rel_case_check(&cc->c, label, cc->ref, cc->exp_k, cc->exp_v);
-    return rel_failures - before;
+    const long before = test_failures;
+    fill_value(cc->c.dtype, cc->c.out.data, attn_case_out_elems(&cc->c), NAN);
+    const gqa_status s = attn_case_run(&cc->c);
+    CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
+    attn_case_check(&cc->c, label, cc->ref, cc->exp_k, cc->exp_v);
+    return test_failures - before;
 }
 
 /* Both cases, as a child does; returns the failures. */
@@ -101,16 +101,16 @@ static long child_work(child_kind kind, const char* where) {
 static int wait_child(pid_t pid, const char* what) {
     int status = 0;
     if (waitpid(pid, &status, 0) != pid) {
-        rel_fail("%s: waitpid failed", what);
+        CHECK(0, "%s: waitpid failed", what);
         return 0;
     }
     if (WIFSIGNALED(status)) {
-        rel_fail("%s: killed by signal %d (%s)", what, WTERMSIG(status),
+        CHECK(0, "%s: killed by signal %d (%s)", what, WTERMSIG(status),
                  WTERMSIG(status) == SIGALRM ? "hung: still running after the alarm" : "crashed");
         return 0;
     }
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        rel_fail("%s: exit status %d (its failures are printed above)", what, WEXITSTATUS(status));
+        CHECK(0, "%s: exit status %d (its failures are printed above)", what, WEXITSTATUS(status));
         return 0;
     }
     return 1;
@@ -124,9 +124,9 @@ static void fork_and_check(child_kind kind, const char* what) {
         alarm(kChildSeconds);
         exit(child_work(kind, what) == 0 ? 0 : 1);
     }
-    ++rel_checks;
+    ++test_checks;
     if (pid < 0) {
-        rel_fail("%s: fork failed", what);
+        CHECK(0, "%s: fork failed", what);
         return;
     }
     if (wait_child(pid, what)) fprintf(stderr, "  %-56s ok\n", what);
@@ -138,7 +138,7 @@ static atomic_long g_busy_calls, g_busy_bad;
 static void* keep_busy(void* arg) {
     (void)arg;
     while (!atomic_load(&g_stop_busy)) {
-        if (rel_case_run(&g_busy.c) != GQA_STATUS_OK) atomic_fetch_add(&g_busy_bad, 1);
+        if (attn_case_run(&g_busy.c) != GQA_STATUS_OK) atomic_fetch_add(&g_busy_bad, 1);
         atomic_fetch_add(&g_busy_calls, 1);
     }
     return NULL;
@@ -148,13 +148,13 @@ int main(void) {
     alarm(kParentSeconds);  /* the parent itself must not hang either */
     /* Enough tasks that the pool's workers take part: 2 x 2 heads x 3 query tiles; decode:
      * 4 sequences x 2 splits. */
-    rel_case_prefill(&g_prefill.c, GQA_DTYPE_F16, 2, 37, 8, 2, 64, 64, 5, 1);
-    rel_case_decode(&g_decode.c, GQA_DTYPE_BF16, 4, 8, 2, 64, 600, 500, NULL);
-    rel_case_prefill(&g_busy.c, GQA_DTYPE_F32, 2, 64, 8, 2, 32, 80, 3, 1);
+    attn_case_prefill(&g_prefill.c, GQA_DTYPE_F16, 2, 37, 8, 2, 64, 64, 5, 1);
+    attn_case_decode(&g_decode.c, GQA_DTYPE_BF16, 4, 8, 2, 64, 600, 500, NULL);
+    attn_case_prefill(&g_busy.c, GQA_DTYPE_F32, 2, 64, 8, 2, 32, 80, 3, 1);
     prepare(&g_prefill, "prefill f16 B2 S37 Hq8 Hkv2 D64", 11);
     prepare(&g_decode, "decode bf16 B4 Hq8 Hkv2 D64 len500", 12);
     prepare(&g_busy, "busy prefill f32", 13);
-    REL_CHECK(gqa_set_num_threads(kThreads) == GQA_STATUS_OK, "gqa_set_num_threads: %s", gqa_last_error());
+    CHECK(gqa_set_num_threads(kThreads) == GQA_STATUS_OK, "gqa_set_num_threads: %s", gqa_last_error());
 
     /* The pool's workers exist before any fork. */
     child_calls("parent, before fork");
@@ -164,7 +164,7 @@ int main(void) {
     fork_and_check(kChildCallsThenForks, "child calls, forks a grandchild that calls");
 
     pthread_t busy;
-    REL_CHECK(pthread_create(&busy, NULL, keep_busy, NULL) == 0, "pthread_create failed");
+    CHECK(pthread_create(&busy, NULL, keep_busy, NULL) == 0, "pthread_create failed");
     while (atomic_load(&g_busy_calls) < 2) usleep(1000);
     for (int i = 0; i < kBusyForks; ++i) {
         char what[96];
@@ -173,7 +173,7 @@ int main(void) {
     }
     atomic_store(&g_stop_busy, 1);
     pthread_join(busy, NULL);
-    REL_CHECK(atomic_load(&g_busy_bad) == 0, "the busy thread's calls failed %ld times", atomic_load(&g_busy_bad));
+    CHECK(atomic_load(&g_busy_bad) == 0, "the busy thread's calls failed %ld times", atomic_load(&g_busy_bad));
     run_checked(&g_busy, "busy thread's buffers, after the forks");
 
     child_calls("parent, after the forks");
@@ -182,5 +182,5 @@ int main(void) {
     release(&g_prefill);
     release(&g_decode);
     release(&g_busy);
-    return rel_summary("test_fork");
+    return test_summary("test_fork");
 }

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "rel_util.h"
+#include "attn_case.h"
 
 enum { kBatch = 3, kKvHeads = 2, kHeadDim = 64, kHeads = 6, kSmallT = 24 };
 static const int64_t kBigT = (1 << 24) + 3; /* 2^24+3 positions x 2 heads x 64 = 2^31 + 384 */
@@ -20,7 +20,7 @@ static const int64_t kBigT = (1 << 24) + 3; /* 2^24+3 positions x 2 heads x 64 =
 typedef struct big_cache { uint8_t* k; uint8_t* v; size_t bytes; } big_cache;
 
 static int map_big(big_cache* c, int32_t dtype) {
-    c->bytes = (size_t)kBatch * (size_t)kBigT * kKvHeads * kHeadDim * rel_dtype_size(dtype);
+    c->bytes = (size_t)kBatch * (size_t)kBigT * kKvHeads * kHeadDim * dtype_size(dtype);
     c->k = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     c->v = mmap(NULL, c->bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (c->k == MAP_FAILED || c->v == MAP_FAILED) {
@@ -72,16 +72,16 @@ static int big_zero(const uint8_t* big, int64_t from, int64_t n, size_t es) {
 
 /* Runs case c (allocated with small caches of kSmallT positions) once on the small caches and
  * once on the big ones, and compares. */
-static void run_pair(rel_case* c, const char* label) {
+static void run_pair(attn_case* c, const char* label) {
     big_cache big;
     if (!map_big(&big, c->dtype)) {
-        REL_CHECK(0, "%s: the lazily allocated caches could not be mapped", label);
+        CHECK(0, "%s: the lazily allocated caches could not be mapped", label);
         return;
     }
-    long failures_before = rel_failures;
-    size_t es = rel_dtype_size(c->dtype);
+    long failures_before = test_failures;
+    size_t es = dtype_size(c->dtype);
     int64_t live = kSmallT - 4; /* every start/cache_len + seq_len stays below this */
-    int64_t n_out = rel_case_out_elems(c);
+    int64_t n_out = attn_case_out_elems(c);
     double* ref = malloc((size_t)n_out * sizeof(double));
     uint8_t* ek = malloc(c->k_cache.bytes);
     uint8_t* ev = malloc(c->v_cache.bytes);
@@ -90,28 +90,28 @@ static void run_pair(rel_case* c, const char* label) {
     copy_prefix(big.v, c->v_cache.data, live, es, 1);
 
     /* Small dense caches: the reference result. */
-    rel_case_reference(c, ref, ek, ev);
-    rel_case_snapshot(c);
-    gqa_status s = rel_case_run(c);
-    REL_CHECK(s == GQA_STATUS_OK, "%s (small caches): status %d: %s", label, (int)s, gqa_last_error());
-    rel_case_check(c, label, ref, ek, ev);
+    attn_case_reference(c, ref, ek, ev);
+    attn_case_snapshot(c);
+    gqa_status s = attn_case_run(c);
+    CHECK(s == GQA_STATUS_OK, "%s (small caches): status %d: %s", label, (int)s, gqa_last_error());
+    attn_case_check(c, label, ref, ek, ev);
     memcpy(small_out, c->out.data, c->out.bytes);
 
     /* The same call on the big caches. */
-    rel_fill_value(c->dtype, c->out.data, n_out, NAN);
+    fill_value(c->dtype, c->out.data, n_out, NAN);
     void* ks = c->k_cache.data;
     void* vs = c->v_cache.data;
     int64_t small_t = c->max_seq_len;
     c->max_seq_len = kBigT;
     c->k_cache.data = big.k;
     c->v_cache.data = big.v;
-    s = rel_case_run(c);
+    s = attn_case_run(c);
     c->k_cache.data = ks;
     c->v_cache.data = vs;
     c->max_seq_len = small_t;
-    REL_CHECK(s == GQA_STATUS_OK, "%s (caches of %lld elements): status %d: %s", label,
+    CHECK(s == GQA_STATUS_OK, "%s (caches of %lld elements): status %d: %s", label,
               (long long)(kBatch * kBigT * kKvHeads * kHeadDim), (int)s, gqa_last_error());
-    REL_CHECK(memcmp(c->out.data, small_out, c->out.bytes) == 0,
+    CHECK(memcmp(c->out.data, small_out, c->out.bytes) == 0,
               "%s: output with caches past 2^31/2^32 elements differs from the small-cache result", label);
     /* The big caches hold exactly the expected prefix and nothing was written beyond it. */
     uint8_t* back_k = calloc(1, c->k_cache.bytes);
@@ -120,13 +120,13 @@ static void run_pair(rel_case* c, const char* label) {
     memcpy(back_v, ev, c->v_cache.bytes);
     copy_prefix(big.k, back_k, live, es, 0);
     copy_prefix(big.v, back_v, live, es, 0);
-    REL_CHECK(memcmp(back_k, ek, c->k_cache.bytes) == 0 && memcmp(back_v, ev, c->v_cache.bytes) == 0,
+    CHECK(memcmp(back_k, ek, c->k_cache.bytes) == 0 && memcmp(back_v, ev, c->v_cache.bytes) == 0,
               "%s: the big caches' live prefix differs from the expected caches (wrong write offset?)", label);
-    REL_CHECK(big_zero(big.k, live, 64, es) && big_zero(big.v, live, 64, es),
+    CHECK(big_zero(big.k, live, 64, es) && big_zero(big.v, live, 64, es),
               "%s: the big caches were written beyond the live prefix", label);
-    REL_CHECK(rel_buf_guards_ok(&c->out), "%s: guard band of out overwritten", label);
+    CHECK(guards_intact(&c->out), "%s: guard band of out overwritten", label);
     fprintf(stderr, "  %-50s %s, resident memory %ld MiB of %zu MiB mapped\n", label,
-            rel_failures == failures_before ? "ok" : "FAILED", rss_kib() / 1024, 2 * big.bytes >> 20);
+            test_failures == failures_before ? "ok" : "FAILED", rss_kib() / 1024, 2 * big.bytes >> 20);
     free(back_k);
     free(back_v);
     free(ref);
@@ -141,26 +141,26 @@ int main(void) {
             "sequence (2^31 = %lld), sequence 2 starts at element %lld\n", kBatch, (long long)kBigT, kKvHeads,
             kHeadDim, (long long)(kBigT * kKvHeads * kHeadDim), 1LL << 31,
             (long long)(2 * kBigT * kKvHeads * kHeadDim));
-    rel_case c;
+    attn_case c;
     static const int32_t lens[kBatch] = {5, 17, 9};
-    rel_case_decode(&c, GQA_DTYPE_F16, kBatch, kHeads, kKvHeads, kHeadDim, kSmallT, 0, lens);
-    rel_case_alloc(&c, 31);
+    attn_case_decode(&c, GQA_DTYPE_F16, kBatch, kHeads, kKvHeads, kHeadDim, kSmallT, 0, lens);
+    attn_case_alloc(&c, 31);
     run_pair(&c, "decode f16, cache_lens {5, 17, 9}");
-    rel_case_free(&c);
+    attn_case_free(&c);
 
-    rel_case_decode(&c, GQA_DTYPE_F32, kBatch, kHeads, kKvHeads, kHeadDim, kSmallT, 11, NULL);
-    rel_case_alloc(&c, 32);
+    attn_case_decode(&c, GQA_DTYPE_F32, kBatch, kHeads, kKvHeads, kHeadDim, kSmallT, 11, NULL);
+    attn_case_alloc(&c, 32);
     run_pair(&c, "decode f32, cache_len 11");
-    rel_case_free(&c);
+    attn_case_free(&c);
 
-    rel_case_prefill(&c, GQA_DTYPE_BF16, kBatch, 7, kHeads, kKvHeads, kHeadDim, kSmallT, 6, 1);
-    rel_case_alloc(&c, 33);
+    attn_case_prefill(&c, GQA_DTYPE_BF16, kBatch, 7, kHeads, kKvHeads, kHeadDim, kSmallT, 6, 1);
+    attn_case_alloc(&c, 33);
     run_pair(&c, "prefill bf16 causal, start_pos 6, seq_len 7");
-    rel_case_free(&c);
+    attn_case_free(&c);
 
-    rel_case_prefill(&c, GQA_DTYPE_F16, kBatch, 5, kHeads, kKvHeads, kHeadDim, kSmallT, 13, 0);
-    rel_case_alloc(&c, 34);
+    attn_case_prefill(&c, GQA_DTYPE_F16, kBatch, 5, kHeads, kKvHeads, kHeadDim, kSmallT, 13, 0);
+    attn_case_alloc(&c, 34);
     run_pair(&c, "prefill f16 non-causal, start_pos 13, seq_len 5");
-    rel_case_free(&c);
-    return rel_summary("test_large_offsets");
+    attn_case_free(&c);
+    return test_summary("test_large_offsets");
 }

@@ -11,13 +11,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rel_util.h"
+#include "attn_case.h"
 
 enum { kCallers = 16 };
 
 typedef struct worker {
     int id;
-    rel_case c;
+    attn_case c;
     uint8_t *k0, *v0;               /* caches before the call                     */
     uint8_t *want_out, *want_k, *want_v; /* the serial results                    */
     int rounds;
@@ -34,18 +34,18 @@ static void restore(worker* w) {
 }
 
 /* A shape per caller: prefill and decode, three dtypes, odd sizes, different groups. */
-static void make_case(int id, rel_case* c) {
+static void make_case(int id, attn_case* c) {
     static const int32_t dtypes[3] = {GQA_DTYPE_F16, GQA_DTYPE_BF16, GQA_DTYPE_F32};
     int32_t dt = dtypes[id % 3];
     switch (id % 4) {
-    case 0: rel_case_prefill(c, dt, 2, 17 + id, 6, 2, 32 + id, 64, 5 + id, 1); break;
-    case 1: rel_case_prefill(c, dt, 1, 9 + id, 7, 1, 17, 0, 0, id & 1); break;
+    case 0: attn_case_prefill(c, dt, 2, 17 + id, 6, 2, 32 + id, 64, 5 + id, 1); break;
+    case 1: attn_case_prefill(c, dt, 1, 9 + id, 7, 1, 17, 0, 0, id & 1); break;
     case 2: {
         int32_t lens[3] = {id, 3 * id + 1, 0};
-        rel_case_decode(c, dt, 3, 14, 2, 64, 4 * id + 8, 0, lens);
+        attn_case_decode(c, dt, 3, 14, 2, 64, 4 * id + 8, 0, lens);
         break;
     }
-    default: rel_case_decode(c, dt, 2, 8, 8, 128, 200, 150 + id, NULL); break;
+    default: attn_case_decode(c, dt, 2, 8, 8, 128, 200, 150 + id, NULL); break;
     }
 }
 
@@ -55,7 +55,7 @@ static void* caller(void* arg) {
     snprintf(want_msg, sizeof want_msg, "(%d)", -1000 - w->id);
     for (int r = 0; r < w->rounds; ++r) {
         restore(w);
-        gqa_status s = rel_case_run(&w->c);
+        gqa_status s = attn_case_run(&w->c);
         if (s != GQA_STATUS_OK) {
             ++w->bad_status;
             fprintf(stderr, "FAIL: thread %d round %d: status %d: %s\n", w->id, r, (int)s, gqa_last_error());
@@ -122,9 +122,9 @@ static long run_phase(worker* w, int with_chaos, const char* name) {
     long failed = 0, calls = 0;
     for (int i = 0; i < kCallers; ++i) {
         calls += 2L * w[i].rounds;
-        REL_CHECK(w[i].mismatches == 0, "%s: thread %d: %ld of %d concurrent results differ from the serial result",
+        CHECK(w[i].mismatches == 0, "%s: thread %d: %ld of %d concurrent results differ from the serial result",
                   name, i, w[i].mismatches, w[i].rounds);
-        REL_CHECK(w[i].bad_status == 0 && w[i].bad_message == 0, "%s: thread %d: %ld bad statuses, %ld wrong messages",
+        CHECK(w[i].bad_status == 0 && w[i].bad_message == 0, "%s: thread %d: %ld bad statuses, %ld wrong messages",
                   name, i, w[i].bad_status, w[i].bad_message);
         failed += w[i].mismatches + w[i].bad_status + w[i].bad_message;
     }
@@ -144,7 +144,7 @@ int main(int argc, char** argv) {
         w[i].id = i;
         w[i].rounds = rounds;
         make_case(i, &w[i].c);
-        rel_case_alloc(&w[i].c, 500 + (uint64_t)i);
+        attn_case_alloc(&w[i].c, 500 + (uint64_t)i);
         size_t cb = w[i].c.k_cache.bytes + 1, ob = w[i].c.out.bytes + 1;
         w[i].k0 = malloc(cb);
         w[i].v0 = malloc(cb);
@@ -154,15 +154,15 @@ int main(int argc, char** argv) {
         memcpy(w[i].k0, w[i].c.k_cache.data, cb - 1);
         memcpy(w[i].v0, w[i].c.v_cache.data, cb - 1);
         /* Serial result, checked against the float64 reference. */
-        double* ref = malloc((size_t)rel_case_out_elems(&w[i].c) * sizeof(double));
-        rel_case_reference(&w[i].c, ref, w[i].want_k, w[i].want_v);
-        rel_case_snapshot(&w[i].c);
+        double* ref = malloc((size_t)attn_case_out_elems(&w[i].c) * sizeof(double));
+        attn_case_reference(&w[i].c, ref, w[i].want_k, w[i].want_v);
+        attn_case_snapshot(&w[i].c);
         restore(&w[i]);
-        gqa_status s = rel_case_run(&w[i].c);
+        gqa_status s = attn_case_run(&w[i].c);
         char label[64];
         snprintf(label, sizeof label, "serial case %d", i);
-        REL_CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
-        rel_case_check(&w[i].c, label, ref, w[i].want_k, w[i].want_v);
+        CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
+        attn_case_check(&w[i].c, label, ref, w[i].want_k, w[i].want_v);
         memcpy(w[i].want_out, w[i].c.out.data, ob - 1);
         free(ref);
     }
@@ -171,14 +171,14 @@ int main(int argc, char** argv) {
     run_phase(w, 1, "phase 2 (concurrent calls + set_num_threads/log level/callback churn)");
     fprintf(stderr, "  log callback received %ld messages from the callers\n", atomic_load(&log_messages));
     for (int i = 0; i < kCallers; ++i) {
-        REL_CHECK(rel_buf_guards_ok(&w[i].c.out) && rel_buf_guards_ok(&w[i].c.k_cache) &&
-                  rel_buf_guards_ok(&w[i].c.v_cache), "thread %d: a guard band was overwritten", i);
+        CHECK(guards_intact(&w[i].c.out) && guards_intact(&w[i].c.k_cache) &&
+                  guards_intact(&w[i].c.v_cache), "thread %d: a guard band was overwritten", i);
         free(w[i].k0);
         free(w[i].v0);
         free(w[i].want_k);
         free(w[i].want_v);
         free(w[i].want_out);
-        rel_case_free(&w[i].c);
+        attn_case_free(&w[i].c);
     }
-    return rel_summary("test_threads");
+    return test_summary("test_threads");
 }

@@ -55,10 +55,12 @@ for f in "$ROOT"/src/*.cpp "$HERE/cpu_stub.cpp" "$HERE/emu_runtime.cpp"; do
     case "$f" in *cuda_unavailable.cpp) ;; *) compile "$f" ;; esac
 done
 for pid in "${pids[@]}"; do wait "$pid"; done
+# The C test toolkit (tests/support/gqa_test.h) the two programs share.
+gcc -std=c99 $FLAGS -I"$ROOT/include" -c "$ROOT/tests/support/gqa_test.c" -o "$WORK/gqa_test.o"
 for src in "$ROOT/tests/c/test_gpu_basic.c" "$HERE/sweep.c"; do
     name=$(basename "$src" .c)
-    gcc -std=c99 $FLAGS -I"$ROOT/include" -I"$ROOT/tests/c" -isystem "$CUDA_INC" -c "$src" -o "$WORK/$name.o"
-    "${CXX[@]}" -o "$WORK/$name" "$WORK/$name.o" "$WORK"/obj/*.o -lm
+    gcc -std=c99 $FLAGS -I"$ROOT/include" -I"$ROOT/tests/support" -isystem "$CUDA_INC" -c "$src" -o "$WORK/$name.o"
+    "${CXX[@]}" -o "$WORK/$name" "$WORK/$name.o" "$WORK/gqa_test.o" "$WORK"/obj/*.o -lm
 done
 
 status=0

@@ -1,48 +1,27 @@
-/* sweep.c: prefill and decode over many shapes against the float64 reference of test_util.h,
+/* sweep.c: prefill and decode over many shapes against the float64 reference of gqa_test.h,
  * checking every output element and the exact cache bytes. Built by emulate.sh for the CPU
  * emulation of the CUDA kernels (too slow for a GPU run to need it: test_gpu.py covers more). */
 #define _POSIX_C_SOURCE 200112L /* setenv */
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
 
-#include "test_util.h"
+#include "gqa_test.h"
 
 static void* dev(const void* h, size_t n) { void* d; cudaMalloc(&d, n); cudaMemcpy(d, h, n, cudaMemcpyHostToDevice); return d; }
-static double tol(int32_t dt) { return dt == GQA_DTYPE_F16 ? 4e-3 : 3e-2; }
-
-/* Largest error of out against the reference over the expected cache contents kc (k then v). */
-static double check_out(int32_t dt, int B, int S, int Hq, int Hkv, int D, int maxs, const int* starts, int causal,
-                        const void* q, const void* kc, const void* out, double scale) {
-    int G = Hq / Hkv; double worst = 0; double* res = malloc(sizeof(double) * D);
-    for (int b = 0; b < B; ++b) for (int s = 0; s < S; ++s) for (int h = 0; h < Hq; ++h) {
-        strided_view qv = {q, dt, (size_t)(((int64_t)(b * S + s) * Hq + h) * D), 0};
-        strided_view kv = {kc, dt, (size_t)(((int64_t)b * maxs * Hkv + h / G) * D), (size_t)Hkv * D};
-        int n = causal ? starts[b] + s + 1 : starts[b] + S;
-        /* the v cache follows the k cache in the same host buffer */
-        strided_view vv = {(const char*)kc + (size_t)B * maxs * Hkv * D * 2, dt, kv.offset, kv.row_stride};
-        reference_row(&qv, &kv, &vv, n, D, scale, res);
-        for (int d = 0; d < D; ++d) {
-            float g = load_elem(out, (size_t)(((int64_t)(b * S + s) * Hq + h) * D + d), dt);
-            double e = g == g ? fabs(g - res[d]) : INFINITY; if (e > worst) worst = e;
-        }
-    }
-    free(res); return worst;
-}
-
 static int fails = 0, cases = 0;
 
 static void prefill(int32_t dt, int B, int S, int Hq, int Hkv, int D, int start, int maxs, int causal, int cache) {
     size_t nq = (size_t)B * S * Hq * D, nk = (size_t)B * S * Hkv * D, nc = (size_t)B * maxs * Hkv * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *out = malloc(nq * 2);
     uint16_t* kvc = malloc(2 * nc * 2); /* k cache then v cache (expected contents) */
-    fill_random(q, nq, dt); fill_random(k, nk, dt); fill_random(v, nk, dt);
-    for (size_t i = 0; i < nq; ++i) store_elem(out, i, dt, NAN);
-    for (size_t i = 0; i < 2 * nc; ++i) store_elem(kvc, i, dt, NAN);
+    fill_random(dt, q, nq); fill_random(dt, k, nk); fill_random(dt, v, nk);
+    fill_value(dt, out, nq, NAN);
+    fill_value(dt, kvc, 2 * nc, NAN);
     int starts[512];
     for (int b = 0; b < B; ++b) {
         starts[b] = cache ? start : 0;
-        fill_random(kvc + (size_t)b * maxs * Hkv * D, (size_t)starts[b] * Hkv * D, dt);
-        fill_random(kvc + nc + (size_t)b * maxs * Hkv * D, (size_t)starts[b] * Hkv * D, dt);
+        fill_random(dt, kvc + (size_t)b * maxs * Hkv * D, (size_t)starts[b] * Hkv * D);
+        fill_random(dt, kvc + nc + (size_t)b * maxs * Hkv * D, (size_t)starts[b] * Hkv * D);
     }
     void *dq = dev(q, nq * 2), *dk = dev(k, nk * 2), *dv = dev(v, nk * 2), *dout = dev(out, nq * 2);
     void *dkc = dev(kvc, nc * 2), *dvc = dev(kvc + nc, nc * 2);
@@ -53,20 +32,19 @@ static void prefill(int32_t dt, int B, int S, int Hq, int Hkv, int D, int start,
     ++cases;
     if (st) { printf("FAIL status %d %s\n", st, gqa_last_error()); ++fails; return; }
     cudaMemcpy(out, dout, nq * 2, cudaMemcpyDeviceToHost);
-    /* expected caches */
+    /* expected caches (without caches: the keys the queries see, at positions 0 ..) */
+    const attn_shape shape = {dt, B, S, Hq, Hkv, D, maxs, starts, causal, 0.0};
+    append_rows(&shape, kvc, k);
+    append_rows(&shape, kvc + nc, v);
     int sameS = 1;
-    for (int b = 0; b < B; ++b) {
-        memcpy(kvc + ((size_t)b * maxs + starts[b]) * Hkv * D, k + (size_t)b * S * Hkv * D, (size_t)S * Hkv * D * 2);
-        memcpy(kvc + nc + ((size_t)b * maxs + starts[b]) * Hkv * D, v + (size_t)b * S * Hkv * D, (size_t)S * Hkv * D * 2);
-    }
     if (cache) {
         uint16_t* got = malloc(nc * 2);
         cudaMemcpy(got, dkc, nc * 2, cudaMemcpyDeviceToHost); sameS &= memcmp(got, kvc, nc * 2) == 0;
         cudaMemcpy(got, dvc, nc * 2, cudaMemcpyDeviceToHost); sameS &= memcmp(got, kvc + nc, nc * 2) == 0;
         free(got);
     }
-    double e = check_out(dt, B, S, Hq, Hkv, D, maxs, starts, causal, q, kvc, out, 1.0 / sqrt(D));
-    int ok = e <= tol(dt) && sameS;
+    double e = attention_error(&shape, q, kvc, kvc + nc, out);
+    int ok = e <= tolerance(dt) && sameS;
     if (!ok) ++fails;
     printf("%s prefill dt%d B%d S%d %d:%d D%d start%d max%d causal%d cache%d err %.3g cachebytes %s\n", ok ? "ok  " : "FAIL",
            dt, B, S, Hq, Hkv, D, start, maxs, causal, cache, e, sameS ? "ok" : "BAD");
@@ -78,12 +56,12 @@ static void decode(int32_t dt, int B, int Hq, int Hkv, int D, int maxs, const in
     size_t nq = (size_t)B * Hq * D, nk = (size_t)B * Hkv * D, nc = (size_t)B * maxs * Hkv * D;
     uint16_t *q = malloc(nq * 2), *k = malloc(nk * 2), *v = malloc(nk * 2), *out = malloc(nq * 2);
     uint16_t* kvc = malloc(2 * nc * 2);
-    fill_random(q, nq, dt); fill_random(k, nk, dt); fill_random(v, nk, dt);
-    for (size_t i = 0; i < nq; ++i) store_elem(out, i, dt, NAN);
-    for (size_t i = 0; i < 2 * nc; ++i) store_elem(kvc, i, dt, NAN);
+    fill_random(dt, q, nq); fill_random(dt, k, nk); fill_random(dt, v, nk);
+    fill_value(dt, out, nq, NAN);
+    fill_value(dt, kvc, 2 * nc, NAN);
     for (int b = 0; b < B; ++b) {
-        fill_random(kvc + (size_t)b * maxs * Hkv * D, (size_t)lens[b] * Hkv * D, dt);
-        fill_random(kvc + nc + (size_t)b * maxs * Hkv * D, (size_t)lens[b] * Hkv * D, dt);
+        fill_random(dt, kvc + (size_t)b * maxs * Hkv * D, (size_t)lens[b] * Hkv * D);
+        fill_random(dt, kvc + nc + (size_t)b * maxs * Hkv * D, (size_t)lens[b] * Hkv * D);
     }
     void *dq = dev(q, nq * 2), *dk = dev(k, nk * 2), *dv = dev(v, nk * 2), *dout = dev(out, nq * 2);
     void *dkc = dev(kvc, nc * 2), *dvc = dev(kvc + nc, nc * 2);
@@ -96,16 +74,15 @@ static void decode(int32_t dt, int B, int Hq, int Hkv, int D, int maxs, const in
     ++cases;
     if (st) { printf("FAIL status %d %s\n", st, gqa_last_error()); ++fails; return; }
     cudaMemcpy(out, dout, nq * 2, cudaMemcpyDeviceToHost);
-    for (int b = 0; b < B; ++b) {
-        memcpy(kvc + ((size_t)b * maxs + lens[b]) * Hkv * D, k + (size_t)b * Hkv * D, (size_t)Hkv * D * 2);
-        memcpy(kvc + nc + ((size_t)b * maxs + lens[b]) * Hkv * D, v + (size_t)b * Hkv * D, (size_t)Hkv * D * 2);
-    }
+    const attn_shape shape = {dt, B, 1, Hq, Hkv, D, maxs, lens, 1, 0.0};
+    append_rows(&shape, kvc, k);
+    append_rows(&shape, kvc + nc, v);
     int sameS = 1; uint16_t* got = malloc(nc * 2);
     cudaMemcpy(got, dkc, nc * 2, cudaMemcpyDeviceToHost); sameS &= memcmp(got, kvc, nc * 2) == 0;
     cudaMemcpy(got, dvc, nc * 2, cudaMemcpyDeviceToHost); sameS &= memcmp(got, kvc + nc, nc * 2) == 0;
     free(got);
-    double e = check_out(dt, B, 1, Hq, Hkv, D, maxs, lens, 1, q, kvc, out, 1.0 / sqrt(D));
-    int ok = e <= tol(dt) && sameS;
+    double e = attention_error(&shape, q, kvc, kvc + nc, out);
+    int ok = e <= tolerance(dt) && sameS;
     if (!ok) ++fails;
     printf("%s decode dt%d B%d %d:%d D%d max%d len0 %d splits%d ws%llu err %.3g cachebytes %s\n", ok ? "ok  " : "FAIL", dt, B,
            Hq, Hkv, D, maxs, lens[0], splits, (unsigned long long)bytes, e, sameS ? "ok" : "BAD");
@@ -132,7 +109,6 @@ static void decode_cases(void) {
 }
 
 int main(void) {
-    (void)guarded_alloc; (void)guards_intact; (void)guarded_free; (void)dtype_size;
     int dims[6] = {32, 64, 80, 96, 128, 256}, groups[8] = {1, 2, 3, 4, 5, 7, 8, 16}, seqs[6] = {1, 3, 17, 33, 64, 113};
     for (int i = 0; i < 24; ++i) {
         int dt = i % 2 ? GQA_DTYPE_BF16 : GQA_DTYPE_F16, D = dims[i % 6], G = groups[i % 8], S = seqs[i % 6];
