@@ -1,4 +1,4 @@
-// combine.cu: merges the split-KV partials of decode_kernel into out.
+// combine.cu: merges the split-KV partials of either decode kernel (SIMT or tensor-core) into out.
 //
 // For each (sequence, query head): M = max_s m_s, L = sum_s l_s * 2^(m_s - M),
 // out = sum_s o_s * 2^(m_s - M) / L, summed in split order (deterministic, no atomics).

@@ -1,4 +1,4 @@
-// prefill_kernel.cuh: flash-style GQA prefill (SIMT, fp32 math; tensor cores are issue 5).
+// prefill_kernel.cuh: flash-style GQA prefill, SIMT and fp32 math (tensor cores: prefill_tc_kernel.cuh).
 //
 // One block = 32 queries of one (sequence, query head). It loops over key tiles, keeps a running
 // max and sum per query (online softmax in base 2) and accumulates P·V in fp32 registers.

@@ -1,5 +1,6 @@
-// tensor_core.cuh: the sm_80+ warp primitives of the tensor-core prefill, each a thin wrapper
-// around one PTX instruction (mma.sync m16n8k16, ldmatrix, cp.async).
+// tensor_core.cuh: the sm_80+ warp primitives of the tensor-core kernels (prefill and decode) and
+// the cp.async K/V loads, each a thin wrapper around one PTX instruction (mma.sync m16n8k16,
+// ldmatrix, cp.async).
 //
 // Fragment layouts (PTX ISA, "mma.m16n8k16"): lane = 4 * group + t (group 0..7, t 0..3).
 //   A 16x16 row-major, 4 regs of 2 elements: a0 (row group, cols 2t..2t+1), a1 (row group+8),

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _args, _logging
-from ._arrays import CUDA, Tensor, as_tensor, common_device_and_dtype, empty_like
+from ._arrays import CUDA, Tensor, as_buffer, as_tensor, common_device_and_dtype, empty_like
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
 
@@ -114,7 +114,8 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
 
     q [B, 1, Hq, D], k/v [B, 1, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, 1, Hq, D].
     ``workspace`` (CUDA only) enables split-KV: a device buffer of at least
-    ``decode_workspace_size(...)`` bytes. ``cache_len`` and ``num_splits`` are ints (or NumPy
+    ``decode_workspace_size(...)`` bytes, given as the buffer itself (any dtype, e.g. a uint8
+    torch or CuPy array) or as an (address, nbytes) pair. ``cache_len`` and ``num_splits`` are ints (or NumPy
     integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
     c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
@@ -147,11 +148,9 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
         lens = _args.int32_array("cache_len", cache_len, B)  # host memory, always
         lens_keepalive = lens
         cfg.cache_lens = ffi.cast("const int32_t*", lens.ctypes.data)
-    if workspace is not None:
-        by_address = isinstance(workspace, (int, np.integer))
-        tws = None if by_address else as_tensor("workspace", workspace, writable=True)
-        cfg.workspace = ffi.cast("void*", _args.address("workspace", workspace) if by_address else tws.address)
-        cfg.workspace_bytes = (int(np.prod(tws.shape)) * _itemsize(tws)) if tws else 0
+    ws = as_buffer("workspace", workspace) if workspace is not None else None  # alive until the call returns
+    if ws is not None:
+        cfg.workspace, cfg.workspace_bytes = ffi.cast("void*", ws.address), ws.nbytes
     _logging.sync_level()
     with _on_device(tq):
         status = lib.gqa_attention_decode(
@@ -163,22 +162,20 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     return out
 
 
-def _itemsize(t: Tensor) -> int:
-    return 4 if t.dtype == lib.GQA_DTYPE_F32 else 2
-
-
 _DTYPES_BY_NAME = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}
 
 
 def decode_workspace_size(batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
-                          max_seq_len: int, dtype: str = "float16", device: str = "cuda") -> int:
-    """Bytes of CUDA workspace that lets decode split long caches (0 on the CPU)."""
+                          max_seq_len: int, dtype: str = "float16", device: str = "cuda", *,
+                          num_splits: int = 0) -> int:
+    """Bytes of CUDA workspace that lets decode split long caches (0 on the CPU), for the
+    num_splits decode will be given (0: the automatic choice)."""
     cfg = ffi.new("gqa_decode_config*")
     lib.gqa_decode_config_init(cfg)
     cfg.dtype = _args.choice("dtype", dtype, _DTYPES_BY_NAME)
     cfg.device = _args.choice("device", device, {"cpu": lib.GQA_DEVICE_CPU, "cuda": lib.GQA_DEVICE_CUDA})
     sizes = dict(batch_size=batch_size, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
-                 max_seq_len=max_seq_len)
+                 max_seq_len=max_seq_len, num_splits=num_splits)
     for name, value in sizes.items():
         setattr(cfg, name, _args.int32(name, value))
     size = ffi.new("uint64_t*")

@@ -1,15 +1,21 @@
-"""Array adapters: NumPy arrays (CPU), PyTorch tensors, and objects exposing
-``__cuda_array_interface__`` (CuPy, Numba) or a CUDA ``__dlpack__`` (GPU), all without copies
-of the tensors libgqa writes (out, k_cache, v_cache)."""
+"""Array adapters: NumPy arrays (CPU), PyTorch tensors (CPU and CUDA), and objects exposing
+``__cuda_array_interface__`` (CuPy, Numba) or a CUDA ``__dlpack__``, all without copies of the
+tensors libgqa writes (out, k_cache, v_cache).
+
+One path per kind of array (``_memory``) says where its memory is; ``as_tensor`` turns that
+into a libgqa tensor (a dtype libgqa takes, contiguous), ``as_buffer`` into raw bytes (the
+decode workspace: any dtype)."""
 
 from __future__ import annotations
 
 import ctypes
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from . import _args
 from ._errors import InvalidArgumentError
 from ._ffi import lib
 
@@ -23,17 +29,19 @@ except ImportError:  # pragma: no cover - ml_dtypes is a dependency
 CPU = lib.GQA_DEVICE_CPU
 CUDA = lib.GQA_DEVICE_CUDA
 
+DTYPE_NAMES = {lib.GQA_DTYPE_F16: "float16", lib.GQA_DTYPE_BF16: "bfloat16", lib.GQA_DTYPE_F32: "float32"}
+_TAKES = "libgqa takes float16, bfloat16 or float32"
+
 _NUMPY_DTYPES = {np.dtype(np.float16): lib.GQA_DTYPE_F16, np.dtype(np.float32): lib.GQA_DTYPE_F32}
 if _BF16 is not None:
     _NUMPY_DTYPES[_BF16] = lib.GQA_DTYPE_BF16
 # __cuda_array_interface__ typestrs; bfloat16 has none, so it comes through torch or DLPack.
 _TYPESTR_DTYPES = {"<f2": lib.GQA_DTYPE_F16, "<f4": lib.GQA_DTYPE_F32}
-DTYPE_NAMES = {lib.GQA_DTYPE_F16: "float16", lib.GQA_DTYPE_BF16: "bfloat16", lib.GQA_DTYPE_F32: "float32"}
 
 
 @dataclass
 class Tensor:
-    """What the C call needs from one argument."""
+    """What the C call needs from one tensor argument."""
 
     name: str
     obj: Any  # the array itself (also keeps the memory alive during the call)
@@ -45,6 +53,39 @@ class Tensor:
     stream: int | None = None  # producer's current stream (CUDA only)
 
 
+@dataclass
+class Buffer:
+    """Raw bytes for the C call (the decode workspace)."""
+
+    name: str
+    obj: Any  # keeps the memory alive during the call
+    address: int
+    nbytes: int
+
+
+@dataclass
+class _Memory:
+    """What one array says about its memory, whatever its kind."""
+
+    obj: Any
+    address: int
+    shape: tuple
+    itemsize: int
+    dtype: int | None  # GQA_DTYPE_*, None when libgqa has no such dtype
+    dtype_text: str  # the array's own name for its dtype, for messages
+    contiguous: bool
+    read_only: bool
+    device: int
+    device_id: int = 0
+    stream: int | None = None
+    copyable: bool = False  # a contiguous copy can be made (NumPy, torch)
+    takes: str = _TAKES  # the dtypes this kind can carry to libgqa, for messages
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.itemsize
+
+
 def _is_torch(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "torch"
 
@@ -53,59 +94,45 @@ def _is_cupy(obj: Any) -> bool:
     return type(obj).__module__.split(".")[0] == "cupy"
 
 
-def _numpy(name: str, array: np.ndarray, writable: bool) -> Tensor:
-    dtype = _NUMPY_DTYPES.get(array.dtype)
-    if dtype is None:
-        raise InvalidArgumentError(
-            f"{name} has dtype {array.dtype}; libgqa takes float16, float32 or ml_dtypes.bfloat16"
-        )
-    if not array.flags.c_contiguous:
-        if writable:
-            raise InvalidArgumentError(f"{name} must be C-contiguous: libgqa writes it in place")
-        array = np.ascontiguousarray(array)  # inputs only: a documented copy
-    if writable and not array.flags.writeable:
-        raise InvalidArgumentError(f"{name} is read-only, but libgqa writes it")
-    return Tensor(name, array, array.ctypes.data, tuple(array.shape), dtype, CPU)
+def _c_contiguous(shape: tuple, strides, unit: int) -> bool:
+    """True when `strides` (in bytes: unit = itemsize; in elements: unit = 1) are those of a
+    C-order layout; an extent of 1 may have any stride."""
+    step = unit
+    for extent, stride in zip(reversed(shape), reversed(tuple(strides))):
+        if extent > 1 and stride != step:
+            return False
+        step *= extent
+    return True
 
 
-def _torch(name: str, t: Any, writable: bool) -> Tensor:
+def _numpy_memory(a: np.ndarray) -> _Memory:
+    return _Memory(a, a.ctypes.data, tuple(a.shape), a.itemsize, _NUMPY_DTYPES.get(a.dtype), str(a.dtype),
+                   a.flags.c_contiguous, not a.flags.writeable, CPU, copyable=True)
+
+
+def _torch_memory(name: str, t: Any) -> _Memory:
     import torch
 
     dtypes = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
               torch.float32: lib.GQA_DTYPE_F32}
-    if t.dtype not in dtypes:
-        raise InvalidArgumentError(f"{name} has dtype {t.dtype}; libgqa takes float16, bfloat16 or float32")
-    if not t.is_contiguous():
-        if writable:
-            raise InvalidArgumentError(f"{name} must be contiguous: libgqa writes it in place")
-        t = t.contiguous()
     if t.device.type == "cuda":
-        index = t.device.index if t.device.index is not None else torch.cuda.current_device()
+        device, index = CUDA, t.device.index if t.device.index is not None else torch.cuda.current_device()
         stream = torch.cuda.current_stream(t.device).cuda_stream
-        return Tensor(name, t, t.data_ptr(), tuple(t.shape), dtypes[t.dtype], CUDA, index, stream)
-    if t.device.type != "cpu":
+    elif t.device.type == "cpu":
+        device, index, stream = CPU, 0, None
+    else:
         raise InvalidArgumentError(f"{name} is on device {t.device}; libgqa runs on cpu and cuda")
-    return Tensor(name, t, t.data_ptr(), tuple(t.shape), dtypes[t.dtype], CPU)
+    return _Memory(t, t.data_ptr(), tuple(t.shape), t.element_size(), dtypes.get(t.dtype), str(t.dtype),
+                   t.is_contiguous(), False, device, index, stream, copyable=True)
 
 
-def _cuda_array_interface(name: str, obj: Any, writable: bool) -> Tensor:
+def _cuda_array_interface_memory(obj: Any) -> _Memory:
     cai = obj.__cuda_array_interface__
-    shape = tuple(cai["shape"])
-    dtype = _TYPESTR_DTYPES.get(cai["typestr"])
-    if dtype is None:
-        raise InvalidArgumentError(f"{name} has typestr {cai['typestr']!r}; libgqa takes '<f2' (float16)")
+    shape, typestr = tuple(cai["shape"]), cai["typestr"]
+    itemsize = np.dtype(typestr).itemsize
     strides = cai.get("strides")
-    if strides is not None:
-        itemsize = 2 if dtype != lib.GQA_DTYPE_F32 else 4
-        expected, step = [], itemsize
-        for extent in reversed(shape):
-            expected.append(step)
-            step *= extent
-        if tuple(reversed(expected)) != tuple(strides) and int(np.prod(shape)) > 1:
-            raise InvalidArgumentError(f"{name} must be C-contiguous (strides {strides})")
+    contiguous = strides is None or _c_contiguous(shape, strides, itemsize)
     address, read_only = cai["data"]
-    if writable and read_only:
-        raise InvalidArgumentError(f"{name} is read-only, but libgqa writes it")
     stream = None
     if _is_cupy(obj):
         import cupy
@@ -113,7 +140,10 @@ def _cuda_array_interface(name: str, obj: Any, writable: bool) -> Tensor:
         stream = cupy.cuda.get_current_stream().ptr
     elif isinstance(cai.get("stream"), int):
         stream = cai["stream"]
-    return Tensor(name, obj, int(address), shape, dtype, CUDA, 0, stream)
+    return _Memory(obj, int(address), shape, itemsize, _TYPESTR_DTYPES.get(typestr), repr(typestr), contiguous,
+                   bool(read_only), CUDA, 0, stream,
+                   takes="libgqa takes '<f2' (float16) or '<f4' (float32); bfloat16 has no typestr: pass a "
+                         "torch tensor or a DLPack array")
 
 
 # --- DLPack (only for CUDA objects that have no __cuda_array_interface__) ------------------
@@ -133,9 +163,11 @@ class _DLTensor(ctypes.Structure):
 
 _KDL_CUDA = 2
 _KDL_FLOAT, _KDL_BFLOAT = 2, 4
+_DLPACK_DTYPES = {(_KDL_FLOAT, 16): lib.GQA_DTYPE_F16, (_KDL_BFLOAT, 16): lib.GQA_DTYPE_BF16,
+                  (_KDL_FLOAT, 32): lib.GQA_DTYPE_F32}
 
 
-def _dlpack(name: str, obj: Any) -> Tensor:
+def _dlpack_memory(obj: Any) -> _Memory:
     capsule = obj.__dlpack__()
     get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
     get_pointer.restype = ctypes.c_void_p
@@ -143,39 +175,66 @@ def _dlpack(name: str, obj: Any) -> Tensor:
     # DLManagedTensor starts with its DLTensor; the capsule keeps it alive while we hold it.
     tensor = _DLTensor.from_address(get_pointer(capsule, b"dltensor"))
     shape = tuple(tensor.shape[i] for i in range(tensor.ndim))
-    code, bits = tensor.dtype.code, tensor.dtype.bits
-    dtype = {(_KDL_FLOAT, 16): lib.GQA_DTYPE_F16, (_KDL_BFLOAT, 16): lib.GQA_DTYPE_BF16,
-             (_KDL_FLOAT, 32): lib.GQA_DTYPE_F32}.get((code, bits))
-    if dtype is None:
-        raise InvalidArgumentError(f"{name} has DLPack dtype code {code} bits {bits}; libgqa takes f16/bf16")
-    if tensor.strides:
-        step, ok = 1, True
-        for i in reversed(range(tensor.ndim)):
-            if shape[i] > 1 and tensor.strides[i] != step:
-                ok = False
-            step *= shape[i]
-        if not ok:
-            raise InvalidArgumentError(f"{name} must be C-contiguous")
+    code, bits, lanes = tensor.dtype.code, tensor.dtype.bits, tensor.dtype.lanes
+    contiguous = not tensor.strides or _c_contiguous(shape, [tensor.strides[i] for i in range(tensor.ndim)], 1)
     address = (tensor.data or 0) + tensor.byte_offset
-    return Tensor(name, (obj, capsule), address, shape, dtype, CUDA, tensor.device.device_id)
+    dtype = _DLPACK_DTYPES.get((code, bits)) if lanes == 1 else None
+    return _Memory((obj, capsule), address, shape, bits * lanes // 8, dtype, f"DLPack code {code} bits {bits}",
+                   contiguous, False, CUDA, tensor.device.device_id)
 
 
-def as_tensor(name: str, obj: Any, writable: bool = False) -> Tensor:
-    """Describe one argument; inputs that are not contiguous may be copied, outputs never."""
+def _memory(name: str, obj: Any) -> _Memory:
+    """The one place that tells array kinds apart."""
     if obj is None:
         raise InvalidArgumentError(f"{name} is None")
     if isinstance(obj, np.ndarray):
-        return _numpy(name, obj, writable)
+        return _numpy_memory(obj)
     if _is_torch(obj):
-        return _torch(name, obj, writable)
+        return _torch_memory(name, obj)
     if hasattr(obj, "__cuda_array_interface__"):
-        return _cuda_array_interface(name, obj, writable)
+        return _cuda_array_interface_memory(obj)
     if hasattr(obj, "__dlpack_device__") and obj.__dlpack_device__()[0] == _KDL_CUDA:
-        return _dlpack(name, obj)
+        return _dlpack_memory(obj)
     raise InvalidArgumentError(
         f"{name} is a {type(obj).__name__}; libgqa takes NumPy arrays, PyTorch tensors, or CUDA arrays "
         "with __cuda_array_interface__ or __dlpack__"
     )
+
+
+def _contiguous_copy(obj: Any) -> Any:
+    return np.ascontiguousarray(obj) if isinstance(obj, np.ndarray) else obj.contiguous()
+
+
+def as_tensor(name: str, obj: Any, writable: bool = False) -> Tensor:
+    """Describe one tensor argument; inputs that are not contiguous may be copied, outputs never."""
+    m = _memory(name, obj)
+    if m.dtype is None:
+        raise InvalidArgumentError(f"{name} has dtype {m.dtype_text}; {m.takes}")
+    if not m.contiguous:
+        if writable or not m.copyable:
+            why = "libgqa writes it in place" if writable else "libgqa reads it in C order"
+            raise InvalidArgumentError(f"{name} must be C-contiguous: {why}")
+        m = _memory(name, _contiguous_copy(obj))  # inputs only: a documented copy
+    if writable and m.read_only:
+        raise InvalidArgumentError(f"{name} is read-only, but libgqa writes it")
+    return Tensor(name, m.obj, m.address, m.shape, m.dtype, m.device, m.device_id, m.stream)
+
+
+def as_buffer(name: str, obj: Any) -> Buffer:
+    """Raw bytes libgqa may write: an array of any kind and dtype (e.g. a uint8 torch or CuPy
+    array on the device), contiguous and writable, or an explicit (address, nbytes) pair."""
+    if isinstance(obj, tuple) and len(obj) == 2:
+        address, nbytes = _args.address(f"{name}[0]", obj[0]), _args.address(f"{name}[1]", obj[1])
+        return Buffer(name, obj, address, nbytes)
+    if isinstance(obj, (int, np.integer)):
+        raise InvalidArgumentError(f"{name} ({obj!r}) is a bare address without a size; pass (address, nbytes) "
+                                   "or the buffer itself")
+    m = _memory(name, obj)
+    if not m.contiguous:
+        raise InvalidArgumentError(f"{name} must be contiguous: libgqa uses it as one run of bytes")
+    if m.read_only:
+        raise InvalidArgumentError(f"{name} is read-only, but libgqa writes it")
+    return Buffer(name, m.obj, m.address, m.nbytes)
 
 
 def common_device_and_dtype(tensors: list[Tensor]) -> tuple[int, int]:

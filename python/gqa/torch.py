@@ -5,8 +5,8 @@
     out = gt.decode(q, k, v, k_cache, v_cache, cache_len)
 
 CPU tensors reach libgqa as NumPy views of the same memory (no copy; bfloat16 through
-ml_dtypes). CUDA tensors are handed to the gqa API as they are: it reads their
-`__cuda_array_interface__` and runs on the GPU. Caches and `out` are written in place and must
+ml_dtypes). CUDA tensors are handed to the gqa API as they are: its torch adapter
+(gqa/_arrays.py) takes their data pointer, device and current stream, and runs on the GPU. Caches and `out` are written in place and must
 be contiguous; a non-contiguous q/k/v is copied first (inputs only). There is no autograd:
 the result never requires grad.
 

@@ -4,7 +4,7 @@
 // that KV head, against one contiguous key range [key_begin, key_end). Query i of the tile
 // (0-based inside the tile) sees keys < min(key_end, visible_end(i)). The kernel keeps an
 // online softmax over key blocks in fp32 and writes either the final, normalised output in the
-// storage dtype, or (split decode) an unnormalised fp32 partial that combine_partials() merges.
+// storage dtype, or (split decode) an unnormalised fp32 partial that run_decode() merges.
 //
 // Prefill packs K and V once per call (PrefillPath::pack, per sequence and KV head, into the
 // path's compute layout) and hands every query tile of that head the packed blocks; decode and

@@ -15,7 +15,7 @@ import numpy as np
 from hypothesis import strategies as st
 
 import gqa
-from conftest_gqa import poisoned, rand
+from gqa_testing import poisoned, rand
 
 PAGE_SIZES = [1, 7, 16, 256]
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gqa
-from conftest_gqa import rand
+from gqa_testing import rand
 
 B, S, HQ, HKV, D, M = 2, 5, 8, 2, 16, 12
 

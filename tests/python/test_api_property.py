@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings, strategies as st
 
 import gqa
-from conftest_gqa import DTYPES, TOL, max_err, poisoned, rand
+from gqa_testing import DTYPES, TOL, max_err, poisoned, rand
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 import gqa
 from batch_support import PAGE_SIZES, contiguous, expected, live_mask, make_case, ragged_batches
-from conftest_gqa import DTYPES
+from gqa_testing import DTYPES
 
 
 def run_reference(case, **options):

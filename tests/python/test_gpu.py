@@ -1,7 +1,7 @@
 """The CUDA backend on a real GPU (pytest marker `gpu`).
 
 Skipped without a usable CUDA device or without PyTorch/CuPy; fails when a device is present
-and anything is wrong. What it checks (issue 3, item 7):
+and anything is wrong. What it checks:
   * FlashAttention's tolerance rule: max |kernel - float64| <= 2 * max |same-precision torch
     attention - float64| + a floor, and within the project's absolute bounds (f16 4e-3,
     bf16 3e-2), over seq lengths 1..4096, group sizes 1..16, head dims 32..256, f16 and bf16,
@@ -14,14 +14,14 @@ and anything is wrong. What it checks (issue 3, item 7):
     CUDA-graph capture.
 Tests named test_small_* are the subset tests/gpu/run.sh runs under compute-sanitizer.
 
-Split-KV, per-sequence cache lengths and CUDA graphs go through the C ABI directly (cffi over
-the installed header), since the Python API does not expose a workspace.
+Split-KV (with a workspace), per-sequence cache lengths and CUDA graphs go through gqa.decode
+like everything else (split_decode below).
 """
 import math
-import pathlib
 
 import numpy as np
 import pytest
+from gqa_testing import TOLERANCE
 
 gqa = pytest.importorskip("gqa")
 
@@ -59,7 +59,7 @@ needs_torch = pytest.mark.skipif(not HAVE_TORCH, reason="needs PyTorch with CUDA
 
 # Absolute bounds against float64 on O(1) data, and the floor of FlashAttention's rule (half an
 # ulp of the storage type at the output's magnitude: what output rounding alone may cost).
-ABS_TOL = {"f16": 4e-3, "bf16": 3e-2}
+ABS_TOL = {"f16": TOLERANCE["float16"], "bf16": TOLERANCE["bfloat16"]}
 FLOOR = {"f16": 2.0 ** -11, "bf16": 2.0 ** -8}
 
 
@@ -81,6 +81,9 @@ def decode_kernel(request, monkeypatch):
 
 def tdtype(name):
     return {"f16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+_DTYPE_NAMES = {} if torch is None else {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -147,79 +150,20 @@ def make_cache(batch, max_seq, kv_heads, dim, lens, dtype, gen):
     return cache
 
 
-# ---------------------------------------------------------------------------------------------
-# The C ABI through cffi, for split-KV, per-sequence cache lengths and graph capture.
-# ---------------------------------------------------------------------------------------------
-_RAW = None
-
-
-def raw():
-    global _RAW
-    if _RAW is None:
-        import cffi
-
-        pkg = pathlib.Path(gqa.__file__).resolve().parent
-        header = pkg / "include" / "gqa.h"
-        if not header.exists():
-            header = pathlib.Path(__file__).resolve().parents[2] / "include" / "gqa.h"
-        text = header.read_text()
-        body = text.split("/* GQA_CDEF_BEGIN */")[1].split("/* GQA_CDEF_END */")[0]
-        lines = []
-        for line in body.replace("GQA_API ", "").splitlines():
-            if line.startswith("#"):
-                parts = line.split()
-                if len(parts) >= 3 and parts[0] == "#define" and parts[2].lstrip("-").isdigit():
-                    lines.append(" ".join(parts[:3]))
-                continue
-            lines.append(line)
-        ffi = cffi.FFI()
-        ffi.cdef("\n".join(lines))
-        libs = sorted(pkg.glob("libgqa.so*")) or sorted(pkg.glob("**/libgqa.so*"))
-        assert libs, f"libgqa.so not found under {pkg}"
-        _RAW = (ffi, ffi.dlopen(str(libs[0])))
-    return _RAW
-
-
-def _ptr(ffi, t):
-    return ffi.cast("void*", t.data_ptr()) if t is not None else ffi.NULL
-
-
-def _dtype_code(lib, t):
-    return lib.GQA_DTYPE_F16 if t.dtype == torch.float16 else lib.GQA_DTYPE_BF16
-
-
-def raw_decode(q, k, v, k_cache, v_cache, cache_lens, *, num_splits=1, workspace="auto", out=None,
-               stream=None):
-    """gqa_attention_decode with per-sequence cache_lens (host int32) and a split request.
-    workspace: "auto" (sized by gqa_decode_workspace_size), None, or a uint8 CUDA tensor."""
-    ffi, lib = raw()
-    cfg = ffi.new("gqa_decode_config*")
-    lib.gqa_decode_config_init(cfg)
-    cfg.dtype = _dtype_code(lib, q)
-    cfg.device = lib.GQA_DEVICE_CUDA
-    cfg.batch_size, _, cfg.num_q_heads, cfg.head_dim = q.shape
-    cfg.num_kv_heads = k.shape[2]
-    cfg.max_seq_len = k_cache.shape[1]
-    lens = ffi.new("int32_t[]", [int(x) for x in cache_lens])
-    cfg.cache_lens = lens
-    cfg.num_splits = num_splits
+def split_decode(q, k, v, k_cache, v_cache, cache_lens, *, num_splits=1, workspace="auto", out=None,
+                 stream=None):
+    """gqa.decode with per-sequence cache_lens and a split request. workspace: "auto" (a uint8
+    tensor of gqa.decode_workspace_size bytes for this num_splits), None, or a device buffer.
+    Returns (out, workspace)."""
     if isinstance(workspace, str):
-        size = ffi.new("uint64_t*")
-        status = lib.gqa_decode_workspace_size(cfg, size)
-        assert status == 0, ffi.string(lib.gqa_last_error()).decode()
-        workspace = torch.empty(size[0], dtype=torch.uint8, device="cuda") if size[0] else None
-    if workspace is not None:
-        cfg.workspace = _ptr(ffi, workspace)
-        cfg.workspace_bytes = workspace.numel()
+        batch, _, q_heads, dim = q.shape
+        size = gqa.decode_workspace_size(batch, q_heads, k.shape[2], dim, k_cache.shape[1],
+                                         dtype=_DTYPE_NAMES[q.dtype], num_splits=num_splits)
+        workspace = torch.empty(size, dtype=torch.uint8, device="cuda") if size else None
     if out is None:
         out = nan_like(q)
-    if stream is None:
-        stream = torch.cuda.current_stream().cuda_stream
-    status = lib.gqa_attention_decode(_ptr(ffi, out), _ptr(ffi, q), _ptr(ffi, k), _ptr(ffi, v),
-                                      _ptr(ffi, k_cache), _ptr(ffi, v_cache), cfg,
-                                      ffi.cast("void*", stream))
-    if status != 0:
-        raise RuntimeError(f"status {status}: {ffi.string(lib.gqa_last_error()).decode()}")
+    gqa.decode(q, k, v, k_cache, v_cache, [int(n) for n in cache_lens], num_splits=num_splits,
+               workspace=workspace, out=out, stream=stream)
     return out, workspace
 
 
@@ -393,7 +337,7 @@ def test_split_kv_agrees_with_no_split(case, decode_kernel):
     for splits in (1, 0, 2, 3, 7, 16):
         kc.copy_(kc_before)
         vc.copy_(vc_before)
-        out, _ = raw_decode(q, k, v, kc, vc, lens, num_splits=splits,
+        out, _ = split_decode(q, k, v, kc, vc, lens, num_splits=splits,
                             workspace=None if splits == 1 else "auto")
         torch.cuda.synchronize()
         assert same_bits(kc, want_k) and same_bits(vc, want_v), f"splits={splits}: cache bytes"
@@ -415,7 +359,7 @@ def test_small_decode_per_sequence_lengths_and_splits(decode_kernel):
     for splits in (1, 0, 3):
         kc.copy_(kc_before)
         vc.copy_(vc_before)
-        out, _ = raw_decode(q, k, v, kc, vc, lens, num_splits=splits,
+        out, _ = split_decode(q, k, v, kc, vc, lens, num_splits=splits,
                             workspace=None if splits == 1 else "auto")
         torch.cuda.synchronize()
         want_k, want_v = expected_decode_caches(kc_before, vc_before, k, v, lens)
@@ -431,7 +375,7 @@ def test_batch_larger_than_one_launch(decode_kernel):
     lens = torch.randint(0, 39, (batch,), generator=gen).tolist()
     q, k, v, kc, vc = decode_inputs(batch, 4, 2, 64, 40, lens, "bf16", seed=7)
     kc_before, vc_before = kc.clone(), vc.clone()
-    out, _ = raw_decode(q, k, v, kc, vc, lens, num_splits=2)
+    out, _ = split_decode(q, k, v, kc, vc, lens, num_splits=2)
     torch.cuda.synchronize()
     want_k, want_v = expected_decode_caches(kc_before, vc_before, k, v, lens)
     assert same_bits(kc, want_k) and same_bits(vc, want_v)
@@ -454,8 +398,8 @@ def test_small_nan_past_the_attended_range_changes_nothing(decode_kernel):
         vc_rand[b, n:] = randn(vc_rand[b, n:].shape, "f16", gen)
     for splits in (1, 3):
         ws = None if splits == 1 else "auto"
-        a, _ = raw_decode(q, k, v, kc_nan.clone(), vc_nan.clone(), lens, num_splits=splits, workspace=ws)
-        b_, _ = raw_decode(q, k, v, kc_rand.clone(), vc_rand.clone(), lens, num_splits=splits, workspace=ws)
+        a, _ = split_decode(q, k, v, kc_nan.clone(), vc_nan.clone(), lens, num_splits=splits, workspace=ws)
+        b_, _ = split_decode(q, k, v, kc_rand.clone(), vc_rand.clone(), lens, num_splits=splits, workspace=ws)
         torch.cuda.synchronize()
         assert torch.isfinite(a.float()).all()
         assert same_bits(a, b_), f"splits={splits}: cache slots past cache_len+1 changed the output"
@@ -489,12 +433,12 @@ def test_250_calls_bitwise_identical():
     gqa.prefill(q, k, v, kc, vc, start_pos=20, out=first)
     lens = [3000, 17]
     dq, dk, dv, dkc, dvc = decode_inputs(2, 32, 8, 128, 3100, lens, "bf16", seed=14)
-    dfirst, ws = raw_decode(dq, dk, dv, dkc, dvc, lens, num_splits=0)
+    dfirst, ws = split_decode(dq, dk, dv, dkc, dvc, lens, num_splits=0)
     dfirst = dfirst.clone()
     out, dout = nan_like(q), nan_like(dq)
     for i in range(250):
         gqa.prefill(q, k, v, kc, vc, start_pos=20, out=out)
-        raw_decode(dq, dk, dv, dkc, dvc, lens, num_splits=0, workspace=ws, out=dout)
+        split_decode(dq, dk, dv, dkc, dvc, lens, num_splits=0, workspace=ws, out=dout)
         if i % 50 == 49:
             torch.cuda.synchronize()
             assert same_bits(out, first), f"prefill call {i + 1} differs from the first"
@@ -598,13 +542,13 @@ def test_small_rejected_call_writes_nothing():
         gqa.prefill(q64, k64, k64, kc64.cpu(), vc64, start_pos=3, out=out64)
     torch.cuda.synchronize()
     assert all(same_bits(a, b) for a, b in zip((out64, kc64, vc64), snap64))
-    # Through the C ABI: explicit splits with a workspace that is too small.
+    # Explicit splits with a workspace that is too small.
     lens = [10]
     dq, dk, dv, dkc, dvc = decode_inputs(1, 4, 2, 64, 16, lens, "f16", seed=17)
     dsnap = [dkc.clone(), dvc.clone()]
     dout = nan_like(dq)
-    with pytest.raises(RuntimeError, match="workspace"):
-        raw_decode(dq, dk, dv, dkc, dvc, lens, num_splits=8,
+    with pytest.raises(gqa.InvalidArgumentError, match="workspace"):
+        split_decode(dq, dk, dv, dkc, dvc, lens, num_splits=8,
                    workspace=torch.empty(64, dtype=torch.uint8, device="cuda"), out=dout)
     torch.cuda.synchronize()
     assert same_bits(dkc, dsnap[0]) and same_bits(dvc, dsnap[1]) and torch.isnan(dout.float()).all()
@@ -637,14 +581,14 @@ def test_decode_captured_in_a_cuda_graph():
     lens = [700, 5]
     q, k, v, kc, vc = decode_inputs(2, 16, 4, 128, 800, lens, "f16", seed=19)
     kc_before, vc_before = kc.clone(), vc.clone()
-    size_probe, ws = raw_decode(q, k, v, kc.clone(), vc.clone(), lens, num_splits=0)
+    size_probe, ws = split_decode(q, k, v, kc.clone(), vc.clone(), lens, num_splits=0)
     out = nan_like(q)
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph, stream=stream):
-        raw_decode(q, k, v, kc, vc, lens, num_splits=0, workspace=ws, out=out,
+        split_decode(q, k, v, kc, vc, lens, num_splits=0, workspace=ws, out=out,
                    stream=stream.cuda_stream)
     # New inputs in place, then replay: the graph computes with them.
     gen = torch.Generator(device="cuda").manual_seed(20)

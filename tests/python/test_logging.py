@@ -12,7 +12,7 @@ import pytest
 
 import gqa
 from gqa import _logging
-from conftest_gqa import rand
+from gqa_testing import rand
 from gqa._ffi import lib
 
 LOGGER = logging.getLogger("gqa")

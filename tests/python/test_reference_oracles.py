@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gqa import reference
-from conftest_gqa import rand
+from gqa_testing import rand
 
 # onnxruntime and torch compute in float32; the reference in float64 (O(1) data).
 PEER_TOL = 2e-5

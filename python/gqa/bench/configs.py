@@ -1,4 +1,4 @@
-"""The CPU benchmark grid (issues 6 and 18): three model shapes, causal prefill and decode, three
+"""The CPU benchmark grid: three model shapes, causal prefill and decode, three
 dtypes, and the byte and FLOP counts every figure is derived from."""
 from __future__ import annotations
 

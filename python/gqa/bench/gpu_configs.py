@@ -1,4 +1,4 @@
-"""The GPU benchmark grid (issues 4 and 5) and its arithmetic: bytes, FLOPs, rotation copies,
+"""The GPU benchmark grid and its arithmetic: bytes, FLOPs, rotation copies,
 tolerances. Pure Python (no torch, no libgqa calls), so CI tests it without a GPU."""
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """python -m gqa.bench {decode,prefill,all} --device cuda: libgqa vs torch SDPA on one GPU.
 
-decode (issue 4): Qwen2.5-0.5B 14:2 d64, Phi-3-mini 32:32 d96, Llama-3-8B 32:8 d128 x batch
+decode: Qwen2.5-0.5B 14:2 d64, Phi-3-mini 32:32 d96, Llama-3-8B 32:8 d128 x batch
 1, 16, 64 x cache 1k, 8k, 32k x fp16, bf16, against SDPA flash, cuDNN and mem-efficient, plain
 and in CUDA graphs; GB/s against the device's own copy bandwidth.
-prefill (issue 5): the same models x S 512, 2048, 8192 (batch 16384 // S), causal, plus chunked
+prefill: the same models x S 512, 2048, 8192 (batch 16384 // S), causal, plus chunked
 rows (libgqa only); TFLOP/s against the device's own matmul rate.
 Writes benchmarks/gpu-{decode,prefill}-bench.json and .png and its own sections of
 benchmarks/RESULTS.md. Exit status: 0; 1 when libgqa failed or was wrong on some config;

@@ -7,7 +7,6 @@ copies made here, before timing, when a backend refuses the strided view.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Callable
 
@@ -63,8 +62,8 @@ class Case:
         self.workspace = None
         if cfg.op == "decode":
             size = gqa.decode_workspace_size(b, hq, hkv, d, cfg.kv_len, dtype=GQA_DTYPE_NAMES[cfg.dtype], device=device)
-            if size:  # once per config, outside timing; float32 because gqa's adapters take float tensors
-                self.workspace = torch.empty(math.ceil(size / 4), dtype=torch.float32, device=device)
+            if size:  # once per config, outside timing
+                self.workspace = torch.empty(size, dtype=torch.uint8, device=device)
 
     def _keys(self, x: dict, name: str, b: int) -> torch.Tensor:
         if self.cfg.op == "prefill":
