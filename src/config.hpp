@@ -7,7 +7,7 @@
 //
 // To append a field to a config (abi/README.md): add it at the end of the struct in gqa.h
 // and its default at the end of the GQA_*_CONFIG_INIT macro (the one list of defaults; it
-// must be what an older caller gets today), append the new sizeof to published_sizes below,
+// must be what an older caller gets today), append the new sizeof to its line of the table below,
 // bump GQA_VERSION_MINOR. GQA_ABI_VERSION stays.
 #pragma once
 
@@ -22,36 +22,29 @@
 
 namespace gqa {
 
-// One specialisation per config struct: its name for messages, its initializer macro, every
-// struct_size it was published with (oldest first; LP64 sizes) and its defaults.
+// What the growth rule knows of a config struct: its name and initializer macro (for
+// messages), every struct_size it was published with (oldest first; LP64 sizes) and its
+// defaults (the macro). One line per struct in the table below.
 template <typename Config>
 struct ConfigSpec;
 
-template <>
-struct ConfigSpec<gqa_prefill_config> {
-    static constexpr const char* name = "gqa_prefill_config";
-    static constexpr const char* initializer = "GQA_PREFILL_CONFIG_INIT";
-    static constexpr uint32_t published_sizes[] = {
-        56,  // libgqa 0.1 (ABI 1): struct_size .. reserved
-    };
-    static gqa_prefill_config defaults() {
-        const gqa_prefill_config c = GQA_PREFILL_CONFIG_INIT;
-        return c;
+#define GQA_CONFIG_SPEC(Config, INIT, ...)                                   \
+    template <>                                                              \
+    struct ConfigSpec<Config> {                                              \
+        static constexpr const char* name = #Config;                         \
+        static constexpr const char* initializer = #INIT;                    \
+        static constexpr uint32_t published_sizes[] = {__VA_ARGS__};         \
+        static Config defaults() {                                           \
+            const Config c = INIT;                                           \
+            return c;                                                        \
+        }                                                                    \
     }
-};
 
-template <>
-struct ConfigSpec<gqa_decode_config> {
-    static constexpr const char* name = "gqa_decode_config";
-    static constexpr const char* initializer = "GQA_DECODE_CONFIG_INIT";
-    static constexpr uint32_t published_sizes[] = {
-        72,  // libgqa 0.1 (ABI 1): struct_size .. workspace_bytes
-    };
-    static gqa_decode_config defaults() {
-        const gqa_decode_config c = GQA_DECODE_CONFIG_INIT;
-        return c;
-    }
-};
+//              struct               initializer              published sizes: libgqa 0.1 (ABI 1)
+GQA_CONFIG_SPEC(gqa_prefill_config, GQA_PREFILL_CONFIG_INIT, 56);
+GQA_CONFIG_SPEC(gqa_decode_config,  GQA_DECODE_CONFIG_INIT,  72);
+
+#undef GQA_CONFIG_SPEC
 
 namespace config_detail {
 
