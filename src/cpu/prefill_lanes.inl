@@ -242,22 +242,55 @@ inline void outer_block(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, 
 // (Q.K^T: a = key) or the steps (P.V: s = key, keys_per_step keys a step).
 enum class KeysAre { Count, Steps };
 
-// outer_block over all rp lanes. The keys extent of each register block stops at the most keys
-// any of its vectors' lanes sees (vec_keys[vector], see prefill_lanes): past it, every lane of
-// the block is masked, so scores there are never read and P is exactly 0.
+// outer_block for the vectors [v, NR) of a register block: NR - v picks the template.
+template <int A, int NR, class Op>
+inline void outer_block_tail(int v, const typename Op::Scalar* b, int64_t b_a, int64_t b_s, const float* vec,
+                             int64_t rp, int64_t steps, float* out, bool accumulate) {
+    switch (NR - v) {
+        case 4: outer_block<A, 4, Op>(b, b_a, b_s, vec + v * W, rp, steps, out + v * W, accumulate); break;
+        case 3: outer_block<A, 3, Op>(b, b_a, b_s, vec + v * W, rp, steps, out + v * W, accumulate); break;
+        case 2: outer_block<A, 2, Op>(b, b_a, b_s, vec + v * W, rp, steps, out + v * W, accumulate); break;
+        default: outer_block<A, 1, Op>(b, b_a, b_s, vec + v * W, rp, steps, out + v * W, accumulate); break;
+    }
+}
+
+// outer_block over all rp lanes, each vector's keys extent stopping at the keys its lanes may
+// see (vec_keys[vector], see prefill_lanes): past it every lane is masked, so scores there are
+// never read and P is exactly 0. A register block of NR vectors runs its keys in segments:
+// keys [K(v - 1), K(v)) for the vectors [v, NR), K(v) the most keys any of vectors 0..v needs.
+// Under a causal mask later rows see more keys, so every vector gets just its own keys.
 template <class Op, KeysAre Keys>
 inline void outer_product(const typename Op::Scalar* b, int64_t b_a, int64_t b_s, int64_t count, const float* vec,
                           int64_t rp, int64_t steps, float* out, bool accumulate, const int32_t* vec_keys,
                           int64_t keys_per_step = 1) {
     auto rows = [&](auto nr, int64_t rv) {
         constexpr int NR = decltype(nr)::value;
-        int64_t keys = 0;
-        for (int r = 0; r < NR; ++r) keys = keys > vec_keys[rv / W + r] ? keys : vec_keys[rv / W + r];
-        const int64_t n = Keys == KeysAre::Count ? keys : count;
-        const int64_t s = Keys == KeysAre::Steps ? (keys + keys_per_step - 1) / keys_per_step : steps;
-        int64_t a = 0;
-        for (; a + 4 <= n; a += 4) outer_block<4, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, s, out + a * rp + rv, accumulate);
-        for (; a < n; ++a) outer_block<1, NR, Op>(b + a * b_a, b_a, b_s, vec + rv, rp, s, out + a * rp + rv, accumulate);
+        int64_t done = 0;  // K(v - 1)
+        for (int v = 0; v < NR; ++v) {
+            const int64_t upto = vec_keys[rv / W + v] > done ? vec_keys[rv / W + v] : done;  // K(v)
+            if (upto == done) continue;
+            if (Keys == KeysAre::Count) {
+                int64_t a = done;
+                for (; a + 4 <= upto; a += 4) {
+                    outer_block_tail<4, NR, Op>(v, b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
+                }
+                for (; a < upto; ++a) {
+                    outer_block_tail<1, NR, Op>(v, b + a * b_a, b_a, b_s, vec + rv, rp, steps, out + a * rp + rv, accumulate);
+                }
+            } else {
+                const int64_t s0 = (done + keys_per_step - 1) / keys_per_step, s1 = (upto + keys_per_step - 1) / keys_per_step;
+                int64_t a = 0;
+                for (; a + 4 <= count; a += 4) {
+                    outer_block_tail<4, NR, Op>(v, b + a * b_a + s0 * b_s, b_a, b_s, vec + s0 * rp + rv, rp, s1 - s0,
+                                                out + a * rp + rv, accumulate);
+                }
+                for (; a < count; ++a) {
+                    outer_block_tail<1, NR, Op>(v, b + a * b_a + s0 * b_s, b_a, b_s, vec + s0 * rp + rv, rp, s1 - s0,
+                                                out + a * rp + rv, accumulate);
+                }
+            }
+            done = upto;
+        }
     };
     int64_t rv = 0;
     for (; rv + kRowVectors * W <= rp; rv += kRowVectors * W) rows(std::integral_constant<int, kRowVectors>{}, rv);
