@@ -5,20 +5,24 @@
  * declarations from this file; C, C++, Rust and Go callers link against the same text.
  * It compiles as C99 and C++11 and needs no CUDA header.
  *
- * Tensor layout is BSHD, contiguous, row-major:
+ * Tensor layout is BSHD, row-major; contiguous unless a config gives strides (gqa_strides):
  *   q, out (prefill)    [batch, seq_len, num_q_heads, head_dim]
  *   k, v  (prefill)     [batch, seq_len, num_kv_heads, head_dim]
- *   k_cache, v_cache    [batch, max_seq_len, num_kv_heads, head_dim]
+ *   k_cache, v_cache    [batch, max_seq_len, num_kv_heads, head_dim]   (always contiguous)
  *   q, out (decode)     [batch, 1, num_q_heads, head_dim]
  *   k, v  (decode)      [batch, 1, num_kv_heads, head_dim]
+ *   lse (prefill)       [batch, num_q_heads, seq_len] fp32, contiguous  (optional output)
+ *   lse (decode)        [batch, num_q_heads] fp32, contiguous           (optional output)
  * Query head h reads KV head h / (num_q_heads / num_kv_heads).
  *
  * Every entry point validates everything before touching memory: a call that returns a
  * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache. Besides the
  * obvious (NULL pointers, sizes <= 0, num_q_heads % num_kv_heads, cache positions), a call is
- * rejected when: scale is not finite or < 0 (INVALID_ARGUMENT); head_dim > 256 (UNSUPPORTED);
- * a tensor's byte size overflows 64 bits (INVALID_ARGUMENT); out, k_cache or v_cache overlaps
- * any other tensor of the call (INVALID_ARGUMENT).
+ * rejected when: scale is not finite or < 0 (INVALID_ARGUMENT); head_dim > 512 (UNSUPPORTED;
+ * CUDA: larger than its kernels take); a tensor's byte size or extent overflows 64 bits
+ * (INVALID_ARGUMENT); a tensor the call writes (out, lse, k_cache, v_cache) shares an element with
+ * any other tensor of the call (INVALID_ARGUMENT; inputs may share memory, e.g. three strided
+ * views of one fused QKV buffer).
  * Nothing aborts, nothing prints to stdout; a C++ exception never crosses this ABI.
  *
  * Lines between GQA_CDEF_BEGIN and GQA_CDEF_END are fed to cffi's cdef: keep them free of
@@ -50,7 +54,7 @@ extern "C" {
 
 /* Library version (semantic). gqa_version_number() returns MAJOR*10000 + MINOR*100 + PATCH. */
 #define GQA_VERSION_MAJOR 0
-#define GQA_VERSION_MINOR 1
+#define GQA_VERSION_MINOR 2
 #define GQA_VERSION_PATCH 0
 /* Bumped only when a declaration below changes incompatibly (a field moved or changed type, a
  * function's parameters changed, a value changed meaning). Appending a field to a config is
@@ -102,6 +106,42 @@ typedef enum gqa_status {
  * gets. A struct_size libgqa never published (e.g. from a gqa.h newer than the library) is
  * GQA_STATUS_VERSION_MISMATCH; abi_version must be GQA_ABI_VERSION. */
 
+/* Element strides of q, k, v or out (head_dim is always contiguous: element d of a head is d
+ * elements after element 0). All three 0 (the default): the contiguous BSHD layout of the call.
+ * A non-zero field is used as given; a 0 field means the contiguous value of that field
+ * (batch: seq_len * heads * head_dim, token: heads * head_dim, head: head_dim). Negative strides
+ * are INVALID_ARGUMENT. Three views of one fused QKV projection [B, S, (Hq + 2 Hkv) * D] are
+ * q = {S*(Hq+2Hkv)*D, (Hq+2Hkv)*D, D} from base, k from base + Hq*D, v from base + (Hq+Hkv)*D. */
+typedef struct gqa_strides {
+    int64_t batch;  /* elements between sequences                                   */
+    int64_t token;  /* elements between tokens (decode: must be 0, one token)      */
+    int64_t head;   /* elements between heads                                       */
+} gqa_strides;
+
+/* The attention variants, appended to both configs (libgqa 0.2). Same meaning in every op:
+ *
+ * window_left, window_right (FlashAttention's meaning): the query at absolute position i sees
+ *   key j only when i - window_left <= j <= i + window_right; -1 = unbounded on that side (the
+ *   default, -1 and -1). Causality (j <= i) and what exists (j < cached + new) still apply, so
+ *   window_right matters only when causal = 0. Other negative values are INVALID_ARGUMENT. Keys
+ *   outside the window are never read, and the cost follows the window, not the cache length.
+ *   onnxruntime's local_window_size and OpenVINO's sliding_window count the current token:
+ *   local_window_size = window_left + 1 (Mistral's sliding_window 4096 is window_left = 4095).
+ * softcap: c > 0 turns every scaled logit s = scale * q.k into c * tanh(s / c) before masking
+ *   and softmax (Gemma 2: 50). 0 (default) = off; negative or non-finite: INVALID_ARGUMENT.
+ * sinks: optional fp32 [num_q_heads] logits, one per query head, in memory of the call's device
+ *   (gpt-oss). Sink s_h joins the softmax denominator only:
+ *   out = sum_j e^{s_j} v_j / (sum_j e^{s_j} + e^{s_h}). Equal to onnxruntime's head_sink; its
+ *   smooth_softmax is all-zero sinks. NULL (default) = none. -inf is no sink for that head; NaN
+ *   or +inf is INVALID_ARGUMENT on the CPU (CUDA does not read device memory to check).
+ * lse: optional fp32 output (call's device memory; layout at the top of this file): the natural
+ *   log of sum_j e^{s_j} (+ e^{s_h} with sinks), s after scale and softcap. -inf for a row that
+ *   saw no key and has no sink; a row with a sink that saw no key has out 0 and lse s_h.
+ *   With gqa_merge_states this combines attention over disjoint key sets (split-KV, cascade /
+ *   shared-prefix attention, context parallelism). NULL (default) = not computed.
+ * q_strides, k_strides, v_strides, out_strides: see gqa_strides; all 0 (default) = contiguous.
+ * reserved2 must be 0. */
+
 /* Prefill: seq_len new tokens per sequence attend causally to themselves and to the cache.
  * With caches: k, v are written to cache positions [start_pos, start_pos + seq_len); query i
  * (absolute position start_pos + i) attends to cache positions 0 .. start_pos + i (causal) or
@@ -122,6 +162,17 @@ typedef struct gqa_prefill_config {
     int32_t causal;        /* 1 (default) or 0                                   */
     float scale;           /* 0 means 1/sqrt(head_dim)                           */
     int32_t reserved;      /* must be 0                                          */
+    /* libgqa 0.2: the variants (see above); defaults keep the 0.1 behaviour.   */
+    int32_t window_left;   /* default -1 (unbounded)                             */
+    int32_t window_right;  /* default -1 (unbounded)                             */
+    float softcap;         /* default 0 (off)                                    */
+    int32_t reserved2;     /* must be 0                                          */
+    const float* sinks;    /* default NULL; [num_q_heads]                        */
+    float* lse;            /* default NULL; [batch, num_q_heads, seq_len]        */
+    gqa_strides q_strides; /* default all 0 (contiguous)                         */
+    gqa_strides k_strides;
+    gqa_strides v_strides;
+    gqa_strides out_strides;
 } gqa_prefill_config;
 
 /* Decode: one new token per sequence. Its k, v are written at cache position cache_len
@@ -145,14 +196,31 @@ typedef struct gqa_decode_config {
                               size from gqa_decode_workspace_size(). NULL: no split.
                               Ignored on the CPU, which needs no workspace.       */
     uint64_t workspace_bytes; /* size of workspace; ignored when workspace is NULL */
+    /* libgqa 0.2: the variants (see above); defaults keep the 0.1 behaviour.   */
+    int32_t window_left;   /* default -1 (unbounded)                             */
+    int32_t window_right;  /* default -1; no key lies right of the query: -1 or >= 0 */
+    float softcap;         /* default 0 (off)                                    */
+    int32_t reserved2;     /* must be 0                                          */
+    const float* sinks;    /* default NULL; [num_q_heads]                        */
+    float* lse;            /* default NULL; [batch, num_q_heads]                 */
+    gqa_strides q_strides; /* default all 0 (contiguous); token must be 0        */
+    gqa_strides k_strides;
+    gqa_strides v_strides;
+    gqa_strides out_strides;
 } gqa_decode_config;
 
-/* Fill a config with its defaults (struct_size, abi_version, f16, CPU, causal=1, the rest 0).
- * For callers that cannot use the initializer macros below (Python, Rust, Go). They write the
- * struct as libgqa 0.1 published it, and set struct_size to that size, so that a caller built
- * against any gqa.h may call them; fields appended since then keep their defaults. */
+/* Fill a config with its defaults (struct_size, abi_version, f16, CPU, causal=1, windows -1,
+ * the rest 0). For callers that cannot use the initializer macros below (Python, Rust, Go).
+ * gqa_*_config_init() write the struct as libgqa 0.1 published it, and set struct_size to that
+ * size, so that a caller built against any gqa.h may call them; a config they fill cannot use
+ * the fields appended since (libgqa reads them as their defaults). A caller that sets those
+ * uses the sized form with the sizeof of its own gqa.h: it fills that many bytes with the
+ * defaults and sets struct_size to it; VERSION_MISMATCH (config untouched) for a size libgqa
+ * never published. */
 GQA_API void gqa_prefill_config_init(gqa_prefill_config* config);
 GQA_API void gqa_decode_config_init(gqa_decode_config* config);
+GQA_API gqa_status gqa_prefill_config_init_sized(gqa_prefill_config* config, uint32_t struct_size);
+GQA_API gqa_status gqa_decode_config_init_sized(gqa_decode_config* config, uint32_t struct_size);
 
 /* The two operations. stream is a cudaStream_t (NULL: the legacy default stream); it is
  * ignored on the CPU. CUDA calls are asynchronous: they neither allocate nor synchronise. */
@@ -165,6 +233,35 @@ GQA_API gqa_status gqa_attention_decode(void* out, const void* q, const void* k,
 
 /* Bytes of CUDA workspace a decode call with this config may use for split-KV (0 on the CPU). */
 GQA_API gqa_status gqa_decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes);
+
+/* Merge: num_states partial attentions of the same queries over disjoint key sets (each with
+ * its lse, e.g. from prefill / decode with lse set) into the exact attention over the union of
+ * the key sets, with its lse. Layouts (all contiguous):
+ *   states  [num_states, batch, seq_len, num_heads, head_dim]  (dtype)
+ *   lses    [num_states, batch, num_heads, seq_len]            fp32
+ *   out     [batch, seq_len, num_heads, head_dim]              (dtype)
+ *   lse_out [batch, num_heads, seq_len]                        fp32, optional (NULL)
+ * (decode results: seq_len 1.) out = sum_n e^{lse_n - L} state_n with L = log(sum_n e^{lse_n}
+ * (+ e^{sink_h})). A partial with lse -inf (it saw no key) weighs exactly 0 and its state is not
+ * read; the partials are summed in index order in fp32, so the result is deterministic. sinks
+ * (optional fp32 [num_heads]) are added here once: compute the partials without them. Every
+ * pointer is memory of config->device; the written tensors must not overlap any other. */
+typedef struct gqa_merge_config {
+    uint32_t struct_size;  /* sizeof(gqa_merge_config), set by the initializer   */
+    uint32_t abi_version;  /* GQA_ABI_VERSION, set by the initializer            */
+    int32_t dtype;         /* GQA_DTYPE_* of states and out                      */
+    int32_t device;        /* GQA_DEVICE_*                                       */
+    int32_t num_states;    /* >= 1                                               */
+    int32_t batch_size;
+    int32_t seq_len;
+    int32_t num_heads;
+    int32_t head_dim;
+    int32_t reserved;      /* must be 0                                          */
+    const float* sinks;    /* optional [num_heads]; NULL: none                   */
+} gqa_merge_config;
+GQA_API void gqa_merge_config_init(gqa_merge_config* config);
+GQA_API gqa_status gqa_merge_states(void* out, float* lse_out, const void* states, const float* lses,
+                                    const gqa_merge_config* config, void* stream);
 
 /* Errors. gqa_status_string never returns NULL. gqa_last_error is a thread-local sentence
  * naming the parameter and its value, set by the last failed call of this thread ("" if none);
@@ -207,11 +304,19 @@ GQA_API int32_t gqa_built_with_cuda(void);
 #endif
 
 /* Static initializers, e.g. `gqa_prefill_config c = GQA_PREFILL_CONFIG_INIT;` */
+#define GQA_STRIDES_CONTIGUOUS { 0, 0, 0 }
 #define GQA_PREFILL_CONFIG_INIT                                                          \
     { (uint32_t)sizeof(gqa_prefill_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
-      0, 0, 0, 0, 0, 0, 0, 1, 0.0f, 0 }
+      0, 0, 0, 0, 0, 0, 0, 1, 0.0f, 0,                                                   \
+      -1, -1, 0.0f, 0, NULL, NULL, GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS,        \
+      GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS }
 #define GQA_DECODE_CONFIG_INIT                                                          \
     { (uint32_t)sizeof(gqa_decode_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
-      0, 0, 0, 0, 0, 0, 0.0f, 0, NULL, NULL, 0 }
+      0, 0, 0, 0, 0, 0, 0.0f, 0, NULL, NULL, 0,                                          \
+      -1, -1, 0.0f, 0, NULL, NULL, GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS,        \
+      GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS }
+#define GQA_MERGE_CONFIG_INIT                                                           \
+    { (uint32_t)sizeof(gqa_merge_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
+      0, 0, 0, 0, 0, 0, NULL }
 
 #endif /* GQA_H */

@@ -40,9 +40,10 @@ struct ConfigSpec;
         }                                                                    \
     }
 
-//              struct               initializer              published sizes: libgqa 0.1 (ABI 1)
-GQA_CONFIG_SPEC(gqa_prefill_config, GQA_PREFILL_CONFIG_INIT, 56);
-GQA_CONFIG_SPEC(gqa_decode_config,  GQA_DECODE_CONFIG_INIT,  72);
+//              struct               initializer              published sizes: libgqa 0.1 (ABI 1), 0.2 (variants)
+GQA_CONFIG_SPEC(gqa_prefill_config, GQA_PREFILL_CONFIG_INIT, 56, 184);
+GQA_CONFIG_SPEC(gqa_decode_config,  GQA_DECODE_CONFIG_INIT,  72, 200);
+GQA_CONFIG_SPEC(gqa_merge_config,   GQA_MERGE_CONFIG_INIT,   48);  // new in 0.2
 
 #undef GQA_CONFIG_SPEC
 
@@ -62,6 +63,16 @@ std::string published_list() {
     return list;
 }
 
+template <typename Spec>
+void require_published(uint32_t size) {
+    if (!is_published<Spec>(size)) {
+        fail(GQA_STATUS_VERSION_MISMATCH,
+             "config->struct_size (%u) is not a size of %s this libgqa knows (%s); initialise the "
+             "config with %s_init() or %s of a gqa.h no newer than this libgqa",
+             size, Spec::name, published_list<Spec>().c_str(), Spec::name, Spec::initializer);
+    }
+}
+
 }  // namespace config_detail
 
 // The caller's config as a full-size struct: fields past its struct_size hold their defaults.
@@ -75,12 +86,7 @@ Config read_config(const Config* caller) {
     if (!caller) fail(GQA_STATUS_INVALID_ARGUMENT, "config is NULL");
     uint32_t size = 0;
     std::memcpy(&size, caller, sizeof size);
-    if (!config_detail::is_published<Spec>(size)) {
-        fail(GQA_STATUS_VERSION_MISMATCH,
-             "config->struct_size (%u) is not a size of %s this libgqa knows (%s); initialise the "
-             "config with %s_init() or %s of a gqa.h no newer than this libgqa",
-             size, Spec::name, config_detail::published_list<Spec>().c_str(), Spec::name, Spec::initializer);
-    }
+    config_detail::require_published<Spec>(size);
     Config full = Spec::defaults();
     std::memcpy(static_cast<void*>(&full), caller, size);
     if (full.abi_version != GQA_ABI_VERSION) {
@@ -100,6 +106,18 @@ void init_config(Config* config) {
     Config defaults = Spec::defaults();
     defaults.struct_size = Spec::published_sizes[0];
     std::memcpy(static_cast<void*>(config), &defaults, Spec::published_sizes[0]);
+}
+
+// gqa_*_config_init_sized(): the defaults over the caller's struct_size bytes (the sizeof of
+// the caller's gqa.h), struct_size set to it. VERSION_MISMATCH, config untouched, for a size
+// never published.
+template <typename Config, typename Spec = ConfigSpec<Config>>
+void init_config_sized(Config* config, uint32_t struct_size) {
+    if (!config) fail(GQA_STATUS_INVALID_ARGUMENT, "config is NULL");
+    config_detail::require_published<Spec>(struct_size);
+    Config defaults = Spec::defaults();
+    defaults.struct_size = struct_size;
+    std::memcpy(static_cast<void*>(config), &defaults, struct_size);
 }
 
 }  // namespace gqa

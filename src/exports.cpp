@@ -7,6 +7,7 @@
 #include "error.hpp"
 #include "gqa.h"
 #include "log.hpp"
+#include "merge.hpp"
 #include "operations.hpp"
 #include "version.hpp"
 
@@ -40,6 +41,12 @@ GQA_API gqa_status gqa_cuda_available(void) {
 
 GQA_API void gqa_decode_config_init(gqa_decode_config* config) { gqa::init_config(config); }
 
+GQA_API gqa_status gqa_decode_config_init_sized(gqa_decode_config* config, uint32_t struct_size) {
+    GQA_API_BEGIN("gqa_decode_config_init_sized")
+    gqa::init_config_sized(config, struct_size);
+    GQA_API_END()
+}
+
 GQA_API gqa_status gqa_decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes) {
     GQA_API_BEGIN("gqa_decode_workspace_size")
     gqa::decode_workspace_size(config, bytes);
@@ -58,7 +65,22 @@ GQA_API int32_t gqa_get_num_threads(void) {
 
 GQA_API const char* gqa_last_error(void) { return gqa::last_error(); }
 
+GQA_API void gqa_merge_config_init(gqa_merge_config* config) { gqa::init_config(config); }
+
+GQA_API gqa_status gqa_merge_states(void* out, float* lse_out, const void* states, const float* lses,
+                                    const gqa_merge_config* config, void* stream) {
+    GQA_API_BEGIN("gqa_merge_states")
+    gqa::merge_states(out, lse_out, states, lses, config, stream);
+    GQA_API_END()
+}
+
 GQA_API void gqa_prefill_config_init(gqa_prefill_config* config) { gqa::init_config(config); }
+
+GQA_API gqa_status gqa_prefill_config_init_sized(gqa_prefill_config* config, uint32_t struct_size) {
+    GQA_API_BEGIN("gqa_prefill_config_init_sized")
+    gqa::init_config_sized(config, struct_size);
+    GQA_API_END()
+}
 
 GQA_API gqa_status gqa_set_log_callback(gqa_log_callback callback, void* user_data) {
     GQA_API_BEGIN("gqa_set_log_callback")

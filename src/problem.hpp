@@ -18,7 +18,7 @@ namespace gqa {
 
 // The limits of the API, in one place: validate.cpp and gqa_set_num_threads() check them, and
 // the backends size their buffers and grids by them.
-constexpr int32_t kMaxHeadDim = 256;  // head_dim of every backend; larger is UNSUPPORTED
+constexpr int32_t kMaxHeadDim = 512;  // the CPU takes every head_dim 1..512; CUDA: its kernels' list
 constexpr int32_t kMaxSplits = 256;   // gqa_decode_config.num_splits
 constexpr int32_t kMaxThreads = 1024; // gqa_set_num_threads() and GQA_NUM_THREADS
 
@@ -29,6 +29,15 @@ inline int64_t dtype_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
 inline const char* dtype_name(DType t) {
     return t == DType::F16 ? "f16" : t == DType::BF16 ? "bf16" : "f32";
 }
+
+// Element strides of one BSHD tensor, resolved (never 0: validate.cpp fills the contiguous
+// values in). head_dim is contiguous.
+struct Strides {
+    int64_t batch = 0;
+    int64_t token = 0;
+    int64_t head = 0;
+    int64_t of(int64_t b, int64_t t, int64_t h) const { return b * batch + t * token + h * head; }
+};
 
 struct Problem {
     Kind kind = Kind::Prefill;
@@ -66,6 +75,14 @@ struct Problem {
     void* workspace = nullptr;
     uint64_t workspace_bytes = 0;
 
+    // The variants (gqa.h); the defaults are the 0.1 behaviour. window_*: -1 = unbounded.
+    int32_t window_left = -1;
+    int32_t window_right = -1;
+    float softcap = 0.0f;          // 0: off
+    const float* sinks = nullptr;  // [num_q_heads], call's device
+    float* lse = nullptr;          // prefill [batch, num_q_heads, seq_len]; decode [batch, num_q_heads]
+    Strides q_strides, k_strides, v_strides, out_strides;
+
     void* out = nullptr;
     const void* q = nullptr;
     const void* k = nullptr;
@@ -82,6 +99,27 @@ struct Problem {
     int64_t kv_len_of(int64_t b) const { return (has_cache ? start_of(b) : 0) + q_len(b); }
     // Sequence b's page ids, one per page_size positions (nullptr: the dense cache).
     const int32_t* pages_of(int64_t b) const { return page_table ? page_table + b * max_pages_per_seq : nullptr; }
+    // Element offset of head `head` of new-token row i of sequence b in q, k, v or out (its
+    // strides s): the batched op's rows are global (q_begin(b) + i), the others per sequence.
+    int64_t row_offset(const Strides& s, int64_t b, int64_t i, int64_t head) const {
+        return q_indptr ? (q_begin(b) + i) * s.token + head * s.head : b * s.batch + i * s.token + head * s.head;
+    }
+    // lse index of that row and query head: [batch, num_q_heads, seq_len] (decode: seq_len 1),
+    // batched op [num_q_heads, total_q].
+    int64_t lse_offset(int64_t b, int64_t i, int64_t head) const {
+        return q_indptr ? head * total_q() + q_begin(b) + i : (b * num_q_heads + head) * seq_len + i;
+    }
+    int64_t lse_head_stride() const { return q_indptr ? total_q() : seq_len; }
+    // Absolute position of new-token row i of sequence b.
+    int64_t position_of(int64_t b, int64_t i) const { return (has_cache ? start_of(b) : 0) + i; }
+    // Keys the query at absolute position `pos` of sequence b sees: [first_key, end_key).
+    int64_t first_key(int64_t pos) const { return window_left < 0 ? 0 : (pos > window_left ? pos - window_left : 0); }
+    int64_t end_key(int64_t b, int64_t pos) const {
+        int64_t end = kv_len_of(b);
+        if (causal && pos + 1 < end) end = pos + 1;
+        if (window_right >= 0 && pos + window_right + 1 < end) end = pos + window_right + 1;
+        return end;
+    }
 };
 
 }  // namespace gqa

@@ -10,10 +10,9 @@
 #include "backend.hpp"
 #include "config.hpp"
 #include "error.hpp"
+#include "extent.hpp"
 
 namespace gqa {
-
-namespace {
 
 DType require_dtype(int32_t dtype) {
     if (dtype != GQA_DTYPE_F16 && dtype != GQA_DTYPE_BF16 && dtype != GQA_DTYPE_F32) {
@@ -30,6 +29,18 @@ void require_device(int32_t device) {
              device, GQA_DEVICE_CPU, GQA_DEVICE_CUDA);
     }
 }
+
+void require_sink_values(const float* sinks, int64_t count, int32_t device) {
+    if (!sinks || device != GQA_DEVICE_CPU) return;  // CUDA: device memory, not read here
+    for (int64_t h = 0; h < count; ++h) {
+        if (std::isnan(sinks[h]) || sinks[h] == INFINITY) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "sinks[%lld] (%g) must be a finite logit or -inf (no sink)",
+                 static_cast<long long>(h), static_cast<double>(sinks[h]));
+        }
+    }
+}
+
+namespace {
 
 void require_positive(const char* name, int32_t value) {
     if (value <= 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be > 0", name, value);
@@ -76,33 +87,59 @@ int64_t tensor_bytes(const char* name, int64_t d0, int64_t d1, int64_t d2, int64
     return total;
 }
 
-struct Span {
-    const char* name;
-    const void* ptr;
-    int64_t bytes;
-};
-
-bool overlaps(const Span& a, const Span& b) {
-    if (!a.ptr || !b.ptr) return false;
-    auto a0 = reinterpret_cast<uintptr_t>(a.ptr), b0 = reinterpret_cast<uintptr_t>(b.ptr);
-    return a0 < b0 + static_cast<uintptr_t>(b.bytes) && b0 < a0 + static_cast<uintptr_t>(a.bytes);
+// -1 (unbounded) or a key count >= 0.
+void require_window(const char* name, int32_t value) {
+    if (value < -1) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be -1 (unbounded) or >= 0", name, value);
 }
 
-// Written tensors (out, k_cache, v_cache) must not share memory with each other or with inputs:
-// otherwise the result would depend on the order of writes.
-void require_no_aliasing(const Span& out, const Span& q, const Span& k, const Span& v,
-                         const Span& k_cache, const Span& v_cache) {
-    const Span* written[] = {&out, &k_cache, &v_cache};
-    const Span* all[] = {&out, &q, &k, &v, &k_cache, &v_cache};
-    for (const Span* w : written) {
-        for (const Span* other : all) {
-            if (w == other || (other == &out && w != &out)) continue;  // each pair once
-            if (overlaps(*w, *other)) {
-                fail(GQA_STATUS_INVALID_ARGUMENT, "%s overlaps %s in memory; the tensors a call writes "
-                     "(out, k_cache, v_cache) must not alias any other tensor", w->name, other->name);
-            }
+// A caller's strides: checked here, 0 fields replaced by their contiguous value in finish().
+Strides require_strides(const char* name, const gqa_strides& given, const Problem& p) {
+    const int64_t fields[3] = {given.batch, given.token, given.head};
+    const char* field_names[3] = {"batch", "token", "head"};
+    for (int i = 0; i < 3; ++i) {
+        if (fields[i] < 0) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "%s.%s (%lld) must be >= 0 (0: contiguous)", name, field_names[i],
+                 static_cast<long long>(fields[i]));
         }
     }
+    if (p.kind == Kind::Decode && given.token != 0) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "%s.token (%lld) must be 0 for decode (one token per sequence)", name,
+             static_cast<long long>(given.token));
+    }
+    Strides s;
+    s.batch = given.batch;
+    s.token = given.token;
+    s.head = given.head;
+    return s;
+}
+
+// Fills the 0 fields with the contiguous layout of [tokens, heads, head_dim] sequences; called
+// once the tensor sizes are known to fit in 64 bits.
+void fill_contiguous(Strides& s, const Problem& p, int64_t heads) {
+    if (!s.head) s.head = p.head_dim;
+    if (!s.token) s.token = heads * p.head_dim;
+    if (!s.batch) s.batch = p.seq_len * heads * p.head_dim;
+}
+
+// The variant fields (gqa.h), the same in both configs.
+template <typename Config>
+void read_variants(const Config& c, Problem& p) {
+    require_window("window_left", c.window_left);
+    require_window("window_right", c.window_right);
+    if (!std::isfinite(c.softcap) || c.softcap < 0.0f) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "softcap (%g) must be finite and >= 0 (0: off)",
+             static_cast<double>(c.softcap));
+    }
+    if (c.reserved2 != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved2 (%d) must be 0", c.reserved2);
+    p.window_left = c.window_left;
+    p.window_right = c.window_right;
+    p.softcap = c.softcap;
+    p.sinks = c.sinks;
+    p.lse = c.lse;
+    p.q_strides = require_strides("q_strides", c.q_strides, p);
+    p.k_strides = require_strides("k_strides", c.k_strides, p);
+    p.v_strides = require_strides("v_strides", c.v_strides, p);
+    p.out_strides = require_strides("out_strides", c.out_strides, p);
 }
 
 // The fields every entry point has, checked in this order, into a new Problem.
@@ -145,15 +182,30 @@ void finish(Problem& p, void* out, const void* q, const void* k, const void* v, 
     p.stream = stream;
 
     const int64_t eb = dtype_bytes(p.dtype);
-    Span out_span{"out", p.out, tensor_bytes("out", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
-    Span q_span{"q", p.q, tensor_bytes("q", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb)};
-    Span k_span{"k", p.k, tensor_bytes("k", p.batch, p.seq_len, p.num_kv_heads, p.head_dim, eb)};
-    Span v_span{"v", p.v, k_span.bytes};
+    tensor_bytes("out", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb);
+    tensor_bytes("q", p.batch, p.seq_len, p.num_q_heads, p.head_dim, eb);
+    tensor_bytes("k", p.batch, p.seq_len, p.num_kv_heads, p.head_dim, eb);
     const int64_t cache_bytes = p.has_cache
         ? tensor_bytes("k_cache", p.batch, p.max_seq_len, p.num_kv_heads, p.head_dim, eb) : 0;
-    Span k_cache_span{"k_cache", p.k_cache, cache_bytes};
-    Span v_cache_span{"v_cache", p.v_cache, cache_bytes};
-    require_no_aliasing(out_span, q_span, k_span, v_span, k_cache_span, v_cache_span);
+    const int64_t lse_elements = p.batch * p.num_q_heads * p.seq_len;  // no larger than q
+    fill_contiguous(p.q_strides, p, p.num_q_heads);
+    fill_contiguous(p.k_strides, p, p.num_kv_heads);
+    fill_contiguous(p.v_strides, p, p.num_kv_heads);
+    fill_contiguous(p.out_strides, p, p.num_q_heads);
+    const auto bshd = [&](const char* name, const void* ptr, int64_t heads, const Strides& s, bool written) {
+        return Extent::bshd(name, ptr, p.batch, p.seq_len, heads, p.head_dim, s, eb, written);
+    };
+    require_no_aliasing({
+        bshd("out", p.out, p.num_q_heads, p.out_strides, true),
+        bshd("q", p.q, p.num_q_heads, p.q_strides, false),
+        bshd("k", p.k, p.num_kv_heads, p.k_strides, false),
+        bshd("v", p.v, p.num_kv_heads, p.v_strides, false),
+        Extent::flat("k_cache", p.k_cache, cache_bytes / eb, eb, true),
+        Extent::flat("v_cache", p.v_cache, cache_bytes / eb, eb, true),
+        Extent::flat("lse", p.lse, lse_elements, 4, true),
+        Extent::flat("sinks", p.sinks, p.num_q_heads, 4, false),
+    });
+    require_sink_values(p.sinks, p.num_q_heads, p.device);
     validate_backend(p);
 }
 
@@ -187,6 +239,7 @@ Problem validate_prefill(void* out, const void* q, const void* k, const void* v,
     if (c.reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c.reserved);
     p.scale = resolve_scale(c.scale, c.head_dim);
     p.causal = c.causal == 1;
+    read_variants(c, p);
 
     require_tensors(out, q, k, v);
     if ((k_cache == nullptr) != (v_cache == nullptr)) {
@@ -240,6 +293,7 @@ Problem validate_decode(void* out, const void* q, const void* k, const void* v, 
         check_len("cache_len", c.cache_len);
     }
 
+    read_variants(c, p);
     p.start_pos = c.cache_lens ? 0 : c.cache_len;
     p.start_positions = c.cache_lens;
     p.workspace = c.workspace;
@@ -248,8 +302,51 @@ Problem validate_decode(void* out, const void* q, const void* k, const void* v, 
     return p;
 }
 
+namespace {
+
+bool contiguous(const Strides& s, const Problem& p, int64_t heads) {
+    return s.head == p.head_dim && (p.seq_len == 1 || s.token == heads * p.head_dim) &&
+           (p.batch == 1 || s.batch == p.seq_len * heads * p.head_dim);
+}
+
+// Which variant options a backend runs. UNSUPPORTED, before anything is written, for an option
+// it lacks: each backend's entry shrinks as its kernels learn the options.
+struct VariantSupport {
+    bool window, softcap, sinks, lse, strides;
+};
+constexpr VariantSupport kCpuVariants{true, true, true, true, true};
+constexpr VariantSupport kCudaVariants{false, false, false, false, false};  // issue 15's CUDA part
+
+void require_variants_supported(const Problem& p) {
+    const bool cuda = p.device == GQA_DEVICE_CUDA;
+    const VariantSupport& runs = cuda ? kCudaVariants : kCpuVariants;
+    const char* backend = cuda ? "CUDA" : "CPU";
+    const auto unsupported = [&](const std::string& what) {
+        fail(GQA_STATUS_UNSUPPORTED, "%s is not supported by the %s backend yet", what.c_str(), backend);
+    };
+    if (!runs.window && (p.window_left != -1 || p.window_right != -1)) {
+        unsupported(format("window (window_left %d, window_right %d)", p.window_left, p.window_right));
+    }
+    if (!runs.softcap && p.softcap != 0.0f) unsupported(format("softcap (%g)", static_cast<double>(p.softcap)));
+    if (!runs.sinks && p.sinks) unsupported("sinks (non-NULL)");
+    if (!runs.lse && p.lse) unsupported("lse (non-NULL)");
+    const struct { const char* name; const Strides& s; int64_t heads; } tensors[] = {
+        {"q_strides", p.q_strides, p.num_q_heads}, {"k_strides", p.k_strides, p.num_kv_heads},
+        {"v_strides", p.v_strides, p.num_kv_heads}, {"out_strides", p.out_strides, p.num_q_heads}};
+    for (const auto& t : tensors) {
+        if (!runs.strides && !contiguous(t.s, p, t.heads)) {
+            unsupported(format("%s (batch %lld, token %lld, head %lld; not contiguous)", t.name,
+                               static_cast<long long>(t.s.batch), static_cast<long long>(t.s.token),
+                               static_cast<long long>(t.s.head)));
+        }
+    }
+}
+
+}  // namespace
+
 void validate_backend(const Problem& p) {
     if (p.device == GQA_DEVICE_CUDA) cuda_check_supported(p);  // the CPU backend takes every valid Problem
+    require_variants_supported(p);
 }
 
 }  // namespace gqa

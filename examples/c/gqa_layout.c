@@ -27,6 +27,16 @@ int main(void) {
     FIELD(gqa_prefill_config, causal)
     FIELD(gqa_prefill_config, scale)
     FIELD(gqa_prefill_config, reserved)
+    FIELD(gqa_prefill_config, window_left)
+    FIELD(gqa_prefill_config, window_right)
+    FIELD(gqa_prefill_config, softcap)
+    FIELD(gqa_prefill_config, reserved2)
+    FIELD(gqa_prefill_config, sinks)
+    FIELD(gqa_prefill_config, lse)
+    FIELD(gqa_prefill_config, q_strides)
+    FIELD(gqa_prefill_config, k_strides)
+    FIELD(gqa_prefill_config, v_strides)
+    FIELD(gqa_prefill_config, out_strides)
     first = 1;
     printf("}}, \"gqa_decode_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_decode_config));
     FIELD(gqa_decode_config, struct_size)
@@ -44,6 +54,34 @@ int main(void) {
     FIELD(gqa_decode_config, cache_lens)
     FIELD(gqa_decode_config, workspace)
     FIELD(gqa_decode_config, workspace_bytes)
+    FIELD(gqa_decode_config, window_left)
+    FIELD(gqa_decode_config, window_right)
+    FIELD(gqa_decode_config, softcap)
+    FIELD(gqa_decode_config, reserved2)
+    FIELD(gqa_decode_config, sinks)
+    FIELD(gqa_decode_config, lse)
+    FIELD(gqa_decode_config, q_strides)
+    FIELD(gqa_decode_config, k_strides)
+    FIELD(gqa_decode_config, v_strides)
+    FIELD(gqa_decode_config, out_strides)
+    first = 1;
+    printf("}}, \"gqa_strides\": {\"size\": %zu, \"fields\": {", sizeof(gqa_strides));
+    FIELD(gqa_strides, batch)
+    FIELD(gqa_strides, token)
+    FIELD(gqa_strides, head)
+    first = 1;
+    printf("}}, \"gqa_merge_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_merge_config));
+    FIELD(gqa_merge_config, struct_size)
+    FIELD(gqa_merge_config, abi_version)
+    FIELD(gqa_merge_config, dtype)
+    FIELD(gqa_merge_config, device)
+    FIELD(gqa_merge_config, num_states)
+    FIELD(gqa_merge_config, batch_size)
+    FIELD(gqa_merge_config, seq_len)
+    FIELD(gqa_merge_config, num_heads)
+    FIELD(gqa_merge_config, head_dim)
+    FIELD(gqa_merge_config, reserved)
+    FIELD(gqa_merge_config, sinks)
     printf("}}}\n");
     return 0;
 }

@@ -109,6 +109,61 @@ func pointer[T Element](s []T) unsafe.Pointer {
 	return unsafe.Pointer(&s[0])
 }
 
+// Window limits the keys the query at position i sees to i-Left .. i+Right (-1: unbounded on
+// that side), FlashAttention's meaning; onnxruntime's local_window_size is Left+1.
+type Window struct{ Left, Right int }
+
+// Variants are the options gqa.h added in libgqa 0.2, the same for Prefill and Decode. The zero
+// value is plain attention.
+type Variants struct {
+	Window  *Window   // nil: every key (causality still applies)
+	Softcap float32   // > 0: every scaled logit s becomes Softcap*tanh(s/Softcap)
+	Sinks   []float32 // nil, or one logit per query head that joins the softmax denominator only
+	// LSE, when not nil, receives each row's log-sum-exp (natural log, sinks included):
+	// [batch, num_q_heads, seq_len] for Prefill, [batch, num_q_heads] for Decode.
+	LSE []float32
+}
+
+// cFloats copies xs to C memory (cgo forbids a Go pointer inside a C struct); nil for none.
+func cFloats(xs []float32) *C.float {
+	if xs == nil {
+		return nil
+	}
+	p := (*C.float)(C.malloc(C.size_t(4 * len(xs))))
+	copy(unsafe.Slice((*float32)(unsafe.Pointer(p)), len(xs)), xs)
+	return p
+}
+
+// apply checks the slices against the shape, fills the variant fields of a config and returns
+// what to do after the call (copy the lse back, free the C copies).
+func (v Variants) apply(numQHeads, lseLen int, windowLeft, windowRight *C.int32_t, softcap *C.float,
+	sinks, lse **C.float) (func(), error) {
+	if v.Sinks != nil {
+		if err := expectLen("sinks", len(v.Sinks), numQHeads); err != nil {
+			return nil, err
+		}
+	}
+	if v.LSE != nil {
+		if err := expectLen("lse", len(v.LSE), lseLen); err != nil {
+			return nil, err
+		}
+	}
+	if v.Window != nil {
+		*windowLeft, *windowRight = C.int32_t(v.Window.Left), C.int32_t(v.Window.Right)
+	}
+	*softcap = C.float(v.Softcap)
+	*sinks = cFloats(v.Sinks)
+	*lse = cFloats(v.LSE)
+	cSinks, cLSE := *sinks, *lse
+	return func() {
+		if cLSE != nil {
+			copy(v.LSE, unsafe.Slice((*float32)(unsafe.Pointer(cLSE)), len(v.LSE)))
+		}
+		C.free(unsafe.Pointer(cSinks))
+		C.free(unsafe.Pointer(cLSE))
+	}, nil
+}
+
 // PrefillParams is the shape and options of a prefill call (gqa_prefill_config).
 type PrefillParams struct {
 	BatchSize, SeqLen, NumQHeads, NumKVHeads, HeadDim int
@@ -116,6 +171,7 @@ type PrefillParams struct {
 	StartPos                                          int
 	NonCausal                                         bool    // false: causal attention (the default)
 	Scale                                             float32 // 0 means 1/sqrt(HeadDim)
+	Variants
 }
 
 // Prefill runs prefill on the CPU. q, out: [batch, seq_len, num_q_heads, head_dim]; k, v:
@@ -142,7 +198,9 @@ func Prefill[T Element](out, q, k, v, kCache, vCache []T, p PrefillParams) error
 		}
 	}
 	var config C.gqa_prefill_config
-	C.gqa_prefill_config_init(&config)
+	if err := check(C.gqa_prefill_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
+		return err
+	}
 	config.dtype = dtypeOf[T]()
 	config.device = C.GQA_DEVICE_CPU
 	config.batch_size = C.int32_t(p.BatchSize)
@@ -157,6 +215,12 @@ func Prefill[T Element](out, q, k, v, kCache, vCache []T, p PrefillParams) error
 		config.causal = 0
 	}
 	config.scale = C.float(p.Scale)
+	done, err := p.Variants.apply(p.NumQHeads, elements(p.BatchSize, p.NumQHeads, p.SeqLen), &config.window_left,
+		&config.window_right, &config.softcap, (**C.float)(unsafe.Pointer(&config.sinks)), &config.lse)
+	if err != nil {
+		return err
+	}
+	defer done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return check(C.gqa_attention_prefill(pointer(out), pointer(q), pointer(k), pointer(v),
@@ -170,6 +234,7 @@ type DecodeParams struct {
 	CacheLen                                  int     // tokens already cached, for every sequence ...
 	CacheLens                                 []int32 // ... or one per sequence when not nil
 	Scale                                     float32 // 0 means 1/sqrt(HeadDim)
+	Variants
 }
 
 // Decode runs one decode step on the CPU. q, out: [batch, 1, num_q_heads, head_dim]; k, v:
@@ -189,7 +254,9 @@ func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
 		}
 	}
 	var config C.gqa_decode_config
-	C.gqa_decode_config_init(&config)
+	if err := check(C.gqa_decode_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
+		return err
+	}
 	config.dtype = dtypeOf[T]()
 	config.device = C.GQA_DEVICE_CPU
 	config.batch_size = C.int32_t(p.BatchSize)
@@ -209,8 +276,62 @@ func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
 		copy(unsafe.Slice((*int32)(unsafe.Pointer(lens)), len(p.CacheLens)), p.CacheLens)
 		config.cache_lens = lens
 	}
+	done, err := p.Variants.apply(p.NumQHeads, elements(p.BatchSize, p.NumQHeads), &config.window_left,
+		&config.window_right, &config.softcap, (**C.float)(unsafe.Pointer(&config.sinks)), &config.lse)
+	if err != nil {
+		return err
+	}
+	defer done()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	return check(C.gqa_attention_decode(pointer(out), pointer(q), pointer(k), pointer(v),
 		pointer(kCache), pointer(vCache), &config, nil))
+}
+
+// MergeParams is the shape of a MergeStates call (gqa_merge_config).
+type MergeParams struct {
+	NumStates, BatchSize, SeqLen, NumHeads, HeadDim int
+	Sinks                                           []float32 // nil, or [NumHeads] logits added here once
+}
+
+// MergeStates merges NumStates partial attentions of the same queries over disjoint key sets
+// (each with its LSE from Prefill or Decode) into the attention over their union. states:
+// [states, batch, seq_len, heads, head_dim]; lses: [states, batch, heads, seq_len]; out:
+// [batch, seq_len, heads, head_dim]; lseOut (nil for none): [batch, heads, seq_len].
+func MergeStates[T Element](out []T, lseOut []float32, states []T, lses []float32, p MergeParams) error {
+	rows := elements(p.BatchSize, p.SeqLen, p.NumHeads)
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{{"out", len(out), elements(rows, p.HeadDim)}, {"states", len(states), elements(p.NumStates, rows, p.HeadDim)},
+		{"lses", len(lses), elements(p.NumStates, rows)}} {
+		if err := expectLen(c.name, c.got, c.want); err != nil {
+			return err
+		}
+	}
+	if lseOut != nil {
+		if err := expectLen("lse_out", len(lseOut), rows); err != nil {
+			return err
+		}
+	}
+	var config C.gqa_merge_config
+	C.gqa_merge_config_init(&config)
+	config.dtype = dtypeOf[T]()
+	config.device = C.GQA_DEVICE_CPU
+	config.num_states = C.int32_t(p.NumStates)
+	config.batch_size = C.int32_t(p.BatchSize)
+	config.seq_len = C.int32_t(p.SeqLen)
+	config.num_heads = C.int32_t(p.NumHeads)
+	config.head_dim = C.int32_t(p.HeadDim)
+	if p.Sinks != nil {
+		if err := expectLen("sinks", len(p.Sinks), p.NumHeads); err != nil {
+			return err
+		}
+		config.sinks = cFloats(p.Sinks)
+		defer C.free(unsafe.Pointer(config.sinks))
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	return check(C.gqa_merge_states(pointer(out), (*C.float)(pointer(lseOut)), pointer(states),
+		(*C.float)(pointer(lses)), &config, nil))
 }

@@ -203,3 +203,69 @@ func TestErrorsCarryStatusAndMessageAndWriteNothing(t *testing.T) {
 		t.Fatalf("short q: %v", e)
 	}
 }
+
+// Window{0, -1}: each query sees only its own key, so with a sink s_h its row is
+// v_i * e^x / (e^x + e^s_h) (x its scaled logit) and its LSE log(e^x + e^s_h): exact, no reference.
+func TestWindowZeroWithSinksAndLSE(t *testing.T) {
+	const seq, heads, dim = 5, 2, 8
+	r := rng(3)
+	q, k, v := tensor(&r, f32Storage, seq*heads*dim), tensor(&r, f32Storage, seq*dim), tensor(&r, f32Storage, seq*dim)
+	out, lse := make([]float32, seq*heads*dim), make([]float32, heads*seq)
+	sinks := []float32{0.5, -1}
+	p := PrefillParams{BatchSize: 1, SeqLen: seq, NumQHeads: heads, NumKVHeads: 1, HeadDim: dim,
+		Variants: Variants{Window: &Window{0, -1}, Sinks: sinks, LSE: lse}}
+	if err := Prefill(out, q, k, v, nil, nil, p); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < seq; i++ {
+		for h := 0; h < heads; h++ {
+			x := 0.0
+			for d := 0; d < dim; d++ {
+				x += float64(q[(i*heads+h)*dim+d]) * float64(k[i*dim+d])
+			}
+			x /= math.Sqrt(dim)
+			weight := math.Exp(x) / (math.Exp(x) + math.Exp(float64(sinks[h])))
+			for d := 0; d < dim; d++ {
+				if got, want := float64(out[(i*heads+h)*dim+d]), float64(v[i*dim+d])*weight; math.Abs(got-want) > 1e-5 {
+					t.Fatalf("row %d head %d dim %d: %g, want %g", i, h, d, got, want)
+				}
+			}
+			if got, want := float64(lse[h*seq+i]), math.Log(math.Exp(x)+math.Exp(float64(sinks[h]))); math.Abs(got-want) > 1e-5 {
+				t.Fatalf("lse of row %d head %d: %g, want %g", i, h, got, want)
+			}
+		}
+	}
+}
+
+// Two decodes over the halves of a cache (each its own cache), merged with MergeStates, equal one
+// decode over the whole cache.
+func TestMergeOfHalvesIsTheWhole(t *testing.T) {
+	const heads, dim, n = 4, 16, 30
+	r := rng(5)
+	q := tensor(&r, f32Storage, heads*dim)
+	kc, vc := tensor(&r, f32Storage, n*dim), tensor(&r, f32Storage, n*dim)
+	decodeOver := func(keys, values []float32, out, lse []float32) {
+		m := len(keys) / dim // the last position is the new token
+		p := DecodeParams{BatchSize: 1, NumQHeads: heads, NumKVHeads: 1, HeadDim: dim, MaxSeqLen: m, CacheLen: m - 1,
+			Variants: Variants{LSE: lse}}
+		kCache, vCache := append([]float32(nil), keys...), append([]float32(nil), values...)
+		if err := Decode(out, q, keys[(m-1)*dim:], values[(m-1)*dim:], kCache, vCache, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	whole := make([]float32, heads*dim)
+	decodeOver(kc, vc, whole, nil)
+	states, lses := make([]float32, 2*heads*dim), make([]float32, 2*heads)
+	decodeOver(kc[:12*dim], vc[:12*dim], states[:heads*dim], lses[:heads])
+	decodeOver(kc[12*dim:], vc[12*dim:], states[heads*dim:], lses[heads:])
+	merged := make([]float32, heads*dim)
+	if err := MergeStates(merged, nil, states, lses, MergeParams{NumStates: 2, BatchSize: 1, SeqLen: 1, NumHeads: heads,
+		HeadDim: dim}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range whole {
+		if math.Abs(float64(merged[i]-whole[i])) > 1e-5 {
+			t.Fatalf("element %d: merged %g, whole %g", i, merged[i], whole[i])
+		}
+	}
+}

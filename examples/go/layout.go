@@ -16,6 +16,8 @@ import (
 func LayoutJSON() string {
 	var p C.gqa_prefill_config
 	var d C.gqa_decode_config
+	var st C.gqa_strides
+	var m C.gqa_merge_config
 	type field struct {
 		name   string
 		offset uintptr
@@ -35,6 +37,11 @@ func LayoutJSON() string {
 		{"head_dim", unsafe.Offsetof(p.head_dim)}, {"max_seq_len", unsafe.Offsetof(p.max_seq_len)},
 		{"start_pos", unsafe.Offsetof(p.start_pos)}, {"causal", unsafe.Offsetof(p.causal)},
 		{"scale", unsafe.Offsetof(p.scale)}, {"reserved", unsafe.Offsetof(p.reserved)},
+		{"window_left", unsafe.Offsetof(p.window_left)}, {"window_right", unsafe.Offsetof(p.window_right)},
+		{"softcap", unsafe.Offsetof(p.softcap)}, {"reserved2", unsafe.Offsetof(p.reserved2)},
+		{"sinks", unsafe.Offsetof(p.sinks)}, {"lse", unsafe.Offsetof(p.lse)},
+		{"q_strides", unsafe.Offsetof(p.q_strides)}, {"k_strides", unsafe.Offsetof(p.k_strides)},
+		{"v_strides", unsafe.Offsetof(p.v_strides)}, {"out_strides", unsafe.Offsetof(p.out_strides)},
 	})
 	decode := object(unsafe.Sizeof(d), []field{
 		{"struct_size", unsafe.Offsetof(d.struct_size)}, {"abi_version", unsafe.Offsetof(d.abi_version)},
@@ -45,6 +52,23 @@ func LayoutJSON() string {
 		{"scale", unsafe.Offsetof(d.scale)}, {"num_splits", unsafe.Offsetof(d.num_splits)},
 		{"cache_lens", unsafe.Offsetof(d.cache_lens)}, {"workspace", unsafe.Offsetof(d.workspace)},
 		{"workspace_bytes", unsafe.Offsetof(d.workspace_bytes)},
+		{"window_left", unsafe.Offsetof(d.window_left)}, {"window_right", unsafe.Offsetof(d.window_right)},
+		{"softcap", unsafe.Offsetof(d.softcap)}, {"reserved2", unsafe.Offsetof(d.reserved2)},
+		{"sinks", unsafe.Offsetof(d.sinks)}, {"lse", unsafe.Offsetof(d.lse)},
+		{"q_strides", unsafe.Offsetof(d.q_strides)}, {"k_strides", unsafe.Offsetof(d.k_strides)},
+		{"v_strides", unsafe.Offsetof(d.v_strides)}, {"out_strides", unsafe.Offsetof(d.out_strides)},
 	})
-	return fmt.Sprintf(`{"gqa_prefill_config": %s, "gqa_decode_config": %s}`, prefill, decode)
+	strides := object(unsafe.Sizeof(st), []field{
+		{"batch", unsafe.Offsetof(st.batch)}, {"token", unsafe.Offsetof(st.token)}, {"head", unsafe.Offsetof(st.head)},
+	})
+	merge := object(unsafe.Sizeof(m), []field{
+		{"struct_size", unsafe.Offsetof(m.struct_size)}, {"abi_version", unsafe.Offsetof(m.abi_version)},
+		{"dtype", unsafe.Offsetof(m.dtype)}, {"device", unsafe.Offsetof(m.device)},
+		{"num_states", unsafe.Offsetof(m.num_states)}, {"batch_size", unsafe.Offsetof(m.batch_size)},
+		{"seq_len", unsafe.Offsetof(m.seq_len)}, {"num_heads", unsafe.Offsetof(m.num_heads)},
+		{"head_dim", unsafe.Offsetof(m.head_dim)}, {"reserved", unsafe.Offsetof(m.reserved)},
+		{"sinks", unsafe.Offsetof(m.sinks)},
+	})
+	return fmt.Sprintf(`{"gqa_prefill_config": %s, "gqa_decode_config": %s, "gqa_strides": %s, "gqa_merge_config": %s}`,
+		prefill, decode, strides, merge)
 }

@@ -14,6 +14,7 @@ from ._api import (
     decode,
     decode_workspace_size,
     get_num_threads,
+    merge_states,
     prefill,
     set_log_level,
     set_num_threads,
@@ -32,7 +33,7 @@ from ._errors import (
 __version__ = version()
 
 __all__ = [
-    "prefill", "decode", "decode_workspace_size", "reference", "PagedKVCache", "BatchStep", "version", "cuda_available",
+    "prefill", "decode", "merge_states", "decode_workspace_size", "reference", "PagedKVCache", "BatchStep", "version", "cuda_available",
     "cuda_unavailable_reason", "built_with_cuda", "set_num_threads", "get_num_threads", "set_log_level",
     "GQAError", "InvalidArgumentError", "CacheOverflowError", "UnsupportedError", "DeviceError",
     "VersionMismatchError", "InternalError",

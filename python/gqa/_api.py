@@ -10,8 +10,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _args, _logging
-from ._arrays import CUDA, Tensor, as_buffer, as_tensor, common_device_and_dtype, empty_like
+from . import _args, _logging, _variants
+from ._arrays import CUDA, Tensor, as_buffer, as_tensor, common_device_and_dtype, empty_float32, empty_like
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
 
@@ -60,15 +60,21 @@ def _scale(scale: float | None) -> float:
 
 
 def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
-            scale: float | None = None, out=None, stream=None):
+            scale: float | None = None, window=(-1, -1), softcap: float = 0.0, sinks=None,
+            return_lse: bool = False, out=None, stream=None):
     """Causal (or not) attention of seq_len new tokens per sequence, writing their K/V into the
     caches at [start_pos, start_pos + seq_len) when caches are given.
 
-    q [B, S, Hq, D], k/v [B, S, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, S, Hq, D].
+    q [B, S, Hq, D], k/v [B, S, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, S, Hq, D]
+    (with return_lse: (out, lse [B, Hq, S])).
+    Variants (gqa.h): ``window=(left, right)`` keys i-left..i+right (-1: unbounded); ``softcap``
+    c > 0: logits become c*tanh(s/c); ``sinks`` float32 [Hq] logits in the denominator only;
+    ``return_lse`` also returns each row's log-sum-exp (float32, sinks included). Views of q, k,
+    v, out whose head_dim axis is contiguous (fused QKV, BHSD) are used in place.
     ``start_pos`` is an int (or NumPy integer), never a float, not even 2.0; ``causal`` a bool.
     """
     start_pos, causal, c_scale = _args.int32("start_pos", start_pos), _args.flag("causal", causal), _scale(scale)
-    tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
+    tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, None, None, None], "q is [batch, seq_len, num_q_heads, head_dim]")
     B, S, Hq, D = tq.shape
     _require_shape(tk, [B, S, None, D], "k is [batch, seq_len, num_kv_heads, head_dim]")
@@ -86,16 +92,19 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
         tensors += [tkc, tvc]
     if out is None:
         out = empty_like(tq)
-    tout = as_tensor("out", out, writable=True)
+    tout = as_tensor("out", out, writable=True, strided=True)
     _require_shape(tout, [B, S, Hq, D], "out is like q")
     tensors.append(tout)
     device, dtype = common_device_and_dtype(tensors)
 
-    cfg = ffi.new("gqa_prefill_config*")
-    lib.gqa_prefill_config_init(cfg)
+    cfg = _variants.new_config("prefill")
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
     cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(causal), c_scale
+    keepalive: list = []
+    lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
+                          num_q_heads=Hq, lse_shape=(B, Hq, S), keepalive=keepalive)
+    _variants.set_strides(cfg, {"q": tq, "k": tk, "v": tv, "out": tout}, decode=False)
     kc = ffi.cast("void*", tensors[3].address) if k_cache is not None else ffi.NULL
     vc = ffi.cast("void*", tensors[4].address) if k_cache is not None else ffi.NULL
     _logging.sync_level()
@@ -103,23 +112,26 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
         status = lib.gqa_attention_prefill(
             ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
             ffi.cast("void*", tv.address), kc, vc, cfg, ffi.cast("void*", _stream_for(tensors, stream)))
+    del keepalive
     _check_status(status)
-    return out
+    return (out, lse) if return_lse else out
 
 
-def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, out=None,
-           num_splits: int = 0, stream=None, workspace=None):
+def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, window=(-1, -1),
+           softcap: float = 0.0, sinks=None, return_lse: bool = False, out=None, num_splits: int = 0,
+           stream=None, workspace=None):
     """One new token per sequence: append k/v at cache_len (an int, or one per sequence) and
     attend over cache positions 0..cache_len.
 
-    q [B, 1, Hq, D], k/v [B, 1, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, 1, Hq, D].
+    q [B, 1, Hq, D], k/v [B, 1, Hkv, D], caches [B, max_seq_len, Hkv, D]; returns out [B, 1, Hq, D]
+    (with return_lse: (out, lse [B, Hq])).
     ``workspace`` (CUDA only) enables split-KV: a device buffer of at least
     ``decode_workspace_size(...)`` bytes, given as the buffer itself (any dtype, e.g. a uint8
     torch or CuPy array) or as an (address, nbytes) pair. ``cache_len`` and ``num_splits`` are ints (or NumPy
     integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
     c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
-    tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
+    tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, 1, None, None], "q is [batch, 1, num_q_heads, head_dim]")
     B, _, Hq, D = tq.shape
     _require_shape(tk, [B, 1, None, D], "k is [batch, 1, num_kv_heads, head_dim]")
@@ -131,16 +143,19 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     _require_shape(tvc, [B, max_seq_len, Hkv, D], "v_cache is like k_cache")
     if out is None:
         out = empty_like(tq)
-    tout = as_tensor("out", out, writable=True)
+    tout = as_tensor("out", out, writable=True, strided=True)
     _require_shape(tout, [B, 1, Hq, D], "out is like q")
     tensors = [tq, tk, tv, tkc, tvc, tout]
     device, dtype = common_device_and_dtype(tensors)
 
-    cfg = ffi.new("gqa_decode_config*")
-    lib.gqa_decode_config_init(cfg)
+    cfg = _variants.new_config("decode")
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
     cfg.max_seq_len, cfg.scale, cfg.num_splits = max_seq_len, c_scale, num_splits
+    keepalive: list = []
+    lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
+                          num_q_heads=Hq, lse_shape=(B, Hq), keepalive=keepalive)
+    _variants.set_strides(cfg, {"q": tq, "k": tk, "v": tv, "out": tout}, decode=True)
     lens_keepalive = None
     if np.ndim(cache_len) == 0:
         cfg.cache_len = _args.int32("cache_len", cache_len)
@@ -157,9 +172,64 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
             ffi.cast("void*", tout.address), ffi.cast("void*", tq.address), ffi.cast("void*", tk.address),
             ffi.cast("void*", tv.address), ffi.cast("void*", tkc.address), ffi.cast("void*", tvc.address),
             cfg, ffi.cast("void*", _stream_for(tensors, stream)))
-    del lens_keepalive
+    del lens_keepalive, keepalive
     _check_status(status)
-    return out
+    return (out, lse) if return_lse else out
+
+
+def merge_states(states, lses, *, sinks=None, out=None, return_lse: bool = False):
+    """Merge N partial attentions of the same queries over disjoint key sets (each computed with
+    return_lse=True, without sinks) into the attention over the union of the key sets.
+
+    states [N, B, S, H, D] with lses float32 [N, B, H, S] (prefill results), or decode results
+    [N, B, 1, H, D] with lses [N, B, H]; sinks float32 [H] are added here once. Returns out
+    [B, S, H, D] (with return_lse: (out, lse) in the layout of one of lses). A partial whose lse
+    is -inf (it saw no key) weighs exactly 0; the sum runs in partial order (deterministic).
+    """
+    ts, tl = as_tensor("states", states), as_tensor("lses", lses)
+    _require_shape(ts, [None, None, None, None, None], "states is [num_states, batch, seq_len, num_heads, head_dim]")
+    N, B, S, H, D = ts.shape
+    lse_shape = (B, H) if len(tl.shape) == 3 and S == 1 else (B, H, S)
+    _require_shape(tl, [N, *lse_shape], "lses is [num_states, batch, num_heads, seq_len] (decode: no seq_len)")
+    if tl.dtype != lib.GQA_DTYPE_F32:
+        raise InvalidArgumentError("lses must be float32")
+    if out is None:
+        out = _empty_shaped(ts, (B, S, H, D))
+    tout = as_tensor("out", out, writable=True)
+    _require_shape(tout, [B, S, H, D], "out is [batch, seq_len, num_heads, head_dim]")
+    device, dtype = common_device_and_dtype([ts, tout])
+    if tl.device != device:
+        raise InvalidArgumentError("lses must be on the device of states")
+    cfg = ffi.new("gqa_merge_config*")
+    lib.gqa_merge_config_init(cfg)
+    cfg.dtype, cfg.device = dtype, device
+    cfg.num_states, cfg.batch_size, cfg.seq_len, cfg.num_heads, cfg.head_dim = N, B, S, H, D
+    keepalive: list = []
+    if sinks is not None:
+        t = _variants.float32_input("sinks", sinks, (H,), ts)
+        keepalive.append(t)
+        cfg.sinks = ffi.cast("const float*", t.address)
+    lse = empty_float32(ts, lse_shape) if return_lse else None
+    tlse = as_tensor("lse", lse, writable=True) if return_lse else None
+    _logging.sync_level()
+    with _on_device(ts):
+        status = lib.gqa_merge_states(ffi.cast("void*", tout.address),
+                                      ffi.cast("float*", tlse.address) if tlse else ffi.NULL,
+                                      ffi.cast("void*", ts.address), ffi.cast("const float*", tl.address), cfg,
+                                      ffi.cast("void*", _stream_for([ts, tl, tout], None)))
+    del keepalive
+    _check_status(status)
+    return (out, lse) if return_lse else out
+
+
+def _empty_shaped(t: Tensor, shape: tuple):
+    """A new array of t's library, device and dtype with another shape."""
+    obj = t.obj
+    if isinstance(obj, np.ndarray):
+        return np.empty(shape, obj.dtype)
+    import torch
+
+    return torch.empty(shape, dtype=obj.dtype, device=obj.device)
 
 
 _DTYPES_BY_NAME = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}

@@ -51,6 +51,7 @@ class Tensor:
     device: int  # GQA_DEVICE_*
     device_id: int = 0
     stream: int | None = None  # producer's current stream (CUDA only)
+    strides: tuple | None = None  # element strides of a view taken in place (strided=True), else None
 
 
 @dataclass
@@ -80,6 +81,7 @@ class _Memory:
     stream: int | None = None
     copyable: bool = False  # a contiguous copy can be made (NumPy, torch)
     takes: str = _TAKES  # the dtypes this kind can carry to libgqa, for messages
+    strides: tuple | None = None  # in elements (NumPy, torch), for views libgqa reads in place
 
     @property
     def nbytes(self) -> int:
@@ -105,9 +107,28 @@ def _c_contiguous(shape: tuple, strides, unit: int) -> bool:
     return True
 
 
+def _element_strides(shape: tuple, strides, unit: int) -> tuple | None:
+    """Element strides of a view libgqa can read in place (the variants' gqa_strides): last axis
+    contiguous, the others non-negative multiples of the item size (extent-1 axes: 0, which
+    libgqa reads as "contiguous"); else None."""
+    strides = tuple(strides)
+    if not shape or (shape[-1] > 1 and strides[-1] != unit):
+        return None
+    out = []
+    for extent, stride in zip(shape, strides):
+        if extent == 1:
+            out.append(0)
+        elif stride < 0 or stride % unit:
+            return None
+        else:
+            out.append(stride // unit)
+    return tuple(out)
+
+
 def _numpy_memory(a: np.ndarray) -> _Memory:
     return _Memory(a, a.ctypes.data, tuple(a.shape), a.itemsize, _NUMPY_DTYPES.get(a.dtype), str(a.dtype),
-                   a.flags.c_contiguous, not a.flags.writeable, CPU, copyable=True)
+                   a.flags.c_contiguous, not a.flags.writeable, CPU, copyable=True,
+                   strides=_element_strides(a.shape, a.strides, a.itemsize))
 
 
 def _torch_memory(name: str, t: Any) -> _Memory:
@@ -123,7 +144,8 @@ def _torch_memory(name: str, t: Any) -> _Memory:
     else:
         raise InvalidArgumentError(f"{name} is on device {t.device}; libgqa runs on cpu and cuda")
     return _Memory(t, t.data_ptr(), tuple(t.shape), t.element_size(), dtypes.get(t.dtype), str(t.dtype),
-                   t.is_contiguous(), False, device, index, stream, copyable=True)
+                   t.is_contiguous(), False, device, index, stream, copyable=True,
+                   strides=_element_strides(tuple(t.shape), t.stride(), 1))
 
 
 def _cuda_array_interface_memory(obj: Any) -> _Memory:
@@ -205,11 +227,17 @@ def _contiguous_copy(obj: Any) -> Any:
     return np.ascontiguousarray(obj) if isinstance(obj, np.ndarray) else obj.contiguous()
 
 
-def as_tensor(name: str, obj: Any, writable: bool = False) -> Tensor:
-    """Describe one tensor argument; inputs that are not contiguous may be copied, outputs never."""
+def as_tensor(name: str, obj: Any, writable: bool = False, strided: bool = False) -> Tensor:
+    """Describe one tensor argument; inputs that are not contiguous may be copied, outputs never.
+    strided (q, k, v, out of prefill and decode): a NumPy / torch view whose last axis is
+    contiguous is taken in place, its element strides in Tensor.strides."""
     m = _memory(name, obj)
     if m.dtype is None:
         raise InvalidArgumentError(f"{name} has dtype {m.dtype_text}; {m.takes}")
+    if not m.contiguous and strided and m.strides is not None:
+        if writable and m.read_only:
+            raise InvalidArgumentError(f"{name} is read-only, but libgqa writes it")
+        return Tensor(name, m.obj, m.address, m.shape, m.dtype, m.device, m.device_id, m.stream, m.strides)
     if not m.contiguous:
         if writable or not m.copyable:
             why = "libgqa writes it in place" if writable else "libgqa reads it in C order"
@@ -269,3 +297,31 @@ def empty_like(t: Tensor) -> Any:
 
         return cupy.empty(obj.shape, obj.dtype)
     raise InvalidArgumentError(f"pass out=: cannot allocate an output like {type(obj).__name__}")
+
+
+def empty_float32(t: Tensor, shape: tuple) -> Any:
+    """A new float32 array of `shape` in the library and on the device of t (lse outputs)."""
+    obj = t.obj[0] if isinstance(t.obj, tuple) else t.obj
+    if isinstance(obj, np.ndarray):
+        return np.empty(shape, np.float32)
+    if _is_torch(obj):
+        import torch
+
+        return torch.empty(shape, dtype=torch.float32, device=obj.device)
+    if _is_cupy(obj):
+        import cupy
+
+        return cupy.empty(shape, np.float32)
+    raise InvalidArgumentError(f"cannot allocate a float32 output like {type(obj).__name__}")
+
+
+def as_float32(name: str, obj: Any, like: Tensor) -> Any:
+    """obj as a float32 array on like's device: NumPy (or a list) for CPU calls, a float32
+    torch tensor for torch callers; other CUDA arrays must already be float32."""
+    if _is_torch(obj):
+        import torch
+
+        return obj.to(dtype=torch.float32).contiguous()
+    if like.device == CPU:
+        return np.ascontiguousarray(np.asarray(obj, dtype=np.float32))
+    return obj

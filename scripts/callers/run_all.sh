@@ -120,7 +120,7 @@ python_callers() (  # a subshell: its cd and exports stay inside
     "$PYTHON" -m pytest -p no:cacheprovider -rs -v \
         tests/python/test_layout.py tests/python/test_torch.py \
         tests/python/test_torch_generation.py tests/python/test_smollm2.py \
-        tests/python/test_reference_oracles.py \
+        tests/python/test_reference_oracles.py tests/python/test_distributed.py \
         2>&1 | tee "$WORK/pytest-callers.txt"
     status=${PIPESTATUS[0]}
     # Everything these tests need was installed above: a skip here (other than a GPU test on a

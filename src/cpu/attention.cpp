@@ -81,11 +81,13 @@ cpu::Tile make_tile(const Problem& p, int64_t b, int64_t h, int64_t q0, int64_t 
     t.head_dim = d;
     t.group = p.group;
     t.scale = p.scale;
-    const int64_t q_offset = ((p.q_begin(b) + q0) * p.num_q_heads + h * p.group) * d;
-    t.q = at(p.q, q_offset, es);
-    t.q_stride = p.num_q_heads * d;
+    t.softcap = p.softcap;
+    t.q = at(p.q, p.row_offset(p.q_strides, b, q0, h * p.group), es);
+    t.q_stride = p.q_strides.token;
+    t.q_head_stride = p.q_strides.head;
     t.num_queries = nq;
     t.kv_stride = p.num_kv_heads * d;
+    t.v_stride = t.kv_stride;
     if (p.page_table) {  // rows of the pool through sequence b's pages
         t.k = at(p.k_cache, h * d, es);
         t.v = at(p.v_cache, h * d, es);
@@ -95,36 +97,69 @@ cpu::Tile make_tile(const Problem& p, int64_t b, int64_t h, int64_t q0, int64_t 
         const int64_t kv_offset = b * p.max_seq_len * t.kv_stride + h * d;
         t.k = at(p.k_cache, kv_offset, es);
         t.v = at(p.v_cache, kv_offset, es);
-    } else {
-        const int64_t kv_offset = p.q_begin(b) * t.kv_stride + h * d;
-        t.k = at(p.k, kv_offset, es);
-        t.v = at(p.v, kv_offset, es);
+    } else {  // no cache: the new tokens' own (possibly strided) k and v
+        t.k = at(p.k, p.row_offset(p.k_strides, b, 0, h), es);
+        t.v = at(p.v, p.row_offset(p.v_strides, b, 0, h), es);
+        t.kv_stride = p.k_strides.token;
+        t.v_stride = p.v_strides.token;
     }
     t.key_begin = k0;
     t.key_end = k1;
-    t.causal = p.causal;
-    t.first_visible_end = (p.has_cache ? p.start_of(b) : 0) + q0 + 1;
-    t.out = at(p.out, q_offset, es);
-    t.out_stride = t.q_stride;
+    // Rows are bounded by the causal mask and the window: query i at position pos0 + i sees
+    // [pos0 + i - window_left, min(pos0 + i + 1 (causal), pos0 + i + window_right + 1)).
+    const int64_t pos0 = p.position_of(b, q0);
+    t.causal = p.causal || p.window_right >= 0;
+    t.first_visible_end = p.causal ? pos0 + 1 : pos0 + p.window_right + 1;
+    if (p.causal && p.window_right >= 0) t.first_visible_end = std::min(pos0 + 1, pos0 + p.window_right + 1);
+    t.windowed = p.window_left >= 0;
+    t.first_visible_begin = pos0 - p.window_left;
+    t.sinks = p.sinks ? p.sinks + h * p.group : nullptr;
+    t.out = at(p.out, p.row_offset(p.out_strides, b, q0, h * p.group), es);
+    t.out_stride = p.out_strides.token;
+    t.out_head_stride = p.out_strides.head;
+    t.lse = p.lse ? p.lse + p.lse_offset(b, q0, h * p.group) : nullptr;
+    t.lse_head_stride = p.lse_head_stride();
     return t;
+}
+
+// The keys the query rows [q0, q0 + nq) of sequence b see together: the driver hands a tile
+// only these, so the cost follows the window, not the cache.
+std::pair<int64_t, int64_t> key_range(const Problem& p, int64_t b, int64_t q0, int64_t nq) {
+    return {p.first_key(p.position_of(b, q0)), p.end_key(b, p.position_of(b, q0 + nq - 1))};
+}
+
+// Copies `tokens` new tokens (all KV heads) from a possibly strided k or v to consecutive
+// cache rows at dst: one memcpy for the whole run when the source is contiguous too.
+void copy_tokens(void* dst, const void* src, const Strides& s, int64_t tokens, const Problem& p) {
+    const int64_t es = dtype_bytes(p.dtype);
+    const int64_t row = p.num_kv_heads * p.head_dim;  // elements per token in the cache
+    if (s.head == p.head_dim && s.token == row) {
+        std::memcpy(dst, src, static_cast<size_t>(tokens * row * es));
+        return;
+    }
+    for (int64_t t = 0; t < tokens; ++t) {
+        for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+            std::memcpy(at(dst, t * row + h * p.head_dim, es), at(src, t * s.token + h * s.head, es),
+                        static_cast<size_t>(p.head_dim * es));
+        }
+    }
 }
 
 // Writes the new tokens' K and V at cache positions [start_of(b), start_of(b) + q_len(b)),
 // one copy per run of consecutive rows (a page, or the whole range of a dense cache).
 void append_to_caches(const Problem& p) {
     const int64_t es = dtype_bytes(p.dtype);
-    const int64_t row = p.num_kv_heads * p.head_dim;  // elements per token
     for (int64_t b = 0; b < p.batch; ++b) {
         const cpu::Tile rows = make_tile(p, b, 0, 0, 0, 0, 0);  // addresses positions, all heads
         const int64_t start = p.start_of(b), end = start + p.q_len(b);
         for (int64_t pos = start, run; pos < end; pos += run) {
             run = cpu::key_run(rows, pos, end - pos);
             const int64_t dst = cpu::key_offset(rows, pos);
-            const int64_t src = (p.q_begin(b) + pos - start) * row;
-            const size_t bytes = static_cast<size_t>(run * row * es);
             // rows.k / rows.v address p.k_cache / p.v_cache, which this call writes.
-            std::memcpy(at(const_cast<void*>(rows.k), dst, es), at(p.k, src, es), bytes);
-            std::memcpy(at(const_cast<void*>(rows.v), dst, es), at(p.v, src, es), bytes);
+            copy_tokens(at(const_cast<void*>(rows.k), dst, es), at(p.k, p.row_offset(p.k_strides, b, pos - start, 0), es),
+                        p.k_strides, run, p);
+            copy_tokens(at(const_cast<void*>(rows.v), dst, es), at(p.v, p.row_offset(p.v_strides, b, pos - start, 0), es),
+                        p.v_strides, run, p);
         }
     }
 }
@@ -161,13 +196,15 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
     const int64_t block_bytes = path.pack ? cpu::packed_block_bytes(path, p.head_dim) : 0;
     struct Pair {
         int64_t b, head, blocks;  // blocks: packed key blocks, 0 when not packed
+        int64_t first_key;        // of the first block: the first key any row sees
     };
     std::vector<Pair> pairs;
     int64_t num_tiles = 0;
     for (int64_t b : sequences) {
         const bool packed = path.pack && p.q_len(b) * p.group >= path.min_rows;
-        const int64_t blocks = packed ? (p.kv_len_of(b) + cpu::kPrefillKeyBlock - 1) / cpu::kPrefillKeyBlock : 0;
-        for (int64_t head = 0; head < p.num_kv_heads; ++head) pairs.push_back({b, head, blocks});
+        const auto [lo, hi] = key_range(p, b, 0, p.q_len(b));
+        const int64_t blocks = packed ? (hi - lo + cpu::kPrefillKeyBlock - 1) / cpu::kPrefillKeyBlock : 0;
+        for (int64_t head = 0; head < p.num_kv_heads; ++head) pairs.push_back({b, head, blocks, lo});
         num_tiles += p.num_kv_heads * ((p.q_len(b) + q_tile - 1) / q_tile);
     }
     GQA_LOG(GQA_LOG_DEBUG,
@@ -199,13 +236,19 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
         if (nonfinite.size() < static_cast<size_t>(blocks)) nonfinite.resize(static_cast<size_t>(blocks));
         unsigned char* const arena_bytes = arena.empty() ? nullptr : arena.data()->bytes;
         uint8_t* const nonfinite_flags = nonfinite.data();
+        // A tile gets the keys its rows see (key_range), from the start of the packed block that
+        // holds its first one: blocks are cut from the first key any row of the call sees, so
+        // nothing before the call's windows is read. The pack task's tile (nq 0) spans them all.
         auto tile_of = [&](int64_t pair, int64_t q0, int64_t nq) {
             const Pair& pr = pairs[static_cast<size_t>(pair)];
-            cpu::Tile t = make_tile(p, pr.b, pr.head, q0, nq, 0, p.kv_len_of(pr.b));
+            const auto [k0, k1] = key_range(p, pr.b, q0, nq ? nq : p.q_len(pr.b));
+            const int64_t begin = pr.first_key + (k0 - pr.first_key) / cpu::kPrefillKeyBlock * cpu::kPrefillKeyBlock;
+            cpu::Tile t = make_tile(p, pr.b, pr.head, q0, nq, begin, k1);
             if (pr.blocks) {
                 const int64_t first = first_block[static_cast<size_t>(pair) - slab_begin];
                 t.packed = arena_bytes + first * block_bytes;
                 t.packed_v_nonfinite = nonfinite_flags + first;
+                t.packed_first_key = pr.first_key;
             }
             return t;
         };
@@ -303,8 +346,8 @@ void prefetch_rows(const cpu::Tile& t, int64_t j0, int64_t n) {
     for (int64_t j = j0, run; j < j0 + n; j += run) {
         run = cpu::key_run(t, j, j0 + n - j);
         const char* k = static_cast<const char*>(t.k) + cpu::key_offset(t, j) * es;
-        const char* v = static_cast<const char*>(t.v) + cpu::key_offset(t, j) * es;
-        for (int64_t r = 0; r < run; ++r, k += t.kv_stride * es, v += t.kv_stride * es) {
+        const char* v = static_cast<const char*>(t.v) + cpu::value_offset(t, j) * es;
+        for (int64_t r = 0; r < run; ++r, k += t.kv_stride * es, v += cpu::value_step(t) * es) {
             for (int64_t b = 0; b < t.head_dim * es; b += 64) {
                 __builtin_prefetch(k + b);
                 __builtin_prefetch(v + b);
@@ -347,13 +390,15 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
     int64_t max_splits = 1;
     const int64_t count = static_cast<int64_t>(sequences.size());
     for (int64_t b : sequences) {
-        const int64_t kv_len = p.kv_len_of(b);
-        const int64_t splits = decode_splits(p, count, kv_len);
+        // The keys its rows see together (the window's, not the whole cache) are what is split.
+        const auto [lo, hi] = key_range(p, b, 0, p.q_len(b));
+        const int64_t splits = decode_splits(p, count, hi - lo);
         const int64_t rows = p.q_len(b) * p.group;
         max_splits = std::max(max_splits, splits);
         for (int64_t s = 0; s < splits; ++s) {
-            // Even cut of [0, kv_len); the last split holds the new tokens.
-            tasks.push_back({b, s, splits, kv_len * s / splits, kv_len * (s + 1) / splits, state_rows, rows});
+            // Even cut of [lo, hi); the last split holds the new tokens.
+            tasks.push_back({b, s, splits, lo + (hi - lo) * s / splits, lo + (hi - lo) * (s + 1) / splits, state_rows,
+                             rows});
             state_rows += p.num_kv_heads * rows;
         }
     }
@@ -390,7 +435,9 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
                     prefetch_rows(make_tile(p, task.b, h + 1, 0, nq, c0, c1), c0, std::min(cpu::kKeyBlock, c1 - c0));
                 }
                 const int64_t row = task.first_row + h * task.rows;
-                t.out = nullptr;
+                t.out = nullptr;  // partials: the merge below adds the sink once and writes lse
+                t.sinks = nullptr;
+                t.lse = nullptr;
                 t.part_acc = acc + row * d;
                 t.part_max = maxes + row;
                 t.part_sum = sums + row;
@@ -411,16 +458,19 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
             const cpu::Tile t = make_tile(p, b, h, 0, p.q_len(b), 0, 0);
             for (int64_t r = 0; r < rows; ++r) {
                 auto state_row = [&](int64_t s) { return tasks[first + static_cast<size_t>(s)].first_row + h * rows + r; };
-                float global_max = neg_inf;
+                // The sink joins here, once for all splits: one more partial, max = sink, sum = 1.
+                const float sink = t.sinks ? t.sinks[r % p.group] : neg_inf;
+                float global_max = sink;
                 for (int64_t s = 0; s < splits; ++s) global_max = std::fmax(global_max, maxes[state_row(s)]);
-                float total = 0.0f;
+                const float base = global_max == neg_inf ? 0.0f : global_max;
+                float total = sink == neg_inf ? 0.0f : std::exp(sink - base);
                 std::fill(merged.begin(), merged.end(), 0.0f);
                 for (int64_t s = 0; s < splits; ++s) {
                     const float m = maxes[state_row(s)];
                     const float sum = sums[state_row(s)];
                     // A split whose logits were all -inf has sum 0 and adds nothing; a NaN
                     // anywhere in a split's state must still reach the output.
-                    const float weight = m == neg_inf ? 0.0f : std::exp(m - (global_max == neg_inf ? 0.0f : global_max));
+                    const float weight = m == neg_inf ? 0.0f : std::exp(m - base);
                     if (weight == 0.0f && sum == sum) continue;
                     total += sum * weight;
                     const float* a = acc + state_row(s) * d;
@@ -428,10 +478,11 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
                 }
                 const float inv = total == 0.0f ? 0.0f : 1.0f / total;
                 // Row r is query r / group, head r % group of this KV head.
-                const int64_t o = r / p.group * t.out_stride + r % p.group * d;
+                const int64_t o = r / p.group * t.out_stride + r % p.group * t.out_head_stride;
                 for (int64_t e = 0; e < d; ++e) {
                     cpu::store_f32(t.out, o + e, merged[static_cast<size_t>(e)] * inv, p.dtype);
                 }
+                if (t.lse) t.lse[r % p.group * t.lse_head_stride + r / p.group] = total == 0.0f ? neg_inf : base + std::log(total);
             }
         }
     }

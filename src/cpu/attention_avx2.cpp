@@ -43,16 +43,18 @@ struct Simd {
     static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }
     static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
     static Reg sub(Reg a, Reg b) { return _mm256_sub_ps(a, b); }
+    static Reg div(Reg a, Reg b) { return _mm256_div_ps(a, b); }
     static Reg max(Reg a, Reg b) { return _mm256_max_ps(a, b); }  // NaN in b propagates
     static Reg neg_inf_to_zero(Reg x) {
         const Reg is_neg_inf = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
         return _mm256_blendv_ps(x, _mm256_setzero_ps(), is_neg_inf);
     }
-    // Lanes with j < ends[lane] take a, the others b.
-    static Reg select_lt(int32_t j, const int32_t* ends, Reg a, Reg b) {
-        const __m256i e = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(ends));
-        const __m256i lt = _mm256_cmpgt_epi32(e, _mm256_set1_epi32(j));
-        return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(lt));
+    // Lanes with begins[lane] <= j < ends[lane] take a, the others b.
+    static Reg select_in(int32_t j, const int32_t* begins, const int32_t* ends, Reg a, Reg b) {
+        const __m256i jv = _mm256_set1_epi32(j);
+        const __m256i below_end = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(ends)), jv);
+        const __m256i before_begin = _mm256_cmpgt_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(begins)), jv);
+        return _mm256_blendv_ps(b, a, _mm256_castsi256_ps(_mm256_andnot_si256(before_begin, below_end)));
     }
     // All lanes of a equal those of b (NaN never equals).
     static bool all_equal(Reg a, Reg b) { return _mm256_movemask_ps(_mm256_cmp_ps(a, b, _CMP_EQ_OQ)) == 0xff; }

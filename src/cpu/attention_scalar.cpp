@@ -20,9 +20,9 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
     float score[kKeyBlock];
 
     for (int64_t i = 0; i < t.num_queries; ++i) {
-        const int64_t end = t.visible_end(i);
+        const int64_t begin = t.visible_begin(i), end = t.visible_end(i);
         for (int64_t g = 0; g < t.group; ++g) {
-            const int64_t q_offset = i * t.q_stride + g * d_len;
+            const int64_t q_offset = i * t.q_stride + g * t.q_head_stride;
             const int64_t row = i * t.group + g;
             for (int64_t d = 0; d < d_len; ++d) {
                 q[d] = load_f32(t.q, q_offset + d, t.dtype);
@@ -30,7 +30,11 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
             }
             float running_max = t.resume ? t.part_max[row] : neg_inf;
             float running_sum = t.resume ? t.part_sum[row] : 0.0f;
-            for (int64_t j0 = t.key_begin; j0 < end; j0 += kKeyBlock) {
+            if (!t.resume && t.sinks && t.sinks[g] != neg_inf) {  // the sink: e^sink in the denominator
+                running_max = t.sinks[g];
+                running_sum = 1.0f;
+            }
+            for (int64_t j0 = begin; j0 < end; j0 += kKeyBlock) {
                 const int64_t n = end - j0 < kKeyBlock ? end - j0 : kKeyBlock;
                 float block_max = neg_inf;
                 for (int64_t jj = 0; jj < n; ++jj) {
@@ -38,6 +42,7 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
                     float dot = 0.0f;
                     for (int64_t d = 0; d < d_len; ++d) dot += q[d] * load_f32(t.k, k_offset + d, t.dtype);
                     score[jj] = dot * t.scale;
+                    if (t.softcap > 0.0f) score[jj] = t.softcap * std::tanh(score[jj] / t.softcap);
                     block_max = std::fmax(block_max, score[jj]);  // skips NaN; exp(NaN) poisons below
                 }
                 const float new_max = std::fmax(running_max, block_max);
@@ -50,7 +55,7 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
                 for (int64_t jj = 0; jj < n; ++jj) {
                     const float prob = std::exp(score[jj] - base);
                     running_sum += prob;
-                    const int64_t v_offset = key_offset(t, j0 + jj);
+                    const int64_t v_offset = value_offset(t, j0 + jj);
                     for (int64_t d = 0; d < d_len; ++d) acc[d] += prob * load_f32(t.v, v_offset + d, t.dtype);
                 }
                 running_max = new_max;
@@ -59,8 +64,11 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
             if (t.out) {
                 // No visible key with a finite logit: the row is 0 (not NaN). A NaN sum stays NaN.
                 const float inv = running_sum == 0.0f ? 0.0f : 1.0f / running_sum;
-                const int64_t o_offset = i * t.out_stride + g * d_len;
+                const int64_t o_offset = i * t.out_stride + g * t.out_head_stride;
                 for (int64_t d = 0; d < d_len; ++d) store_f32(t.out, o_offset + d, acc[d] * inv, t.dtype);
+                if (t.lse) {
+                    t.lse[g * t.lse_head_stride + i] = running_sum == 0.0f ? neg_inf : running_max + std::log(running_sum);
+                }
             } else {
                 t.part_max[row] = running_max;
                 t.part_sum[row] = running_sum;

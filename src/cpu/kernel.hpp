@@ -2,9 +2,15 @@
 //
 // A Tile is: some consecutive query positions of one (sequence, KV head), all G query heads of
 // that KV head, against one contiguous key range [key_begin, key_end). Query i of the tile
-// (0-based inside the tile) sees keys < min(key_end, visible_end(i)). The kernel keeps an
-// online softmax over key blocks in fp32 and writes either the final, normalised output in the
-// storage dtype, or (split decode) an unnormalised fp32 partial that run_decode() merges.
+// (0-based inside the tile) sees keys [visible_begin(i), visible_end(i)) of that range (the
+// causal mask and the window). The kernel keeps an online softmax over key blocks in fp32 and
+// writes either the final, normalised output in the storage dtype (and the row's lse), or
+// (split decode) an unnormalised fp32 partial that the driver's split merge combines.
+//
+// The variants live in three places shared by every path: the logits (softcap, in
+// softmax_block / rows_in_registers through softcap_scores; the mask in mask_score), the row
+// state init (init_row_state: a sink starts a row at max = sink, sum = 1) and the row finish
+// (finish_row: lse = max + log(sum)).
 //
 // Prefill packs K and V once per call (PrefillPath::pack, per sequence and KV head, into the
 // path's compute layout) and hands every query tile of that head the packed blocks; decode and
@@ -30,11 +36,13 @@ constexpr int64_t kPrefillKeyBlock = 128;
 struct Tile {
     DType dtype = DType::F32;
     int64_t head_dim = 0;
-    int64_t group = 0;         // query heads per KV head; contiguous in q/out (stride head_dim)
+    int64_t group = 0;         // query heads per KV head
     float scale = 1.0f;
+    float softcap = 0.0f;      // > 0: logits s (after scale) become softcap * tanh(s / softcap)
 
     const void* q = nullptr;   // first query position, first head of the group
     int64_t q_stride = 0;      // elements between consecutive query positions
+    int64_t q_head_stride = 0; // elements between the group's heads
     int64_t num_queries = 0;
 
     // Key rows: position j of this (sequence, KV head) starts at element key_offset(*this, j)
@@ -43,18 +51,32 @@ struct Tile {
     // without (pages == nullptr) it is row j.
     const void* k = nullptr;
     const void* v = nullptr;
-    int64_t kv_stride = 0;     // elements between consecutive rows (positions in a page)
+    int64_t kv_stride = 0;     // elements between consecutive rows (positions in a page) of k
+    int64_t v_stride = 0;      // ... of v (differs only for separate strided k and v inputs)
     const int32_t* pages = nullptr;
     int64_t page_size = 0;
     int64_t key_begin = 0;
     int64_t key_end = 0;
 
+    // Row ends bounded (a causal mask, or window_right): query 0 sees keys < first_visible_end,
+    // query i < first_visible_end + i. Row begins bounded (window_left): query i sees keys
+    // >= first_visible_begin + i.
     bool causal = false;
-    int64_t first_visible_end = 0;  // causal: query 0 sees keys < this; query i < this + i
+    int64_t first_visible_end = 0;
+    bool windowed = false;
+    int64_t first_visible_begin = 0;
+
+    // Sinks of the group's heads (sinks[g]), or nullptr. Only with out: the split merge adds
+    // the sink of a split decode once.
+    const float* sinks = nullptr;
 
     // Final output (storage dtype) when out != nullptr ...
     void* out = nullptr;
     int64_t out_stride = 0;    // elements between consecutive query positions
+    int64_t out_head_stride = 0;
+    // ... and, when lse != nullptr, lse[g * lse_head_stride + i] of query i, head g.
+    float* lse = nullptr;
+    int64_t lse_head_stride = 0;
     // ... else fp32 partials, row r = query * group + head: acc[r * head_dim + d], max[r], sum[r].
     float* part_acc = nullptr;
     float* part_max = nullptr;
@@ -64,16 +86,23 @@ struct Tile {
     bool resume = false;
 
     // Prefill: K/V of this (sequence, KV head) packed by the path's pack(), block b holding keys
-    // [b * kPrefillKeyBlock, (b + 1) * kPrefillKeyBlock) (key_begin is then a multiple of it);
-    // nullptr: the kernel reads k/v itself. packed_v_nonfinite[b]: block b has a non-finite V
-    // value, stored as 0 in the pack (see PackKernel).
+    // [packed_first_key + b * kPrefillKeyBlock, ...) (key_begin - packed_first_key is then a
+    // multiple of kPrefillKeyBlock; packed_first_key is the first key any row of the call sees,
+    // 0 without a window); nullptr: the kernel reads k/v itself. packed_v_nonfinite[b]: block b
+    // has a non-finite V value, stored as 0 in the pack (see PackKernel).
     const void* packed = nullptr;
     const uint8_t* packed_v_nonfinite = nullptr;
+    int64_t packed_first_key = 0;
 
     int64_t visible_end(int64_t i) const {
         if (!causal) return key_end;
         const int64_t end = first_visible_end + i;
         return end < key_end ? end : key_end;
+    }
+    int64_t visible_begin(int64_t i) const {
+        if (!windowed) return key_begin;
+        const int64_t begin = first_visible_begin + i;
+        return begin > key_begin ? begin : key_begin;
     }
 };
 
@@ -85,6 +114,13 @@ static inline int64_t key_offset(const Tile& t, int64_t j) {
     if (!t.pages) return j * t.kv_stride;
     return (static_cast<int64_t>(t.pages[j / t.page_size]) * t.page_size + j % t.page_size) * t.kv_stride;
 }
+// The same for v: cache rows (paged or not) are laid out alike for k and v; separate strided k
+// and v inputs may differ in their row stride.
+static inline int64_t value_offset(const Tile& t, int64_t j) {
+    if (!t.pages) return j * t.v_stride;
+    return key_offset(t, j);
+}
+static inline int64_t value_step(const Tile& t) { return t.pages ? t.kv_stride : t.v_stride; }
 static inline int64_t key_run(const Tile& t, int64_t j, int64_t limit) {
     if (!t.pages) return limit;
     const int64_t in_page = t.page_size - j % t.page_size;
@@ -94,8 +130,8 @@ static inline int64_t key_run(const Tile& t, int64_t j, int64_t limit) {
 using TileKernel = void (*)(const Tile& tile, float* scratch);
 
 // Packs the K/V blocks [first_block, first_block + num_blocks) of a Tile's (sequence, KV head)
-// (keys from 0 to tile.key_end) into `blocks` (block b at b * packed_block_bytes) and sets
-// v_nonfinite[b]. Layout of one block, in the path's element type, head_dim padded with zeros
+// (block b: keys from tile.packed_first_key + b * kPrefillKeyBlock, up to tile.key_end)
+// into `blocks` (block b at b * packed_block_bytes) and sets v_nonfinite[b]. Layout of one block, in the path's element type, head_dim padded with zeros
 // to the path's dim_align (dp): K as [kPrefillKeyBlock][dp], then V transposed as
 // [dp][kPrefillKeyBlock];
 // keys past key_end are zeros. A non-finite V value is stored as 0 and its block flagged: the
@@ -133,7 +169,8 @@ inline int64_t tile_scratch_floats(const Tile& t) {
            + (rp + 16) * dp            // accumulators
            + 4 * (rp + 16) * keys      // scores / probabilities
            + 16 * dp                   // rows staged for a transpose
-           + 4 * (rp + 16) + 64;       // running max / sum / visible ends, alignment slack
+           + 5 * (rp + 16) + 64;       // running max / sum, visible begins / ends, keys per
+                                       // vector, alignment slack
 }
 
 void attend_tile_scalar(const Tile& t, float* scratch);

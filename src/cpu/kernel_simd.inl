@@ -24,13 +24,16 @@ namespace {
 inline void pack_block(const Tile& t, int64_t j0, int64_t n, int64_t stride, float* kb, float* vb,
                        int64_t next_end) {
     prefetch_block(t, j0 + n, min64(kKeyBlock, next_end - (j0 + n)));
-    for (int64_t jj = 0, run = 0, offset = 0; jj < n; ++jj, --run, offset += t.kv_stride) {
+    const int64_t v_step = value_step(t);
+    for (int64_t jj = 0, run = 0, k_offset = 0, v_offset = 0; jj < n;
+         ++jj, --run, k_offset += t.kv_stride, v_offset += v_step) {
         if (run == 0) {  // a new run of consecutive rows (a page boundary): one lookup
             run = key_run(t, j0 + jj, n - jj);
-            offset = key_offset(t, j0 + jj);
+            k_offset = key_offset(t, j0 + jj);
+            v_offset = value_offset(t, j0 + jj);
         }
-        load_row(t.k, offset, t.dtype, t.head_dim, stride, kb + jj * stride);
-        load_row(t.v, offset, t.dtype, t.head_dim, stride, vb + jj * stride);
+        load_row(t.k, k_offset, t.dtype, t.head_dim, stride, kb + jj * stride);
+        load_row(t.v, v_offset, t.dtype, t.head_dim, stride, vb + jj * stride);
     }
 }
 
@@ -147,7 +150,7 @@ void rows_in_registers(const Tile& t, float* scratch) {
 
     for (int64_t r = 0; r < rows; ++r) {
         const int64_t i = r / g_len, g = r % g_len;
-        load_row(t.q, i * t.q_stride + g * d_len, t.dtype, d_len, dp, qf + r * dp);
+        load_row(t.q, i * t.q_stride + g * t.q_head_stride, t.dtype, d_len, dp, qf + r * dp);
         for (int64_t c = 0; c < dp; c += W) {
             Simd::store(qf + r * dp + c, Simd::mul(Simd::load(qf + r * dp + c), Simd::set1(t.scale)));
             Simd::store(acc + r * dp + c, Simd::zero());
@@ -155,19 +158,23 @@ void rows_in_registers(const Tile& t, float* scratch) {
         if (t.resume) {
             for (int64_t d = 0; d < d_len; ++d) acc[r * dp + d] = t.part_acc[r * d_len + d];
         }
-        row_max[r] = t.resume ? t.part_max[r] : kNegInf;
-        row_sum[r] = t.resume ? t.part_sum[r] : 0.0f;
+        init_row_state(t, r, row_max + r, row_sum + r);
     }
 
     const int64_t last_end = visible_end(t, t.num_queries - 1);
-    for (int64_t j0 = t.key_begin; j0 < last_end; j0 += kKeyBlock) {
+    for (int64_t j0 = visible_begin(t, 0); j0 < last_end; j0 += kKeyBlock) {
         const int64_t n = min64(kKeyBlock, last_end - j0);
         pack_block(t, j0, n, dp, kb, vb, last_end);
         for (int64_t i = 0; i < t.num_queries; ++i) {
-            const int64_t visible = min64(n, visible_end(t, i) - j0);  // keys of this block query i sees
+            // Keys [j0 + lo, j0 + lo + visible) of this block are the ones query i sees.
+            const int64_t lo = visible_begin(t, i) > j0 ? visible_begin(t, i) - j0 : 0;
+            const int64_t visible = min64(n, visible_end(t, i) - j0) - lo;
             if (visible <= 0) continue;
             const int64_t r0 = i * g_len;
-            for (int64_t r = r0; r < r0 + g_len; ++r) scores_dot_any(qf + r * dp, kb, dp, visible, sc + r * sp);
+            for (int64_t r = r0; r < r0 + g_len; ++r) {
+                scores_dot_any(qf + r * dp, kb + lo * dp, dp, visible, sc + r * sp);  // q is pre-scaled
+                if (t.softcap > 0.0f) softcap_scores(sc + r * sp, round_up(visible, W), 1.0f, t.softcap);
+            }
             for (int64_t r = r0; r < r0 + g_len; ++r) {
                 float* s = sc + r * sp;
                 int64_t jj;
@@ -188,7 +195,7 @@ void rows_in_registers(const Tile& t, float* scratch) {
                 row_sum[r] = row_sum[r] * correction[r] + Simd::reduce_add(sum);
                 row_max[r] = new_max;
             }
-            pv_shared_any(g_len, vb, dp, visible, sc + r0 * sp, sp, acc + r0 * dp, correction + r0);
+            pv_shared_any(g_len, vb + lo * dp, dp, visible, sc + r0 * sp, sp, acc + r0 * dp, correction + r0);
         }
     }
     for (int64_t r = 0; r < rows; ++r) finish_row(t, r, acc + r * dp, row_max[r], row_sum[r]);

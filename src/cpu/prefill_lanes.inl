@@ -6,7 +6,8 @@
 // (dp: head_dim padded, rp: rows padded to whole vectors), the scores S^T [key][rp]. For each
 // key block:
 //   Mma::scores   S^T = K Q^T (raw dot products; per lane vector, only the keys it may see)
-//   softmax_block logits (mask_score and the scale: the one place for score transforms),
+//   softmax_block logits (softcap_scores, mask_score and the scale: the one place for score
+//                 transforms),
 //                 lane-wise online softmax, P written as Mma wants it, O^T rescaled
 //   Mma::pv       O^T += V^T P^T
 //   add_nonfinite_v  the products of non-finite V values (stored as 0 in the pack) for the rows
@@ -30,17 +31,20 @@ namespace {
 
 // ---------------------------------------------------------------- row state
 
-// Visible end per lane (padding lanes see nothing), the softmax state (fresh or resumed from a
-// partial) and O^T.
+// Visible begin and end per lane (begins = ends + rp; padding lanes see nothing), the softmax
+// state (init_row_state: fresh, from a sink, or resumed from a partial) and O^T.
 inline void init_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, float* ot, float* row_max,
                       float* row_sum, int32_t* ends) {
+    int32_t* begins = ends + rp;
     for (int64_t i = 0; i < dp * rp; i += W) Simd::store(ot + i, Simd::zero());
     for (int64_t r = 0; r < rp; ++r) {
         const bool live = r < rows;
         ends[r] = static_cast<int32_t>(live ? visible_end(t, r / t.group) : t.key_begin);
+        begins[r] = static_cast<int32_t>(live ? visible_begin(t, r / t.group) : t.key_begin);
+        row_max[r] = kNegInf;
+        row_sum[r] = 0.0f;
+        if (live) init_row_state(t, r, row_max + r, row_sum + r);
         const bool resume = t.resume && live;
-        row_max[r] = resume ? t.part_max[r] : kNegInf;
-        row_sum[r] = resume ? t.part_sum[r] : 0.0f;
         if (resume) {
             for (int64_t d = 0; d < t.head_dim; ++d) ot[d * rp + r] = t.part_acc[r * t.head_dim + d];
         }
@@ -60,11 +64,12 @@ inline void finish_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, con
 
 // ---------------------------------------------------------------- scores to probabilities
 
-// The one place where a raw dot product becomes a logit: logit = raw * scale (scale > 0), with
-// the causal mask as raw = -inf (never a product, so nothing from a masked key survives). The
-// mask is applied here; the scale is folded into the exponent (softmax_block).
-inline Reg mask_score(Reg raw, bool masked, int64_t j, const int32_t* ends) {
-    return masked ? Simd::select_lt(static_cast<int32_t>(j), ends, raw, Simd::set1(kNegInf)) : raw;
+// The one place where a raw dot product becomes a logit: logit = raw * scale (scale > 0; with a
+// softcap, softcap_scores has turned raw into logits and scale is 1), with the mask (causal,
+// window: lanes see [begins, ends)) as raw = -inf (never a product, so nothing from a masked
+// key survives). The mask is applied here; the scale is folded into the exponent.
+inline Reg mask_score(Reg raw, bool masked, int64_t j, const int32_t* ends, int64_t rp) {
+    return masked ? Simd::select_in(static_cast<int32_t>(j), ends + rp, ends, raw, Simd::set1(kNegInf)) : raw;
 }
 
 // One key block [j0, j0 + n) of raw scores st[jj][rp] -> probabilities, lane-wise online
@@ -85,7 +90,7 @@ inline void softmax_block(float* st, int64_t n, int64_t rp, float scale, bool ma
         Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
         for (int64_t jj = 0; jj < n; ++jj) {
             float* s = st + jj * rp + rv;
-            const Reg raw = mask_score(Simd::load(s), masked, j0 + jj, ends + rv);
+            const Reg raw = mask_score(Simd::load(s), masked, j0 + jj, ends + rv, rp);
             if (masked) Simd::store(s, raw);
             block_max[jj % 4] = Simd::max(block_max[jj % 4], raw);
         }
@@ -134,13 +139,15 @@ inline void softmax_block(float* st, int64_t n, int64_t rp, float scale, bool ma
 template <class Mma>
 void add_nonfinite_v(const Tile& t, int64_t j0, int64_t n, int64_t rows, int64_t rp, const int32_t* ends,
                      const void* p, float* ot) {
+    const int32_t* begins = ends + rp;
     for (int64_t jj = 0; jj < n; ++jj) {
-        const int64_t offset = key_offset(t, j0 + jj);
+        const int64_t offset = value_offset(t, j0 + jj);
         for (int64_t d = 0; d < t.head_dim; ++d) {
             const float v = load_f32(t.v, offset + d, t.dtype);
             if (__builtin_isfinite(v)) continue;
             for (int64_t r = 0; r < rows; ++r) {
-                if (j0 + jj < ends[r]) ot[d * rp + r] += Mma::probability(p, rp, jj, r) * v;
+                const int64_t j = j0 + jj;
+                if (begins[r] <= j && j < ends[r]) ot[d * rp + r] += Mma::probability(p, rp, jj, r) * v;
             }
         }
     }
@@ -163,7 +170,7 @@ inline void prefetch_key(const Tile& t, int64_t j) {
     prefetch_row(t.v, key_offset(t, j), t);
 }
 // Query row r of the tile, if it has it.
-inline int64_t query_offset(const Tile& t, int64_t r) { return (r / t.group) * t.q_stride + (r % t.group) * t.head_dim; }
+inline int64_t query_offset(const Tile& t, int64_t r) { return (r / t.group) * t.q_stride + (r % t.group) * t.q_head_stride; }
 inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
     if (r < rows) prefetch_row(t.q, query_offset(t, r), t);
 }
@@ -187,7 +194,7 @@ inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, flo
         for (int64_t w = 0; w < W; ++w) {
             float* row = stage + w * dp;
             if (k0 + w < n) {
-                load_row(t.v, key_offset(t, j0 + k0 + w), t.dtype, t.head_dim, dp, row);
+                load_row(t.v, value_offset(t, j0 + k0 + w), t.dtype, t.head_dim, dp, row);
                 for (int64_t d = 0; d < dp; d += W) poison = Simd::fmadd(Simd::load(row + d), Simd::zero(), poison);
             } else {
                 for (int64_t d = 0; d < dp; d += W) Simd::store(row + d, Simd::zero());
@@ -366,8 +373,8 @@ void prefill_lanes(const Tile& t, float* scratch) {
     float* own = pairs + kPrefillKeyBlock * rp;     // one block packed here when t.packed is unset
     float* row_max = own + block_elems;      // [rp]
     float* row_sum = row_max + rp;           // [rp]
-    int32_t* ends = reinterpret_cast<int32_t*>(row_sum + rp);  // [rp] visible end per lane
-    float* stage = row_sum + 2 * rp;         // [W][dp] rows staged for a transpose
+    int32_t* ends = reinterpret_cast<int32_t*>(row_sum + rp);  // [rp] visible end per lane, then begins
+    float* stage = row_sum + 3 * rp;         // [W][dp] rows staged for a transpose
     int32_t* vec_keys = reinterpret_cast<int32_t*>(stage + W * dp);  // [rp / W] keys a vector needs
 
     Mma::begin();
@@ -375,14 +382,17 @@ void prefill_lanes(const Tile& t, float* scratch) {
     init_rows(t, rows, rp, dp, ot, row_max, row_sum, ends);
     const int64_t first_end = visible_end(t, 0);  // the fewest keys any row sees
     const int64_t last_end = visible_end(t, t.num_queries - 1);
+    const int64_t last_begin = visible_begin(t, t.num_queries - 1);  // the latest first key
+    const float scale = t.softcap > 0.0f ? 1.0f : t.scale;  // softcap_scores applies it
     const void* p = Mma::kPairedP ? static_cast<const void*>(pairs) : static_cast<const void*>(st);
     for (int64_t j0 = t.key_begin; j0 < last_end; j0 += kPrefillKeyBlock) {
         const int64_t n = min64(kPrefillKeyBlock, last_end - j0);
         const Elem* kb;
         bool v_nonfinite;
         if (t.packed) {
-            kb = static_cast<const Elem*>(t.packed) + (j0 / kPrefillKeyBlock) * block_elems;
-            v_nonfinite = t.packed_v_nonfinite[j0 / kPrefillKeyBlock] != 0;
+            const int64_t block = (j0 - t.packed_first_key) / kPrefillKeyBlock;
+            kb = static_cast<const Elem*>(t.packed) + block * block_elems;
+            v_nonfinite = t.packed_v_nonfinite[block] != 0;
         } else {
             prefetch_block(t, j0 + n, min64(kPrefillKeyBlock, last_end - (j0 + n)));
             v_nonfinite = Mma::pack_block(t, j0, n, dp, reinterpret_cast<Elem*>(own), stage);
@@ -395,7 +405,11 @@ void prefill_lanes(const Tile& t, float* scratch) {
             vec_keys[v] = static_cast<int32_t>(keys < 0 ? 0 : keys > n ? n : keys);
         }
         Mma::scores(q, kb, d_len, dp, rp, vec_keys, st);
-        softmax_block<Mma>(st, n, rp, t.scale, j0 + n > first_end, j0, ends, row_max, row_sum, ot, d_len, pairs);
+        // Past a vector's vec_keys its lanes are all masked: the scores there are not computed
+        // and mask_score replaces them (after the softcap, which may see anything there).
+        if (t.softcap > 0.0f) softcap_scores(st, n * rp, t.scale, t.softcap);
+        const bool masked = j0 + n > first_end || j0 < last_begin;
+        softmax_block<Mma>(st, n, rp, scale, masked, j0, ends, row_max, row_sum, ot, d_len, pairs);
         Mma::pv(kb + kPrefillKeyBlock * dp, d_len, dp, p, rp, vec_keys, ot);
         if (v_nonfinite) add_nonfinite_v<Mma>(t, j0, n, rows, rp, ends, p, ot);
     }
@@ -404,14 +418,14 @@ void prefill_lanes(const Tile& t, float* scratch) {
 }
 
 // The PackKernel of a path (kernel.hpp): blocks [first_block, first_block + num_blocks) of the
-// Tile's keys [0, key_end), each by Mma::pack_block.
+// Tile's keys from packed_first_key on, up to key_end, each by Mma::pack_block.
 template <class Mma>
 void pack_kv(const Tile& t, int64_t first_block, int64_t num_blocks, void* blocks, uint8_t* v_nonfinite) {
     using Elem = typename Mma::Elem;
     const int64_t dp = round_up(t.head_dim, Mma::kDimAlign);
     alignas(64) float stage[W * kMaxHeadDim];
     for (int64_t b = first_block; b < first_block + num_blocks; ++b) {
-        const int64_t j0 = b * kPrefillKeyBlock;
+        const int64_t j0 = t.packed_first_key + b * kPrefillKeyBlock;
         Elem* block = static_cast<Elem*>(blocks) + b * 2 * kPrefillKeyBlock * dp;
         v_nonfinite[b] = Mma::pack_block(t, j0, min64(kPrefillKeyBlock, t.key_end - j0), dp, block, stage) ? 1 : 0;
     }

@@ -49,15 +49,18 @@ struct Simd {
     static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
     static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
     static Reg sub(Reg a, Reg b) { return _mm512_sub_ps(a, b); }
+    static Reg div(Reg a, Reg b) { return _mm512_div_ps(a, b); }
     static Reg max(Reg a, Reg b) { return _mm512_max_ps(a, b); }  // NaN in b propagates
     static Reg neg_inf_to_zero(Reg x) {
         const __mmask16 is_neg_inf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
         return _mm512_mask_blend_ps(is_neg_inf, x, _mm512_setzero_ps());
     }
-    // Lanes with j < ends[lane] take a, the others b.
-    static Reg select_lt(int32_t j, const int32_t* ends, Reg a, Reg b) {
-        const __mmask16 lt = _mm512_cmplt_epi32_mask(_mm512_set1_epi32(j), _mm512_loadu_si512(ends));
-        return _mm512_mask_blend_ps(lt, b, a);
+    // Lanes with begins[lane] <= j < ends[lane] take a, the others b.
+    static Reg select_in(int32_t j, const int32_t* begins, const int32_t* ends, Reg a, Reg b) {
+        const __m512i jv = _mm512_set1_epi32(j);
+        const __mmask16 in = _mm512_cmplt_epi32_mask(jv, _mm512_loadu_si512(ends)) &
+                             _mm512_cmple_epi32_mask(_mm512_loadu_si512(begins), jv);
+        return _mm512_mask_blend_ps(in, b, a);
     }
     // All lanes of a equal those of b (NaN never equals).
     static bool all_equal(Reg a, Reg b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ) == 0xffff; }

@@ -18,13 +18,19 @@ namespace {
 using Reg = Simd::Reg;
 constexpr int64_t W = Simd::kWidth;
 
-// Local copies of Tile::visible_end and dtype_bytes: this file is compiled with ISA flags, and
-// calling an inline function with external linkage from here could let the linker keep this
-// file's (AVX) copy for the whole library. The same reason for __builtin_fmaxf over std::fmax.
+// Local copies of Tile::visible_end/begin and dtype_bytes: this file is compiled with ISA
+// flags, and calling an inline function with external linkage from here could let the linker
+// keep this file's (AVX) copy for the whole library. The same reason for __builtin_fmaxf over
+// std::fmax.
 inline int64_t visible_end(const Tile& t, int64_t i) {
     if (!t.causal) return t.key_end;
     const int64_t end = t.first_visible_end + i;
     return end < t.key_end ? end : t.key_end;
+}
+inline int64_t visible_begin(const Tile& t, int64_t i) {
+    if (!t.windowed) return t.key_begin;
+    const int64_t begin = t.first_visible_begin + i;
+    return begin > t.key_begin ? begin : t.key_begin;
 }
 inline int64_t elem_bytes(DType t) { return t == DType::F32 ? 4 : 2; }
 inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -57,12 +63,12 @@ inline void load_row(const void* src, int64_t offset, DType t, int64_t n, int64_
 inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
     const int64_t es = elem_bytes(t.dtype);
     const int64_t row_bytes = t.head_dim * es;
-    const int64_t stride_bytes = t.kv_stride * es;
+    const int64_t k_stride_bytes = t.kv_stride * es, v_stride_bytes = value_step(t) * es;
     for (int64_t j = j0, run; j < j0 + n; j += run) {  // one run of consecutive rows per page
         run = key_run(t, j, j0 + n - j);
         const char* k = static_cast<const char*>(t.k) + key_offset(t, j) * es;
-        const char* v = static_cast<const char*>(t.v) + key_offset(t, j) * es;
-        for (int64_t jj = 0; jj < run; ++jj, k += stride_bytes, v += stride_bytes) {
+        const char* v = static_cast<const char*>(t.v) + value_offset(t, j) * es;
+        for (int64_t jj = 0; jj < run; ++jj, k += k_stride_bytes, v += v_stride_bytes) {
             for (int64_t b = 0; b < row_bytes; b += 64) {
                 _mm_prefetch(k + b, _MM_HINT_T0);
                 _mm_prefetch(v + b, _MM_HINT_T0);
@@ -71,13 +77,43 @@ inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
     }
 }
 
-// Row r's output (acc / sum, or the partial) from a contiguous fp32 accumulator row.
+// The logits s[0..count) (count a multiple of W) from raw scores: softcap c gives
+// c * tanh(raw * scale / c), tanh(x) = 1 - 2 / (e^{2x} + 1) (+-1 at the ends, since Simd::exp
+// saturates; NaN stays NaN). The one softcap of the SIMD paths (scalar: std::tanh).
+inline void softcap_scores(float* s, int64_t count, float scale, float softcap) {
+    const Reg c = Simd::set1(softcap), two_scale_over_c = Simd::set1(2.0f * scale / softcap);
+    const Reg one = Simd::set1(1.0f), two = Simd::set1(2.0f);
+    for (int64_t i = 0; i < count; i += W) {
+        const Reg e = Simd::exp(Simd::mul(Simd::load(s + i), two_scale_over_c));
+        Simd::store(s + i, Simd::mul(c, Simd::sub(one, Simd::div(two, Simd::add(e, one)))));
+    }
+}
+
+// The row-state init of row r (query r / group, head r % group): the partial it resumes, an
+// empty softmax, or one that starts from the head's sink (e^sink in the denominator).
+inline void init_row_state(const Tile& t, int64_t r, float* row_max, float* row_sum) {
+    if (t.resume) {
+        *row_max = t.part_max[r];
+        *row_sum = t.part_sum[r];
+    } else if (t.sinks && t.sinks[r % t.group] != kNegInf) {
+        *row_max = t.sinks[r % t.group];
+        *row_sum = 1.0f;
+    } else {
+        *row_max = kNegInf;
+        *row_sum = 0.0f;
+    }
+}
+
+// Row r's output (acc / sum, and its lse; or the partial) from a contiguous fp32 accumulator row.
 inline void finish_row(const Tile& t, int64_t r, const float* acc, float running_max, float running_sum) {
     const int64_t d_len = t.head_dim;
     if (t.out) {
         const float inv = running_sum == 0.0f ? 0.0f : 1.0f / running_sum;  // no finite logit: 0
         const int64_t i = r / t.group, g = r % t.group;
-        const int64_t o = i * t.out_stride + g * d_len;
+        const int64_t o = i * t.out_stride + g * t.out_head_stride;
+        if (t.lse) {
+            t.lse[g * t.lse_head_stride + i] = running_sum == 0.0f ? kNegInf : running_max + __builtin_logf(running_sum);
+        }
         const Reg scale = Simd::set1(inv);
         int64_t d = 0;
         if (t.dtype == DType::F32) {

@@ -29,16 +29,30 @@ int main(void) {
     for (int s = 0; s <= 9; ++s) CHECK(gqa_status_string((gqa_status)s) != NULL, "NULL string for %d", s);
     CHECK(strcmp(gqa_status_string(GQA_STATUS_CACHE_OVERFLOW), "cache overflow") == 0, "string");
 
-    /* Initializer function and macro agree */
+    /* Initializer functions and macros agree: the sized form on the whole struct, the plain
+     * form on the ABI-1 bytes it writes (with the ABI-1 struct_size, 56 / 72) */
     gqa_prefill_config a = GQA_PREFILL_CONFIG_INIT, b;
     memset(&b, 0x7f, sizeof b);
-    gqa_prefill_config_init(&b);
+    CHECK(gqa_prefill_config_init_sized(&b, sizeof b) == GQA_STATUS_OK, "sized prefill init");
     CHECK(memcmp(&a, &b, sizeof a) == 0, "prefill init differs from macro");
     CHECK(a.struct_size == sizeof(gqa_prefill_config) && a.causal == 1 && a.dtype == GQA_DTYPE_F16, "defaults");
+    CHECK(a.window_left == -1 && a.window_right == -1 && a.softcap == 0.0f && !a.sinks && !a.lse, "variant defaults");
+    memset(&b, 0x7f, sizeof b);
+    gqa_prefill_config_init(&b);
+    CHECK(b.struct_size == 56 && memcmp((char*)&a + 4, (char*)&b + 4, 52) == 0, "plain prefill init");
+    CHECK(gqa_prefill_config_init_sized(&b, 57) == GQA_STATUS_VERSION_MISMATCH && b.struct_size == 56,
+          "unpublished size: %s", gqa_last_error());
     gqa_decode_config c = GQA_DECODE_CONFIG_INIT, d;
     memset(&d, 0x7f, sizeof d);
-    gqa_decode_config_init(&d);
+    CHECK(gqa_decode_config_init_sized(&d, sizeof d) == GQA_STATUS_OK, "sized decode init");
     CHECK(memcmp(&c, &d, sizeof c) == 0, "decode init differs from macro");
+    memset(&d, 0x7f, sizeof d);
+    gqa_decode_config_init(&d);
+    CHECK(d.struct_size == 72 && memcmp((char*)&c + 4, (char*)&d + 4, 68) == 0, "plain decode init");
+    gqa_merge_config e = GQA_MERGE_CONFIG_INIT, f;
+    memset(&f, 0x7f, sizeof f);
+    gqa_merge_config_init(&f);
+    CHECK(memcmp(&e, &f, sizeof e) == 0, "merge init differs from macro");
 
     /* Logging: level bounds, callback receives DEBUG call descriptions */
     CHECK(gqa_set_log_level(-1) == GQA_STATUS_INVALID_ARGUMENT, "negative level accepted");

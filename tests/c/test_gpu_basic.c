@@ -226,6 +226,19 @@ static void test_rejections(void) {
     cfg.num_kv_heads = 1;
     st = gqa_attention_prefill(dout, dq, dk, dv, dkc, dvc, &cfg, NULL);
     CHECK(st == GQA_STATUS_UNSUPPORTED, "head_dim 48 on CUDA: status %d", (int)st);
+    cfg.head_dim = hd;
+    cfg.num_q_heads = hq;
+    cfg.num_kv_heads = hkv;
+    /* The variants (libgqa 0.2) have no CUDA kernels yet: each one alone is UNSUPPORTED. */
+    for (int option = 0; option < 3; ++option) {
+        gqa_prefill_config variant = cfg;
+        if (option == 0) variant.window_left = 1;
+        if (option == 1) variant.softcap = 30.0f;
+        if (option == 2) variant.q_strides.head = 2 * hd;
+        st = gqa_attention_prefill(dout, dq, dk, dv, dkc, dvc, &variant, NULL);
+        CHECK(st == GQA_STATUS_UNSUPPORTED && strstr(gqa_last_error(), "CUDA") != NULL,
+              "variant %d on CUDA: status %d, %s", option, (int)st, gqa_last_error());
+    }
 
     to_host(got, dout, nq * 2);
     CHECK(memcmp(got, out, nq * 2) == 0, "a rejected call wrote out");

@@ -21,7 +21,7 @@ ffi_module = pytest.importorskip("gqa._ffi")
 ffi, lib = ffi_module.ffi, ffi_module.lib
 
 ROOT = Path(__file__).resolve().parents[2]
-STRUCTS = ("gqa_prefill_config", "gqa_decode_config")
+STRUCTS = ("gqa_prefill_config", "gqa_decode_config", "gqa_strides", "gqa_merge_config")
 REQUIRE_ALL = os.environ.get("GQA_LAYOUT_REQUIRE_ALL") == "1"
 
 
@@ -85,12 +85,19 @@ def go_layout(tmp_path):
 
 
 def test_library_and_cffi_agree_on_struct_size():
-    """The size libgqa was compiled with (written by the initializer) is the size cffi sees."""
-    for name in STRUCTS:
+    """The size libgqa was compiled with (the newest it publishes) is the size cffi sees: the
+    sized initializers take it; the plain ones of the ABI-1 configs write the ABI-1 size."""
+    for name, abi1_size in (("gqa_prefill_config", 56), ("gqa_decode_config", 72)):
         config = ffi.new(f"{name}*")
-        getattr(lib, name + "_init")(config)
+        assert getattr(lib, name + "_init_sized")(config, ffi.sizeof(name)) == lib.GQA_STATUS_OK
         assert config.struct_size == ffi.sizeof(name)
         assert config.abi_version == lib.gqa_abi_version()
+        assert config.window_left == -1 and config.window_right == -1
+        getattr(lib, name + "_init")(config)
+        assert config.struct_size == abi1_size
+    config = ffi.new("gqa_merge_config*")
+    lib.gqa_merge_config_init(config)
+    assert config.struct_size == ffi.sizeof("gqa_merge_config")
 
 
 @pytest.mark.parametrize("language", ["c", "rust", "go"])

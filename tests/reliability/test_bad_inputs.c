@@ -47,7 +47,13 @@ typedef struct bad_row {
     unsigned expect;     /* acceptable statuses                                     */
     char name[32];       /* parameter the message must name ("" : message non-empty) */
     char value[32];      /* token the message must contain ("" : not checked)        */
+    int sinks;           /* SINKS_*: the sinks pointer                               */
+    int lse;             /* LSE_*: the lse pointer                                   */
 } bad_row;
+
+/* The variant pointers (gqa.h, libgqa 0.2): none, a valid buffer, or a bad one. */
+enum { SINKS_NONE, SINKS_NAN, SINKS_POS_INF };
+enum { LSE_NONE, LSE_IS_OUT, LSE_IS_Q, LSE_IS_K_CACHE };
 
 #define MAX_ROWS 512
 static bad_row rows[MAX_ROWS];
@@ -88,6 +94,18 @@ static void add_field(int base, const char* field, double value, unsigned expect
 }
 
 /* ---- config field access by name ------------------------------------------------------ */
+/* The variant fields both configs share (libgqa 0.2), e.g. "window_left", "q_strides.token". */
+#define SET_VARIANT_FIELDS(c, f, v)                                                              \
+    if (!strcmp(f, "window_left")) c->window_left = (int32_t)v;                                 \
+    else if (!strcmp(f, "window_right")) c->window_right = (int32_t)v;                          \
+    else if (!strcmp(f, "softcap")) c->softcap = (float)v;                                      \
+    else if (!strcmp(f, "reserved2")) c->reserved2 = (int32_t)v;                                \
+    else if (!strcmp(f, "q_strides.batch")) c->q_strides.batch = (int64_t)v;                    \
+    else if (!strcmp(f, "q_strides.token")) c->q_strides.token = (int64_t)v;                    \
+    else if (!strcmp(f, "k_strides.head")) c->k_strides.head = (int64_t)v;                      \
+    else if (!strcmp(f, "v_strides.token")) c->v_strides.token = (int64_t)v;                    \
+    else if (!strcmp(f, "out_strides.head")) c->out_strides.head = (int64_t)v;                  \
+    else if (!strcmp(f, "out_strides.token")) c->out_strides.token = (int64_t)v;
 static int set_prefill(gqa_prefill_config* c, const char* f, double v) {
     if (!strcmp(f, "struct_size")) c->struct_size = (uint32_t)(int64_t)v;
     else if (!strcmp(f, "abi_version")) c->abi_version = (uint32_t)(int64_t)v;
@@ -103,6 +121,7 @@ static int set_prefill(gqa_prefill_config* c, const char* f, double v) {
     else if (!strcmp(f, "causal")) c->causal = (int32_t)v;
     else if (!strcmp(f, "scale")) c->scale = (float)v;
     else if (!strcmp(f, "reserved")) c->reserved = (int32_t)v;
+    else SET_VARIANT_FIELDS(c, f, v)
     else return 0;
     return 1;
 }
@@ -120,6 +139,7 @@ static int set_decode(gqa_decode_config* c, const char* f, double v) {
     else if (!strcmp(f, "cache_len")) c->cache_len = (int32_t)v;
     else if (!strcmp(f, "scale")) c->scale = (float)v;
     else if (!strcmp(f, "num_splits")) c->num_splits = (int32_t)v;
+    else SET_VARIANT_FIELDS(c, f, v)
     else return 0;
     return 1;
 }
@@ -183,6 +203,13 @@ static long run_row(const bad_row* r) {
     if (c.cache_lens) memcpy(lens.data, c.cache_lens, (size_t)c.batch * sizeof(int32_t));
     if (r->lens_index >= 0) ((int32_t*)lens.data)[r->lens_index] = r->lens_value;
     cfg = guarded_alloc(1024);
+    guarded_buf sinks = guarded_alloc((size_t)c.num_q_heads * sizeof(float));  /* [num_q_heads], one bad value */
+    for (int64_t h = 0; h < c.num_q_heads; ++h) ((float*)sinks.data)[h] = 0.25f * (float)h;
+    if (r->sinks == SINKS_NAN) ((float*)sinks.data)[1] = NAN;
+    if (r->sinks == SINKS_POS_INF) ((float*)sinks.data)[0] = INFINITY;
+    const float* sinks_ptr = r->sinks == SINKS_NONE ? NULL : (const float*)sinks.data;
+    float* lse_ptr = r->lse == LSE_IS_OUT ? (float*)c.out.data : r->lse == LSE_IS_Q ? (float*)c.q.data
+                   : r->lse == LSE_IS_K_CACHE ? (float*)c.k_cache.data : NULL;
 
     void* out = c.out.data;
     void* q = c.q.data;
@@ -205,6 +232,8 @@ static long run_row(const bad_row* r) {
         gqa_decode_config d;
         attn_case_decode_config(&c, &d);
         d.cache_lens = c.cache_lens ? (const int32_t*)lens.data : NULL;
+        d.sinks = sinks_ptr;
+        d.lse = lse_ptr;
         for (int i = 0; i < r->nset; ++i) {
             if (!set_decode(&d, r->set[i].field, r->set[i].value)) {
                 fprintf(stderr, "test_bad_inputs: unknown decode field %s\n", r->set[i].field);
@@ -215,6 +244,8 @@ static long run_row(const bad_row* r) {
     } else {
         gqa_prefill_config p;
         attn_case_prefill_config(&c, &p);
+        p.sinks = sinks_ptr;
+        p.lse = lse_ptr;
         for (int i = 0; i < r->nset; ++i) {
             if (!set_prefill(&p, r->set[i].field, r->set[i].value)) {
                 fprintf(stderr, "test_bad_inputs: unknown prefill field %s\n", r->set[i].field);
@@ -228,6 +259,7 @@ static long run_row(const bad_row* r) {
     attn_case_snapshot(&c);
     guarded_snapshot(&lens);
     guarded_snapshot(&cfg);
+    guarded_snapshot(&sinks);
     gqa_status s = c.decode
         ? gqa_attention_decode(out, q, k, v, kc, vc, (const gqa_decode_config*)config, NULL)
         : gqa_attention_prefill(out, q, k, v, kc, vc, (const gqa_prefill_config*)config, NULL);
@@ -250,6 +282,8 @@ static long run_row(const bad_row* r) {
               which ? which : "?");
     CHECK(!guarded_changed(&lens, NULL), "[%s] rejected call modified cache_lens", r->label);
     CHECK(!guarded_changed(&cfg, NULL), "[%s] rejected call modified the config", r->label);
+    CHECK(!guarded_changed(&sinks, NULL), "[%s] rejected call modified sinks", r->label);
+    guarded_free(&sinks);
     guarded_free(&lens);
     guarded_free(&cfg);
     attn_case_free(&c);
@@ -443,7 +477,7 @@ static void common_header_rows(int base, size_t size) {
     add_field(base, "num_q_heads", I32MAX, INV);  /* not a multiple of num_kv_heads (2) */
     add_field(base, "num_kv_heads", I32MAX, INV); /* does not divide num_q_heads        */
     add_field(base, "num_kv_heads", base == BASE_PREFILL || base == BASE_PREFILL_NOCACHE ? 3 : 4, INV);
-    add_field(base, "head_dim", 257, UNS | INV);  /* beyond the largest supported head_dim */
+    add_field(base, "head_dim", 513, UNS | INV);  /* beyond the largest supported head_dim */
     add_field(base, "head_dim", 65536, UNS | INV);
     add_field(base, "head_dim", I32MAX, UNS | INV);
 
@@ -457,7 +491,46 @@ static void common_header_rows(int base, size_t size) {
     }
 }
 
+/* The variant fields (libgqa 0.2): each bad value rejected, naming the field and value. */
+static void variant_rows(int base, int decode) {
+    const double windows[] = {-2, I32MIN};
+    for (int i = 0; i < 2; ++i) {
+        add_field(base, "window_left", windows[i], INV);
+        add_field(base, "window_right", windows[i], INV);
+    }
+    const double softcaps[] = {-1.0, -FLT_MIN, NAN, INFINITY, -INFINITY};
+    for (size_t i = 0; i < sizeof softcaps / sizeof *softcaps; ++i) {
+        bad_row* r = add_row(base, "softcap", INV, "softcap", NULL);
+        snprintf(r->label, sizeof r->label, "%s: softcap = %g", base_names[base], softcaps[i]);
+        row_set(r, "softcap", softcaps[i]);
+    }
+    add_field(base, "reserved2", 1, INV);
+    add_field(base, "reserved2", I32MIN, INV);
+    add_field(base, "q_strides.batch", -1, INV);
+    add_field(base, "k_strides.head", -8, INV);
+    add_field(base, "out_strides.head", -1, INV);
+    if (decode) {
+        add_field(base, "q_strides.token", 48, INV);  /* one token: no token stride */
+        add_field(base, "v_strides.token", 1, INV);
+    } else {
+        add_field(base, "v_strides.token", -3, INV);
+    }
+    /* out's heads 4 elements apart with head_dim 8: two heads share elements */
+    row_set(add_row(base, "out_strides.head = 4 (heads of out overlap)", INV, "out", NULL), "out_strides.head", 4);
+    bad_row* r = add_row(base, "out_strides.token = 1 (tokens of out overlap)", INV, "out", NULL);
+    row_set(r, "out_strides.token", 1);
+    if (decode) snprintf(r->name, sizeof r->name, "out_strides.token");  /* decode: token must be 0 */
+    add_row(base, "sinks[1] = nan", INV, "sinks", NULL)->sinks = SINKS_NAN;
+    add_row(base, "sinks[0] = +inf", INV, "sinks", NULL)->sinks = SINKS_POS_INF;
+    add_row(base, "lse aliases out", INV, "lse", NULL)->lse = LSE_IS_OUT;
+    add_row(base, "lse aliases q", INV, "lse", NULL)->lse = LSE_IS_Q;
+    if (base != BASE_PREFILL_NOCACHE) add_row(base, "lse aliases k_cache", INV, "lse", NULL)->lse = LSE_IS_K_CACHE;
+}
+
 static void build_tables(int cuda_usable) {
+    variant_rows(BASE_PREFILL, 0);
+    variant_rows(BASE_PREFILL_NOCACHE, 0);
+    variant_rows(BASE_DECODE, 1);
     /* prefill with caches: B=2 S=3 14... see base_case() */
     common_header_rows(BASE_PREFILL, sizeof(gqa_prefill_config));
     const double bad[] = {0, -1, I32MIN};
@@ -623,7 +696,7 @@ int main(void) {
     attn_case_prefill(EDGE("prefill start_pos + seq_len == max_seq_len"), GQA_DTYPE_F16, 2, 3, 4, 2, 8, 16, 13, 1);
     attn_case_prefill(EDGE("prefill start_pos 0, seq_len == max_seq_len"), GQA_DTYPE_BF16, 1, 16, 4, 2, 8, 16, 0, 1);
     attn_case_prefill(EDGE("prefill non-causal"), GQA_DTYPE_F32, 2, 3, 4, 2, 8, 16, 5, 0);
-    attn_case_prefill(EDGE("prefill head_dim 256 (largest)"), GQA_DTYPE_F32, 1, 2, 2, 1, 256, 4, 1, 1);
+    attn_case_prefill(EDGE("prefill head_dim 512 (largest)"), GQA_DTYPE_F32, 1, 2, 2, 1, 512, 4, 1, 1);
     attn_case_prefill(EDGE("prefill head_dim 1, MQA 7:1"), GQA_DTYPE_F32, 1, 3, 7, 1, 1, 8, 2, 1);
     attn_case_prefill(EDGE("prefill max_seq_len 1"), GQA_DTYPE_F16, 2, 1, 2, 2, 4, 1, 0, 1);
     {

@@ -24,6 +24,15 @@ pub const GQA_DTYPE_F32: i32 = 3;
 pub const GQA_DEVICE_CPU: i32 = 1;
 pub const GQA_DEVICE_CUDA: i32 = 2;
 
+/// Element strides of q/k/v/out (head_dim contiguous); all 0: contiguous.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct gqa_strides {
+    pub batch: i64,
+    pub token: i64,
+    pub head: i64,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct gqa_prefill_config {
@@ -41,6 +50,17 @@ pub struct gqa_prefill_config {
     pub causal: i32,
     pub scale: f32,
     pub reserved: i32,
+    // libgqa 0.2: the variants
+    pub window_left: i32,
+    pub window_right: i32,
+    pub softcap: f32,
+    pub reserved2: i32,
+    pub sinks: *const f32,
+    pub lse: *mut f32,
+    pub q_strides: gqa_strides,
+    pub k_strides: gqa_strides,
+    pub v_strides: gqa_strides,
+    pub out_strides: gqa_strides,
 }
 
 #[repr(C)]
@@ -61,6 +81,33 @@ pub struct gqa_decode_config {
     pub cache_lens: *const i32,
     pub workspace: *mut c_void,
     pub workspace_bytes: u64,
+    // libgqa 0.2: the variants
+    pub window_left: i32,
+    pub window_right: i32,
+    pub softcap: f32,
+    pub reserved2: i32,
+    pub sinks: *const f32,
+    pub lse: *mut f32,
+    pub q_strides: gqa_strides,
+    pub k_strides: gqa_strides,
+    pub v_strides: gqa_strides,
+    pub out_strides: gqa_strides,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct gqa_merge_config {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub dtype: i32,
+    pub device: i32,
+    pub num_states: i32,
+    pub batch_size: i32,
+    pub seq_len: i32,
+    pub num_heads: i32,
+    pub head_dim: i32,
+    pub reserved: i32,
+    pub sinks: *const f32,
 }
 
 pub type gqa_log_callback =
@@ -69,6 +116,17 @@ pub type gqa_log_callback =
 extern "C" {
     pub fn gqa_prefill_config_init(config: *mut gqa_prefill_config);
     pub fn gqa_decode_config_init(config: *mut gqa_decode_config);
+    pub fn gqa_prefill_config_init_sized(config: *mut gqa_prefill_config, struct_size: u32) -> gqa_status;
+    pub fn gqa_decode_config_init_sized(config: *mut gqa_decode_config, struct_size: u32) -> gqa_status;
+    pub fn gqa_merge_config_init(config: *mut gqa_merge_config);
+    pub fn gqa_merge_states(
+        out: *mut c_void,
+        lse_out: *mut f32,
+        states: *const c_void,
+        lses: *const f32,
+        config: *const gqa_merge_config,
+        stream: *mut c_void,
+    ) -> gqa_status;
     pub fn gqa_attention_prefill(
         out: *mut c_void,
         q: *const c_void,

@@ -100,9 +100,56 @@ pub fn check_abi() -> Result<(), Error> {
     }
 }
 
+/// The attention variants of gqa.h (libgqa 0.2), the same for prefill and decode. The default
+/// is plain attention.
+#[derive(Clone, Copy, Debug)]
+pub struct Variants<'a> {
+    /// The query at position i sees keys i - window.0 ..= i + window.1 (-1: unbounded on that
+    /// side), FlashAttention's meaning; onnxruntime's local_window_size is window.0 + 1.
+    pub window: (i32, i32),
+    /// > 0: every scaled logit s becomes softcap * tanh(s / softcap).
+    pub softcap: f32,
+    /// One logit per query head that joins the softmax denominator only.
+    pub sinks: Option<&'a [f32]>,
+}
+
+impl Default for Variants<'_> {
+    fn default() -> Self {
+        Variants { window: (-1, -1), softcap: 0.0, sinks: None }
+    }
+}
+
+/// A config of this binding's size, filled with libgqa's defaults by its sized initializer.
+fn sized_config<C>(init: unsafe extern "C" fn(*mut C, u32) -> ffi::gqa_status) -> Result<C, Error> {
+    let mut config = std::mem::MaybeUninit::<C>::uninit();
+    // SAFETY: the sized initializer fills all size_of::<C>() bytes of the struct, or fails and
+    // fills none (then it is not read).
+    unsafe {
+        check(init(config.as_mut_ptr(), std::mem::size_of::<C>() as u32))?;
+        Ok(config.assume_init())
+    }
+}
+
+/// Fills the variant fields of a prefill or decode config (the same names in both).
+macro_rules! set_variants {
+    ($config:ident, $v:expr, $lse:expr, $num_q_heads:expr, $lse_len:expr) => {{
+        $config.window_left = $v.window.0;
+        $config.window_right = $v.window.1;
+        $config.softcap = $v.softcap;
+        if let Some(sinks) = $v.sinks {
+            expect_len("sinks", sinks.len(), elements(&[$num_q_heads]))?;
+            $config.sinks = sinks.as_ptr();
+        }
+        if let Some(lse) = $lse {
+            expect_len("lse", lse.len(), $lse_len)?;
+            $config.lse = lse.as_mut_ptr();
+        }
+    }};
+}
+
 /// Shape and options of a prefill call (see `gqa_prefill_config` in gqa.h).
 #[derive(Clone, Copy, Debug)]
-pub struct PrefillParams {
+pub struct PrefillParams<'a> {
     pub batch_size: i32,
     pub seq_len: i32,
     pub num_q_heads: i32,
@@ -114,9 +161,10 @@ pub struct PrefillParams {
     pub causal: bool,
     /// 0 means 1/sqrt(head_dim).
     pub scale: f32,
+    pub variants: Variants<'a>,
 }
 
-impl Default for PrefillParams {
+impl Default for PrefillParams<'_> {
     fn default() -> Self {
         PrefillParams {
             batch_size: 1,
@@ -128,6 +176,7 @@ impl Default for PrefillParams {
             start_pos: 0,
             causal: true,
             scale: 0.0,
+            variants: Variants::default(),
         }
     }
 }
@@ -146,6 +195,7 @@ pub struct DecodeParams<'a> {
     pub cache_lens: Option<&'a [i32]>,
     /// 0 means 1/sqrt(head_dim).
     pub scale: f32,
+    pub variants: Variants<'a>,
 }
 
 impl Default for DecodeParams<'_> {
@@ -159,6 +209,7 @@ impl Default for DecodeParams<'_> {
             cache_len: 0,
             cache_lens: None,
             scale: 0.0,
+            variants: Variants::default(),
         }
     }
 }
@@ -191,7 +242,21 @@ pub fn prefill<T: Element>(
     k: &[T],
     v: &[T],
     caches: Option<(&mut [T], &mut [T])>,
-    p: &PrefillParams,
+    p: &PrefillParams<'_>,
+) -> Result<(), Error> {
+    prefill_with_lse(out, None, q, k, v, caches, p)
+}
+
+/// [`prefill`] that also writes each row's log-sum-exp (natural log, sinks included) into
+/// `lse` [batch, num_q_heads, seq_len] when given.
+pub fn prefill_with_lse<T: Element>(
+    out: &mut [T],
+    lse: Option<&mut [f32]>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    caches: Option<(&mut [T], &mut [T])>,
+    p: &PrefillParams<'_>,
 ) -> Result<(), Error> {
     let q_len = elements(&[p.batch_size, p.seq_len, p.num_q_heads, p.head_dim]);
     let kv_len = elements(&[p.batch_size, p.seq_len, p.num_kv_heads, p.head_dim]);
@@ -208,12 +273,7 @@ pub fn prefill<T: Element>(
         }
         None => (ptr::null_mut(), ptr::null_mut()),
     };
-    let mut config = std::mem::MaybeUninit::<ffi::gqa_prefill_config>::uninit();
-    // SAFETY: the initializer fills every field of the struct.
-    let mut config = unsafe {
-        ffi::gqa_prefill_config_init(config.as_mut_ptr());
-        config.assume_init()
-    };
+    let mut config = sized_config(ffi::gqa_prefill_config_init_sized)?;
     config.dtype = T::DTYPE;
     config.device = ffi::GQA_DEVICE_CPU;
     config.batch_size = p.batch_size;
@@ -225,8 +285,10 @@ pub fn prefill<T: Element>(
     config.start_pos = p.start_pos;
     config.causal = p.causal as i32;
     config.scale = p.scale;
-    // SAFETY: every slice has exactly the length its shape needs (checked above) or the shape has
-    // a non-positive dim, which libgqa rejects before it touches memory.
+    set_variants!(config, p.variants, lse, p.num_q_heads, elements(&[p.batch_size, p.num_q_heads, p.seq_len]));
+    // SAFETY: every slice (sinks and lse included) has exactly the length its shape needs
+    // (checked above) or the shape has a non-positive dim, which libgqa rejects before it
+    // touches memory.
     check(unsafe {
         ffi::gqa_attention_prefill(
             out.as_mut_ptr() as *mut c_void,
@@ -253,6 +315,21 @@ pub fn decode<T: Element>(
     v_cache: &mut [T],
     p: &DecodeParams<'_>,
 ) -> Result<(), Error> {
+    decode_with_lse(out, None, q, k, v, k_cache, v_cache, p)
+}
+
+/// [`decode`] that also writes each row's log-sum-exp into `lse` [batch, num_q_heads].
+#[allow(clippy::too_many_arguments)]
+pub fn decode_with_lse<T: Element>(
+    out: &mut [T],
+    lse: Option<&mut [f32]>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    k_cache: &mut [T],
+    v_cache: &mut [T],
+    p: &DecodeParams<'_>,
+) -> Result<(), Error> {
     let q_len = elements(&[p.batch_size, p.num_q_heads, p.head_dim]);
     let kv_len = elements(&[p.batch_size, p.num_kv_heads, p.head_dim]);
     let cache_len = elements(&[p.batch_size, p.max_seq_len, p.num_kv_heads, p.head_dim]);
@@ -265,12 +342,7 @@ pub fn decode<T: Element>(
     if let Some(lens) = p.cache_lens {
         expect_len("cache_lens", lens.len(), elements(&[p.batch_size]))?;
     }
-    let mut config = std::mem::MaybeUninit::<ffi::gqa_decode_config>::uninit();
-    // SAFETY: the initializer fills every field of the struct.
-    let mut config = unsafe {
-        ffi::gqa_decode_config_init(config.as_mut_ptr());
-        config.assume_init()
-    };
+    let mut config = sized_config(ffi::gqa_decode_config_init_sized)?;
     config.dtype = T::DTYPE;
     config.device = ffi::GQA_DEVICE_CPU;
     config.batch_size = p.batch_size;
@@ -281,6 +353,7 @@ pub fn decode<T: Element>(
     config.cache_len = p.cache_len;
     config.scale = p.scale;
     config.cache_lens = p.cache_lens.map_or(ptr::null(), |lens| lens.as_ptr());
+    set_variants!(config, p.variants, lse, p.num_q_heads, elements(&[p.batch_size, p.num_q_heads]));
     // SAFETY: as in prefill; cache_lens (when given) holds batch_size values and outlives the call.
     check(unsafe {
         ffi::gqa_attention_decode(
@@ -290,6 +363,72 @@ pub fn decode<T: Element>(
             v.as_ptr() as *const c_void,
             k_cache.as_mut_ptr() as *mut c_void,
             v_cache.as_mut_ptr() as *mut c_void,
+            &config,
+            ptr::null_mut(),
+        )
+    })
+}
+
+/// Shape of a [`merge_states`] call (see `gqa_merge_config` in gqa.h).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MergeParams<'a> {
+    pub num_states: i32,
+    pub batch_size: i32,
+    pub seq_len: i32,
+    pub num_heads: i32,
+    pub head_dim: i32,
+    /// [num_heads] sink logits, added here once (compute the partials without them).
+    pub sinks: Option<&'a [f32]>,
+}
+
+/// Merges `num_states` partial attentions of the same queries over disjoint key sets into the
+/// attention over their union: `states` [states, batch, seq_len, heads, head_dim] with `lses`
+/// [states, batch, heads, seq_len] (from [`prefill_with_lse`] / [`decode_with_lse`]); `out`
+/// [batch, seq_len, heads, head_dim], `lse_out` [batch, heads, seq_len] when given.
+pub fn merge_states<T: Element>(
+    out: &mut [T],
+    lse_out: Option<&mut [f32]>,
+    states: &[T],
+    lses: &[f32],
+    p: &MergeParams<'_>,
+) -> Result<(), Error> {
+    let rows = elements(&[p.batch_size, p.seq_len, p.num_heads]);
+    let row_elements = elements(&[p.batch_size, p.seq_len, p.num_heads, p.head_dim]);
+    expect_len("out", out.len(), row_elements)?;
+    expect_len("states", states.len(), row_elements.and_then(|n| n.checked_mul(p.num_states.max(0) as usize)))?;
+    expect_len("lses", lses.len(), rows.and_then(|n| n.checked_mul(p.num_states.max(0) as usize)))?;
+    let mut config = std::mem::MaybeUninit::<ffi::gqa_merge_config>::uninit();
+    // SAFETY: gqa_merge_config_init fills the whole struct (its only published size).
+    let mut config = unsafe {
+        ffi::gqa_merge_config_init(config.as_mut_ptr());
+        config.assume_init()
+    };
+    config.dtype = T::DTYPE;
+    config.device = ffi::GQA_DEVICE_CPU;
+    config.num_states = p.num_states;
+    config.batch_size = p.batch_size;
+    config.seq_len = p.seq_len;
+    config.num_heads = p.num_heads;
+    config.head_dim = p.head_dim;
+    if let Some(sinks) = p.sinks {
+        expect_len("sinks", sinks.len(), elements(&[p.num_heads]))?;
+        config.sinks = sinks.as_ptr();
+    }
+    let lse_ptr = match lse_out {
+        Some(lse) => {
+            expect_len("lse_out", lse.len(), rows)?;
+            lse.as_mut_ptr()
+        }
+        None => ptr::null_mut(),
+    };
+    // SAFETY: every slice has the length its shape needs (checked above), or libgqa rejects the
+    // shape before it touches memory.
+    check(unsafe {
+        ffi::gqa_merge_states(
+            out.as_mut_ptr() as *mut c_void,
+            lse_ptr,
+            states.as_ptr() as *const c_void,
+            lses.as_ptr(),
             &config,
             ptr::null_mut(),
         )

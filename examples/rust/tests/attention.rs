@@ -219,3 +219,66 @@ fn errors_carry_the_status_and_message_and_write_nothing() {
     assert_eq!(err.status, gqa::ffi::GQA_STATUS_INVALID_ARGUMENT, "{err}");
     assert!(err.message.starts_with("out has"), "{err}");
 }
+
+/// Window (0, -1): each query sees only its own key, so with a sink s its row is
+/// v_i * e^x / (e^x + e^s) and its lse log(e^x + e^s): exact, no reference needed.
+#[test]
+fn window_zero_with_sinks_and_lse() {
+    let (seq, heads, dim) = (5usize, 2usize, 8usize);
+    let q: Vec<f32> = (0..seq * heads * dim).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+    let k: Vec<f32> = (0..seq * dim).map(|i| ((i * 5 % 11) as f32 - 5.0) / 6.0).collect();
+    let v: Vec<f32> = (0..seq * dim).map(|i| ((i * 3 % 7) as f32 - 3.0) / 4.0).collect();
+    let sinks = [0.5f32, -1.0];
+    let (mut out, mut lse) = (vec![f32::NAN; seq * heads * dim], vec![f32::NAN; heads * seq]);
+    let p = PrefillParams {
+        batch_size: 1, seq_len: seq as i32, num_q_heads: heads as i32, num_kv_heads: 1, head_dim: dim as i32,
+        variants: gqa::Variants { window: (0, -1), sinks: Some(&sinks), ..Default::default() },
+        ..Default::default()
+    };
+    gqa::prefill_with_lse(&mut out, Some(&mut lse), &q, &k, &v, None, &p).unwrap();
+    for i in 0..seq {
+        for h in 0..heads {
+            let x: f64 = (0..dim).map(|d| q[(i * heads + h) * dim + d] as f64 * k[i * dim + d] as f64).sum::<f64>()
+                / (dim as f64).sqrt();
+            let denom = x.exp() + (sinks[h] as f64).exp();
+            for d in 0..dim {
+                let want = v[i * dim + d] as f64 * x.exp() / denom;
+                assert!((out[(i * heads + h) * dim + d] as f64 - want).abs() < 1e-5, "row {i} head {h} dim {d}");
+            }
+            assert!((lse[h * seq + i] as f64 - denom.ln()).abs() < 1e-5, "lse row {i} head {h}");
+        }
+    }
+}
+
+/// Two decodes over the halves of a cache, merged with merge_states, equal the whole decode.
+#[test]
+fn merge_of_halves_is_the_whole() {
+    let (heads, dim, n) = (4usize, 16usize, 30usize);
+    let q: Vec<f32> = (0..heads * dim).map(|i| ((i * 7 % 17) as f32 - 8.0) / 9.0).collect();
+    let kc: Vec<f32> = (0..n * dim).map(|i| ((i * 11 % 19) as f32 - 9.0) / 10.0).collect();
+    let vc: Vec<f32> = (0..n * dim).map(|i| ((i * 13 % 23) as f32 - 11.0) / 12.0).collect();
+    let decode_over = |keys: &[f32], values: &[f32], out: &mut [f32], lse: Option<&mut [f32]>| {
+        let m = keys.len() / dim; // the last position is the new token
+        let p = DecodeParams {
+            batch_size: 1, num_q_heads: heads as i32, num_kv_heads: 1, head_dim: dim as i32,
+            max_seq_len: m as i32, cache_len: m as i32 - 1, ..Default::default()
+        };
+        let (mut k_cache, mut v_cache) = (keys.to_vec(), values.to_vec());
+        gqa::decode_with_lse(out, lse, &q, &keys[(m - 1) * dim..], &values[(m - 1) * dim..], &mut k_cache, &mut v_cache, &p)
+            .unwrap();
+    };
+    let mut whole = vec![0f32; heads * dim];
+    decode_over(&kc, &vc, &mut whole, None);
+    let (mut states, mut lses) = (vec![0f32; 2 * heads * dim], vec![0f32; 2 * heads]);
+    let (first, second) = states.split_at_mut(heads * dim);
+    let (first_lse, second_lse) = lses.split_at_mut(heads);
+    decode_over(&kc[..12 * dim], &vc[..12 * dim], first, Some(first_lse));
+    decode_over(&kc[12 * dim..], &vc[12 * dim..], second, Some(second_lse));
+    let mut merged = vec![0f32; heads * dim];
+    let p = gqa::MergeParams { num_states: 2, batch_size: 1, seq_len: 1, num_heads: heads as i32, head_dim: dim as i32,
+                               sinks: None };
+    gqa::merge_states(&mut merged, None, &states, &lses, &p).unwrap();
+    for (a, b) in merged.iter().zip(&whole) {
+        assert!((a - b).abs() < 1e-5, "merged {a}, whole {b}");
+    }
+}

@@ -1,6 +1,6 @@
 //! Prints the size and field offsets of the config structs as these Rust bindings lay them out,
 //! as JSON. tests/python/test_layout.py compares it with C, Python (cffi) and Go.
-use gqa::ffi::{gqa_decode_config, gqa_prefill_config};
+use gqa::ffi::{gqa_decode_config, gqa_merge_config, gqa_prefill_config, gqa_strides};
 use std::mem::{offset_of, size_of};
 
 macro_rules! layout {
@@ -13,9 +13,15 @@ macro_rules! layout {
 
 fn main() {
     let prefill = layout!(gqa_prefill_config, struct_size, abi_version, dtype, device, batch_size,
-        seq_len, num_q_heads, num_kv_heads, head_dim, max_seq_len, start_pos, causal, scale, reserved);
+        seq_len, num_q_heads, num_kv_heads, head_dim, max_seq_len, start_pos, causal, scale, reserved,
+        window_left, window_right, softcap, reserved2, sinks, lse, q_strides, k_strides, v_strides,
+        out_strides);
     let decode = layout!(gqa_decode_config, struct_size, abi_version, dtype, device, batch_size,
         num_q_heads, num_kv_heads, head_dim, max_seq_len, cache_len, scale, num_splits, cache_lens,
-        workspace, workspace_bytes);
-    println!("{{\"gqa_prefill_config\": {prefill}, \"gqa_decode_config\": {decode}}}");
+        workspace, workspace_bytes, window_left, window_right, softcap, reserved2, sinks, lse, q_strides,
+        k_strides, v_strides, out_strides);
+    let strides = layout!(gqa_strides, batch, token, head);
+    let merge = layout!(gqa_merge_config, struct_size, abi_version, dtype, device, num_states, batch_size,
+        seq_len, num_heads, head_dim, reserved, sinks);
+    println!("{{\"gqa_prefill_config\": {prefill}, \"gqa_decode_config\": {decode}, \"gqa_strides\": {strides}, \"gqa_merge_config\": {merge}}}");
 }
