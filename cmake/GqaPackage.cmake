@@ -17,12 +17,13 @@ configure_package_config_file(
   "${CMAKE_CURRENT_LIST_DIR}/gqaConfig.cmake.in"
   "${CMAKE_CURRENT_BINARY_DIR}/gqaConfig.cmake"
   INSTALL_DESTINATION "${GQA_CMAKE_PACKAGE_DIR}")
-# 0.x releases: a new minor version may change the ABI (GQA_ABI_VERSION), so only the same
-# major.minor satisfies a request.
+# A newer minor version only appends (the growth rule of gqa.h: a break bumps GQA_ABI_VERSION,
+# which every binding checks at run time), so any version >= the one asked for, of the same
+# major, satisfies a request: find_package(gqa 0.1) finds 0.2.
 write_basic_package_version_file(
   "${CMAKE_CURRENT_BINARY_DIR}/gqaConfigVersion.cmake"
   VERSION "${PROJECT_VERSION}"
-  COMPATIBILITY SameMinorVersion)
+  COMPATIBILITY SameMajorVersion)
 install(FILES
   "${CMAKE_CURRENT_BINARY_DIR}/gqaConfig.cmake"
   "${CMAKE_CURRENT_BINARY_DIR}/gqaConfigVersion.cmake"

@@ -13,6 +13,8 @@
  *   k, v  (decode)      [batch, 1, num_kv_heads, head_dim]
  *   lse (prefill)       [batch, num_q_heads, seq_len] fp32, contiguous  (optional output)
  *   lse (decode)        [batch, num_q_heads] fp32, contiguous           (optional output)
+ * The batched op (gqa_attention_batch, below) packs ragged rows instead, [total_q, heads,
+ * head_dim], and pages the cache, [num_pages, page_size, num_kv_heads, head_dim].
  * Query head h reads KV head h / (num_q_heads / num_kv_heads).
  *
  * Every entry point validates everything before touching memory: a call that returns a
@@ -263,6 +265,88 @@ GQA_API void gqa_merge_config_init(gqa_merge_config* config);
 GQA_API gqa_status gqa_merge_states(void* out, float* lse_out, const void* states, const float* lses,
                                     const gqa_merge_config* config, void* stream);
 
+/* The batched op: continuous batching in one call. Sequence b has q_len[b] = q_indptr[b + 1] -
+ * q_indptr[b] >= 0 new tokens, packed without padding, and kv_lens[b] tokens already cached in
+ * a paged KV cache:
+ *   q, out            [total_q, num_q_heads, head_dim]   rows q_indptr[b] .. q_indptr[b+1]-1
+ *   k, v              [total_q, num_kv_heads, head_dim]  the new tokens' keys and values
+ *   k_cache, v_cache  [num_pages, page_size, num_kv_heads, head_dim], contiguous
+ *   page_table        [batch_size, max_pages_per_seq] int32 page ids
+ * Position t of sequence b lives in page page_table[b * max_pages_per_seq + t / page_size],
+ * slot t % page_size. The new K/V are written at positions kv_lens[b] .. kv_lens[b] + q_len[b] - 1;
+ * new token j of sequence b (absolute position kv_lens[b] + j) sees positions 0 .. kv_lens[b] + j
+ * (causal, aligned bottom-right as FlashAttention) or 0 .. kv_lens[b] + q_len[b] - 1 (causal = 0),
+ * then the window. One call covers decode (q_len 1), chunked prefill, speculative verification
+ * (q_len k) and mixed batches; a q_len 0 sequence is untouched (nothing of it is read or
+ * written). The contiguous [B, max_seq_len, Hkv, D] cache is the special case page_size =
+ * max_seq_len, num_pages = B, page_table[b] = b. Pages need not be in order and may be shared
+ * read-only by several sequences (a common prefix); a call in which a sequence writes a slot of
+ * a page that another sequence of the call reads or writes (or that the sequence itself maps
+ * twice) is rejected on the CPU (INVALID_ARGUMENT naming both sequences and the page) and
+ * undefined on CUDA. Requirements: kv_lens[b] + q_len[b] <= max_pages_per_seq * page_size
+ * (else CACHE_OVERFLOW), every page id a sequence touches in [0, num_pages) (ids past its last
+ * position are not read and may be anything, e.g. -1).
+ * CPU: q_indptr, kv_lens, page_table are host memory, all validated before anything is
+ * written. CUDA: they (and sinks, lse, error_flags) are device memory read by the kernels, so a
+ * captured CUDA graph replays with whatever the buffers hold; the call allocates nothing and
+ * never synchronises; metadata out of range is skipped (nothing outside the pool is read or
+ * written) and reported by OR-ing GQA_BATCH_FLAG_* into *error_flags; GQA_VALIDATE_METADATA=1
+ * copies the metadata to the host (synchronising) and validates it as the CPU does. */
+typedef struct gqa_batch_config {
+    uint32_t struct_size;      /* sizeof(gqa_batch_config), set by the initializer         */
+    uint32_t abi_version;      /* GQA_ABI_VERSION, set by the initializer                   */
+    int32_t dtype;             /* GQA_DTYPE_*                                               */
+    int32_t device;            /* GQA_DEVICE_*                                              */
+    int32_t batch_size;        /* sequences                                                 */
+    int32_t total_q;           /* rows of q, k, v, out; q_indptr[batch_size] must equal it  */
+    int32_t max_q_len;         /* upper bound of any q_len (host value; sizes CUDA grids); 0: total_q */
+    int32_t num_q_heads;
+    int32_t num_kv_heads;      /* divides num_q_heads                                       */
+    int32_t head_dim;
+    int32_t page_size;         /* tokens per cache page, >= 1 (any value)                   */
+    int32_t num_pages;         /* pages in the pool                                         */
+    int32_t max_pages_per_seq; /* columns of page_table                                     */
+    int32_t causal;            /* 1 (default) or 0                                          */
+    float scale;               /* 0 means 1/sqrt(head_dim)                                  */
+    int32_t num_splits;        /* split-KV: 0 choose, 1 none, N <= 256 (CUDA needs a workspace) */
+    const int32_t* q_indptr;   /* [batch_size + 1], q_indptr[0] = 0, non-decreasing         */
+    const int32_t* kv_lens;    /* [batch_size] tokens already cached per sequence           */
+    const int32_t* page_table; /* [batch_size, max_pages_per_seq] page ids                  */
+    int32_t window_left;       /* sliding window, as in gqa_prefill_config; default -1      */
+    int32_t window_right;      /* default -1                                                */
+    float softcap;             /* default 0 (off)                                           */
+    int32_t reserved;          /* must be 0                                                 */
+    const float* sinks;        /* optional fp32 [num_q_heads]; default NULL                 */
+    float* lse;                /* optional fp32 output [num_q_heads, total_q]; default NULL */
+    gqa_strides q_strides;     /* batch must be 0 (ragged rows); token/head as gqa_strides  */
+    gqa_strides k_strides;
+    gqa_strides v_strides;
+    gqa_strides out_strides;
+    void* workspace;           /* CUDA split-KV scratch, size from gqa_batch_workspace_size() */
+    uint64_t workspace_bytes;
+    int32_t* error_flags;      /* CUDA: optional device int32; kernels OR GQA_BATCH_FLAG_* into it */
+} gqa_batch_config;
+
+/* Flags the CUDA kernels report when device-side metadata is out of range (the offending
+ * sequence or page is skipped; nothing outside the pool is read or written). */
+#define GQA_BATCH_FLAG_BAD_INDPTR 1
+#define GQA_BATCH_FLAG_BAD_KV_LEN 2
+#define GQA_BATCH_FLAG_BAD_PAGE 4
+
+/* The defaults (f16, CPU, causal 1, window (-1, -1), the rest 0 / NULL) over the first
+ * struct_size bytes of config, and config->struct_size = struct_size: pass
+ * sizeof(gqa_batch_config) of your gqa.h (the struct may grow; there is no unsized form).
+ * VERSION_MISMATCH, config untouched, for a size libgqa never published. */
+GQA_API gqa_status gqa_batch_config_init_sized(gqa_batch_config* config, uint32_t struct_size);
+/* The batched op (see gqa_batch_config). stream as for prefill and decode. */
+GQA_API gqa_status gqa_attention_batch(void* out, const void* q, const void* k, const void* v,
+                                       void* k_cache, void* v_cache,
+                                       const gqa_batch_config* config, void* stream);
+/* The host-side "plan": bytes of CUDA workspace for split-KV (0 on the CPU). It depends on the
+ * shape fields only (no lengths, no metadata read), so an engine asks once per batch shape,
+ * outside any CUDA graph. */
+GQA_API gqa_status gqa_batch_workspace_size(const gqa_batch_config* config, uint64_t* bytes);
+
 /* Errors. gqa_status_string never returns NULL. gqa_last_error is a thread-local sentence
  * naming the parameter and its value, set by the last failed call of this thread ("" if none);
  * valid until this thread's next libgqa call. */
@@ -318,5 +402,10 @@ GQA_API int32_t gqa_built_with_cuda(void);
 #define GQA_MERGE_CONFIG_INIT                                                           \
     { (uint32_t)sizeof(gqa_merge_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU, \
       0, 0, 0, 0, 0, 0, NULL }
+#define GQA_BATCH_CONFIG_INIT                                                          \
+    { (uint32_t)sizeof(gqa_batch_config), GQA_ABI_VERSION, GQA_DTYPE_F16, GQA_DEVICE_CPU,  \
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0.0f, 0, NULL, NULL, NULL, -1, -1, 0.0f, 0, NULL, NULL, \
+      GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS, GQA_STRIDES_CONTIGUOUS,               \
+      GQA_STRIDES_CONTIGUOUS, NULL, 0, NULL }
 
 #endif /* GQA_H */

@@ -44,6 +44,7 @@ struct ConfigSpec;
 GQA_CONFIG_SPEC(gqa_prefill_config, GQA_PREFILL_CONFIG_INIT, 56, 184);
 GQA_CONFIG_SPEC(gqa_decode_config,  GQA_DECODE_CONFIG_INIT,  72, 200);
 GQA_CONFIG_SPEC(gqa_merge_config,   GQA_MERGE_CONFIG_INIT,   48);  // new in 0.2
+GQA_CONFIG_SPEC(gqa_batch_config,   GQA_BATCH_CONFIG_INIT,   240);  // new in 0.2
 
 #undef GQA_CONFIG_SPEC
 

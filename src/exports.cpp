@@ -15,6 +15,14 @@ extern "C" {
 
 GQA_API uint32_t gqa_abi_version(void) { return gqa::abi_version(); }
 
+GQA_API gqa_status gqa_attention_batch(void* out, const void* q, const void* k, const void* v,
+                                       void* k_cache, void* v_cache,
+                                       const gqa_batch_config* config, void* stream) {
+    GQA_API_BEGIN("gqa_attention_batch")
+    gqa::attention_batch(out, q, k, v, k_cache, v_cache, config, stream);
+    GQA_API_END()
+}
+
 GQA_API gqa_status gqa_attention_decode(void* out, const void* q, const void* k, const void* v,
                                         void* k_cache, void* v_cache,
                                         const gqa_decode_config* config, void* stream) {
@@ -28,6 +36,18 @@ GQA_API gqa_status gqa_attention_prefill(void* out, const void* q, const void* k
                                          const gqa_prefill_config* config, void* stream) {
     GQA_API_BEGIN("gqa_attention_prefill")
     gqa::attention_prefill(out, q, k, v, k_cache, v_cache, config, stream);
+    GQA_API_END()
+}
+
+GQA_API gqa_status gqa_batch_config_init_sized(gqa_batch_config* config, uint32_t struct_size) {
+    GQA_API_BEGIN("gqa_batch_config_init_sized")
+    gqa::init_config_sized(config, struct_size);
+    GQA_API_END()
+}
+
+GQA_API gqa_status gqa_batch_workspace_size(const gqa_batch_config* config, uint64_t* bytes) {
+    GQA_API_BEGIN("gqa_batch_workspace_size")
+    gqa::batch_workspace_size(config, bytes);
     GQA_API_END()
 }
 

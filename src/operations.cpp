@@ -8,6 +8,7 @@
 #include "error.hpp"
 #include "log.hpp"
 #include "validate.hpp"
+#include "validate_batch.hpp"
 
 namespace gqa {
 
@@ -28,6 +29,11 @@ void log_call(const char* function, const Problem& p) {
 
 void run(const char* function, const Problem& p) {
     log_call(function, p);
+    if (p.page_table) {
+        GQA_LOG(GQA_LOG_DEBUG, "%s: total_q=%lld page_size=%lld num_pages=%lld max_pages_per_seq=%lld", function,
+                static_cast<long long>(p.total_q()), static_cast<long long>(p.page_size),
+                static_cast<long long>(p.num_pages), static_cast<long long>(p.max_pages_per_seq));
+    }
     if (p.device == GQA_DEVICE_CUDA) {
         cuda_attention(p);
     } else {
@@ -47,6 +53,11 @@ void attention_decode(void* out, const void* q, const void* k, const void* v, vo
     run("gqa_attention_decode", validate_decode(out, q, k, v, k_cache, v_cache, config, stream));
 }
 
+void attention_batch(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                     void* v_cache, const gqa_batch_config* config, void* stream) {
+    run("gqa_attention_batch", validate_batch(out, q, k, v, k_cache, v_cache, config, stream));
+}
+
 void decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes) {
     if (!bytes) fail(GQA_STATUS_INVALID_ARGUMENT, "bytes is NULL");
     const Problem p = validate_decode_shape(config);
@@ -56,6 +67,12 @@ void decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes) {
         needed = cuda_decode_workspace_bytes(p);
     }
     *bytes = needed;
+}
+
+void batch_workspace_size(const gqa_batch_config* config, uint64_t* bytes) {
+    if (!bytes) fail(GQA_STATUS_INVALID_ARGUMENT, "bytes is NULL");
+    validate_batch_shape(config);  // CUDA: UNSUPPORTED until its kernels exist
+    *bytes = 0;                    // the CPU needs no workspace
 }
 
 void set_num_threads(int32_t num_threads) {

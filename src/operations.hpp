@@ -13,8 +13,11 @@ void attention_prefill(void* out, const void* q, const void* k, const void* v, v
                        void* v_cache, const gqa_prefill_config* config, void* stream);
 void attention_decode(void* out, const void* q, const void* k, const void* v, void* k_cache,
                       void* v_cache, const gqa_decode_config* config, void* stream);
+void attention_batch(void* out, const void* q, const void* k, const void* v, void* k_cache,
+                     void* v_cache, const gqa_batch_config* config, void* stream);
 // *bytes is written only on success, like every output of libgqa.
 void decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes);
+void batch_workspace_size(const gqa_batch_config* config, uint64_t* bytes);
 
 void set_num_threads(int32_t num_threads);
 // DEVICE_UNAVAILABLE, saying why, unless a CUDA device is usable.

@@ -40,8 +40,6 @@ void require_sink_values(const float* sinks, int64_t count, int32_t device) {
     }
 }
 
-namespace {
-
 void require_positive(const char* name, int32_t value) {
     if (value <= 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be > 0", name, value);
 }
@@ -91,6 +89,8 @@ int64_t tensor_bytes(const char* name, int64_t d0, int64_t d1, int64_t d2, int64
 void require_window(const char* name, int32_t value) {
     if (value < -1) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be -1 (unbounded) or >= 0", name, value);
 }
+
+namespace {
 
 // A caller's strides: checked here, 0 fields replaced by their contiguous value in finish().
 Strides require_strides(const char* name, const gqa_strides& given, const Problem& p) {

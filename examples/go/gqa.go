@@ -335,3 +335,78 @@ func MergeStates[T Element](out []T, lseOut []float32, states []T, lses []float3
 	return check(C.gqa_merge_states(pointer(out), (*C.float)(pointer(lseOut)), pointer(states),
 		(*C.float)(pointer(lses)), &config, nil))
 }
+
+// BatchParams is the shape and metadata of a batched call (gqa_batch_config): sequence b owns
+// rows QIndptr[b] .. QIndptr[b+1]-1 of q, k, v, out and has KVLens[b] tokens cached; position t
+// of sequence b lives in page PageTable[b*MaxPagesPerSeq + t/PageSize], slot t%PageSize.
+type BatchParams struct {
+	NumQHeads, NumKVHeads, HeadDim int
+	PageSize, NumPages             int
+	MaxPagesPerSeq                 int     // columns of PageTable
+	QIndptr                        []int32 // [batch + 1]
+	KVLens                         []int32 // [batch]
+	PageTable                      []int32 // [batch * MaxPagesPerSeq]
+	NonCausal                      bool    // false: causal, bottom-right aligned (the default)
+	Scale                          float32 // 0 means 1/sqrt(HeadDim)
+}
+
+// cInt32s copies values to C memory (cgo forbids handing C a Go struct that holds Go pointers);
+// the caller frees the result.
+func cInt32s(values []int32) *C.int32_t {
+	p := (*C.int32_t)(C.malloc(C.size_t(4 * (len(values) + 1))))
+	copy(unsafe.Slice((*int32)(unsafe.Pointer(p)), len(values)), values)
+	return p
+}
+
+// BatchAttention runs the batched op on the CPU: q, out [total_q, num_q_heads, head_dim]; k, v
+// [total_q, num_kv_heads, head_dim], written at positions KVLens[b].. of their sequence; kCache,
+// vCache [num_pages, page_size, num_kv_heads, head_dim]. total_q is QIndptr[batch].
+func BatchAttention[T Element](out, q, k, v, kCache, vCache []T, p BatchParams) error {
+	batch := len(p.KVLens)
+	if batch == 0 || len(p.QIndptr) != batch+1 {
+		return &Error{StatusInvalidArgument, fmt.Sprintf("QIndptr has %d values and KVLens %d; want batch+1 and batch (batch >= 1)",
+			len(p.QIndptr), batch)}
+	}
+	if err := expectLen("page_table", len(p.PageTable), elements(batch, p.MaxPagesPerSeq)); err != nil {
+		return err
+	}
+	totalQ := int(p.QIndptr[batch])
+	qLen := elements(totalQ, p.NumQHeads, p.HeadDim)
+	kvLen := elements(totalQ, p.NumKVHeads, p.HeadDim)
+	cacheLen := elements(p.NumPages, p.PageSize, p.NumKVHeads, p.HeadDim)
+	for _, c := range []struct {
+		name      string
+		got, want int
+	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen},
+		{"k_cache", len(kCache), cacheLen}, {"v_cache", len(vCache), cacheLen}} {
+		if err := expectLen(c.name, c.got, c.want); err != nil {
+			return err
+		}
+	}
+	var config C.gqa_batch_config
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if err := check(C.gqa_batch_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
+		return err
+	}
+	config.dtype = dtypeOf[T]()
+	config.device = C.GQA_DEVICE_CPU
+	config.batch_size = C.int32_t(batch)
+	config.total_q = C.int32_t(totalQ)
+	config.num_q_heads = C.int32_t(p.NumQHeads)
+	config.num_kv_heads = C.int32_t(p.NumKVHeads)
+	config.head_dim = C.int32_t(p.HeadDim)
+	config.page_size = C.int32_t(p.PageSize)
+	config.num_pages = C.int32_t(p.NumPages)
+	config.max_pages_per_seq = C.int32_t(p.MaxPagesPerSeq)
+	if p.NonCausal {
+		config.causal = 0
+	}
+	config.scale = C.float(p.Scale)
+	config.q_indptr, config.kv_lens, config.page_table = cInt32s(p.QIndptr), cInt32s(p.KVLens), cInt32s(p.PageTable)
+	defer C.free(unsafe.Pointer(config.q_indptr))
+	defer C.free(unsafe.Pointer(config.kv_lens))
+	defer C.free(unsafe.Pointer(config.page_table))
+	return check(C.gqa_attention_batch(pointer(out), pointer(q), pointer(k), pointer(v),
+		pointer(kCache), pointer(vCache), &config, nil))
+}

@@ -269,3 +269,73 @@ func TestMergeOfHalvesIsTheWhole(t *testing.T) {
 		}
 	}
 }
+
+// pagedThenDense runs prefill chunks, decode steps and a 2-token verification through
+// BatchAttention on a cache of shuffled 3-token pages, and checks each step against float64
+// attention over the dense view of the same cache (and the cache writes slot by slot).
+func pagedThenDense[T Element](t *testing.T, st storage[T]) {
+	const pageSize, cols = 3, (maxSeq + 2) / 3
+	numPages := batch*cols + 2
+	table := make([]int32, batch*cols)
+	for i := range table { // sequence b's column c: a scattered page id
+		table[i] = int32((i*7 + 3) % numPages)
+	}
+	r := rng(11)
+	nan := float32(math.NaN())
+	cacheElems := numPages * pageSize * kvHeads * headDim
+	kc, vc := filled(st, cacheElems, nan), filled(st, cacheElems, nan)
+	shadowK := filled(st, batch*maxSeq*kvHeads*headDim, nan)
+	shadowV := append([]T(nil), shadowK...)
+	// dense is the [batch, maxSeq] view of the paged cache (positions < length).
+	dense := func(cache []T, length int) []T {
+		view := filled(st, batch*maxSeq*kvHeads*headDim, nan)
+		row := kvHeads * headDim
+		for b := 0; b < batch; b++ {
+			for pos := 0; pos < length; pos++ {
+				src := (int(table[b*cols+pos/pageSize])*pageSize + pos%pageSize) * row
+				copy(view[idx(b, pos, 0, maxSeq, kvHeads):][:row], cache[src:][:row])
+			}
+		}
+		return view
+	}
+	for _, step := range [][2]int{{0, 8}, {8, 5}, {13, 1}, {14, 1}, {15, 2}} {
+		start, n := step[0], step[1]
+		q := tensor(&r, st, batch*n*qHeads*headDim)
+		k := tensor(&r, st, batch*n*kvHeads*headDim)
+		v := tensor(&r, st, batch*n*kvHeads*headDim)
+		out := filled(st, len(q), nan)
+		p := BatchParams{NumQHeads: qHeads, NumKVHeads: kvHeads, HeadDim: headDim, PageSize: pageSize,
+			NumPages: numPages, MaxPagesPerSeq: cols, QIndptr: []int32{0, int32(n), int32(2 * n)},
+			KVLens: []int32{int32(start), int32(start)}, PageTable: table}
+		if err := BatchAttention(out, q, k, v, kc, vc, p); err != nil {
+			t.Fatal(err)
+		}
+		writeCache(shadowK, k, n, []int{start, start})
+		writeCache(shadowV, v, n, []int{start, start})
+		denseK, denseV := dense(kc, start+n), dense(vc, start+n)
+		if !equal(denseK, shadowK) || !equal(denseV, shadowV) {
+			t.Fatalf("batched step at %d wrote the paged cache wrongly", start)
+		}
+		if err := worstError(st, q, out, denseK, denseV, n, func(_, s int) int { return start + s }); err > st.tolerance {
+			t.Fatalf("batched step at %d: error %g > %g", start, err, st.tolerance)
+		}
+	}
+	// A page id out of the pool is rejected, naming it, and writes nothing.
+	bad := append([]int32(nil), table...)
+	bad[1] = int32(numPages)
+	before := append([]T(nil), kc...)
+	err := BatchAttention(filled(st, qHeads*headDim, nan), tensor(&r, st, qHeads*headDim), tensor(&r, st, kvHeads*headDim),
+		tensor(&r, st, kvHeads*headDim), kc, vc, BatchParams{NumQHeads: qHeads, NumKVHeads: kvHeads, HeadDim: headDim,
+			PageSize: pageSize, NumPages: numPages, MaxPagesPerSeq: cols, QIndptr: []int32{0, 1, 1},
+			KVLens: []int32{17, 17}, PageTable: bad})
+	if e, ok := err.(*Error); !ok || e.Status != StatusInvalidArgument || !strings.Contains(e.Message, "page_table[0][1]") {
+		t.Fatalf("bad page id: %v", err)
+	}
+	if !equal(kc, before) {
+		t.Fatal("a rejected batched call wrote the cache")
+	}
+}
+
+func TestF32PagedBatch(t *testing.T)  { pagedThenDense(t, f32Storage) }
+func TestF16PagedBatch(t *testing.T)  { pagedThenDense(t, f16Storage) }
+func TestBF16PagedBatch(t *testing.T) { pagedThenDense(t, bf16Storage) }

@@ -18,6 +18,7 @@ func LayoutJSON() string {
 	var d C.gqa_decode_config
 	var st C.gqa_strides
 	var m C.gqa_merge_config
+	var bc C.gqa_batch_config
 	type field struct {
 		name   string
 		offset uintptr
@@ -69,6 +70,9 @@ func LayoutJSON() string {
 		{"head_dim", unsafe.Offsetof(m.head_dim)}, {"reserved", unsafe.Offsetof(m.reserved)},
 		{"sinks", unsafe.Offsetof(m.sinks)},
 	})
-	return fmt.Sprintf(`{"gqa_prefill_config": %s, "gqa_decode_config": %s, "gqa_strides": %s, "gqa_merge_config": %s}`,
-		prefill, decode, strides, merge)
+	batch := object(unsafe.Sizeof(bc), []field{
+		{"struct_size", unsafe.Offsetof(bc.struct_size)}, {"abi_version", unsafe.Offsetof(bc.abi_version)}, {"dtype", unsafe.Offsetof(bc.dtype)}, {"device", unsafe.Offsetof(bc.device)}, {"batch_size", unsafe.Offsetof(bc.batch_size)}, {"total_q", unsafe.Offsetof(bc.total_q)}, {"max_q_len", unsafe.Offsetof(bc.max_q_len)}, {"num_q_heads", unsafe.Offsetof(bc.num_q_heads)}, {"num_kv_heads", unsafe.Offsetof(bc.num_kv_heads)}, {"head_dim", unsafe.Offsetof(bc.head_dim)}, {"page_size", unsafe.Offsetof(bc.page_size)}, {"num_pages", unsafe.Offsetof(bc.num_pages)}, {"max_pages_per_seq", unsafe.Offsetof(bc.max_pages_per_seq)}, {"causal", unsafe.Offsetof(bc.causal)}, {"scale", unsafe.Offsetof(bc.scale)}, {"num_splits", unsafe.Offsetof(bc.num_splits)}, {"q_indptr", unsafe.Offsetof(bc.q_indptr)}, {"kv_lens", unsafe.Offsetof(bc.kv_lens)}, {"page_table", unsafe.Offsetof(bc.page_table)}, {"window_left", unsafe.Offsetof(bc.window_left)}, {"window_right", unsafe.Offsetof(bc.window_right)}, {"softcap", unsafe.Offsetof(bc.softcap)}, {"reserved", unsafe.Offsetof(bc.reserved)}, {"sinks", unsafe.Offsetof(bc.sinks)}, {"lse", unsafe.Offsetof(bc.lse)}, {"q_strides", unsafe.Offsetof(bc.q_strides)}, {"k_strides", unsafe.Offsetof(bc.k_strides)}, {"v_strides", unsafe.Offsetof(bc.v_strides)}, {"out_strides", unsafe.Offsetof(bc.out_strides)}, {"workspace", unsafe.Offsetof(bc.workspace)}, {"workspace_bytes", unsafe.Offsetof(bc.workspace_bytes)}, {"error_flags", unsafe.Offsetof(bc.error_flags)},
+	})
+	return fmt.Sprintf(`{"gqa_prefill_config": %s, "gqa_decode_config": %s, "gqa_strides": %s, "gqa_merge_config": %s, "gqa_batch_config": %s}`,
+		prefill, decode, strides, merge, batch)
 }

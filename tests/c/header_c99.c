@@ -4,6 +4,8 @@
 int main(void) {
     gqa_prefill_config p = GQA_PREFILL_CONFIG_INIT;
     gqa_decode_config d = GQA_DECODE_CONFIG_INIT;
-    return (p.abi_version == GQA_ABI_VERSION && d.struct_size == sizeof d && gqa_abi_version() == GQA_ABI_VERSION)
+    gqa_batch_config b = GQA_BATCH_CONFIG_INIT;
+    return (p.abi_version == GQA_ABI_VERSION && d.struct_size == sizeof d && b.window_left == -1 &&
+            b.error_flags == NULL && gqa_abi_version() == GQA_ABI_VERSION)
                ? 0 : 1;
 }

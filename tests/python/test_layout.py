@@ -21,7 +21,7 @@ ffi_module = pytest.importorskip("gqa._ffi")
 ffi, lib = ffi_module.ffi, ffi_module.lib
 
 ROOT = Path(__file__).resolve().parents[2]
-STRUCTS = ("gqa_prefill_config", "gqa_decode_config", "gqa_strides", "gqa_merge_config")
+STRUCTS = ("gqa_prefill_config", "gqa_decode_config", "gqa_strides", "gqa_merge_config", "gqa_batch_config")
 REQUIRE_ALL = os.environ.get("GQA_LAYOUT_REQUIRE_ALL") == "1"
 
 
@@ -98,6 +98,10 @@ def test_library_and_cffi_agree_on_struct_size():
     config = ffi.new("gqa_merge_config*")
     lib.gqa_merge_config_init(config)
     assert config.struct_size == ffi.sizeof("gqa_merge_config")
+    config = ffi.new("gqa_batch_config*")  # only a sized initializer: the struct will grow
+    assert lib.gqa_batch_config_init_sized(config, ffi.sizeof("gqa_batch_config")) == lib.GQA_STATUS_OK
+    assert config.struct_size == ffi.sizeof("gqa_batch_config") and config.window_left == -1
+    assert lib.gqa_batch_config_init_sized(config, 12) == lib.GQA_STATUS_VERSION_MISMATCH
 
 
 @pytest.mark.parametrize("language", ["c", "rust", "go"])

@@ -110,6 +110,47 @@ pub struct gqa_merge_config {
     pub sinks: *const f32,
 }
 
+pub const GQA_BATCH_FLAG_BAD_INDPTR: i32 = 1;
+pub const GQA_BATCH_FLAG_BAD_KV_LEN: i32 = 2;
+pub const GQA_BATCH_FLAG_BAD_PAGE: i32 = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct gqa_batch_config {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub dtype: i32,
+    pub device: i32,
+    pub batch_size: i32,
+    pub total_q: i32,
+    pub max_q_len: i32,
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    pub page_size: i32,
+    pub num_pages: i32,
+    pub max_pages_per_seq: i32,
+    pub causal: i32,
+    pub scale: f32,
+    pub num_splits: i32,
+    pub q_indptr: *const i32,
+    pub kv_lens: *const i32,
+    pub page_table: *const i32,
+    pub window_left: i32,
+    pub window_right: i32,
+    pub softcap: f32,
+    pub reserved: i32,
+    pub sinks: *const f32,
+    pub lse: *mut f32,
+    pub q_strides: gqa_strides,
+    pub k_strides: gqa_strides,
+    pub v_strides: gqa_strides,
+    pub out_strides: gqa_strides,
+    pub workspace: *mut c_void,
+    pub workspace_bytes: u64,
+    pub error_flags: *mut i32,
+}
+
 pub type gqa_log_callback =
     Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
 
@@ -148,6 +189,18 @@ extern "C" {
         stream: *mut c_void,
     ) -> gqa_status;
     pub fn gqa_decode_workspace_size(config: *const gqa_decode_config, bytes: *mut u64) -> gqa_status;
+    pub fn gqa_batch_config_init_sized(config: *mut gqa_batch_config, struct_size: u32) -> gqa_status;
+    pub fn gqa_attention_batch(
+        out: *mut c_void,
+        q: *const c_void,
+        k: *const c_void,
+        v: *const c_void,
+        k_cache: *mut c_void,
+        v_cache: *mut c_void,
+        config: *const gqa_batch_config,
+        stream: *mut c_void,
+    ) -> gqa_status;
+    pub fn gqa_batch_workspace_size(config: *const gqa_batch_config, bytes: *mut u64) -> gqa_status;
     pub fn gqa_status_string(status: gqa_status) -> *const c_char;
     pub fn gqa_last_error() -> *const c_char;
     pub fn gqa_version_string() -> *const c_char;

@@ -434,3 +434,96 @@ pub fn merge_states<T: Element>(
         )
     })
 }
+
+/// Shape and metadata of a batched call (see `gqa_batch_config` in gqa.h): sequence b owns
+/// rows `q_indptr[b]..q_indptr[b+1]` of q, k, v, out and has `kv_lens[b]` tokens cached;
+/// position t of sequence b lives in page `page_table[b * max_pages_per_seq + t / page_size]`,
+/// slot `t % page_size`.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchParams<'a> {
+    pub num_q_heads: i32,
+    pub num_kv_heads: i32,
+    pub head_dim: i32,
+    pub page_size: i32,
+    pub num_pages: i32,
+    /// Columns of `page_table`.
+    pub max_pages_per_seq: i32,
+    pub q_indptr: &'a [i32],
+    pub kv_lens: &'a [i32],
+    pub page_table: &'a [i32],
+    /// Causal, aligned bottom-right (the default).
+    pub causal: bool,
+    /// 0 means 1/sqrt(head_dim).
+    pub scale: f32,
+}
+
+/// The batched op on the CPU: `q`, `out` are [total_q, num_q_heads, head_dim]; `k`, `v` are
+/// [total_q, num_kv_heads, head_dim], written at positions kv_lens[b].. of their sequence; the
+/// caches are [num_pages, page_size, num_kv_heads, head_dim]. total_q is `q_indptr[batch]`.
+pub fn batch_attention<T: Element>(
+    out: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    k_cache: &mut [T],
+    v_cache: &mut [T],
+    p: &BatchParams<'_>,
+) -> Result<(), Error> {
+    let batch = p.kv_lens.len();
+    if batch == 0 || p.q_indptr.len() != batch + 1 {
+        return Err(bad_argument(format!(
+            "q_indptr has {} values and kv_lens {}; want batch + 1 and batch (batch >= 1)",
+            p.q_indptr.len(),
+            batch
+        )));
+    }
+    let batch_i32 = i32::try_from(batch).map_err(|_| bad_argument(format!("batch ({batch}) does not fit in int32")))?;
+    expect_len("page_table", p.page_table.len(), elements(&[batch_i32, p.max_pages_per_seq]))?;
+    let total_q = p.q_indptr[batch];
+    // total_q 0 is a valid call that reads and writes nothing: no length to check then.
+    let q_len = if total_q == 0 { Some(0) } else { elements(&[total_q, p.num_q_heads, p.head_dim]) };
+    let kv_len = if total_q == 0 { Some(0) } else { elements(&[total_q, p.num_kv_heads, p.head_dim]) };
+    let cache_len = elements(&[p.num_pages, p.page_size, p.num_kv_heads, p.head_dim]);
+    expect_len("out", out.len(), q_len)?;
+    expect_len("q", q.len(), q_len)?;
+    expect_len("k", k.len(), kv_len)?;
+    expect_len("v", v.len(), kv_len)?;
+    expect_len("k_cache", k_cache.len(), cache_len)?;
+    expect_len("v_cache", v_cache.len(), cache_len)?;
+    let mut config = std::mem::MaybeUninit::<ffi::gqa_batch_config>::uninit();
+    let size = std::mem::size_of::<ffi::gqa_batch_config>() as u32;
+    // SAFETY: on success the initializer has filled all `size` bytes, every field of the struct.
+    let mut config = unsafe {
+        check(ffi::gqa_batch_config_init_sized(config.as_mut_ptr(), size))?;
+        config.assume_init()
+    };
+    config.dtype = T::DTYPE;
+    config.device = ffi::GQA_DEVICE_CPU;
+    config.batch_size = batch_i32;
+    config.total_q = total_q;
+    config.num_q_heads = p.num_q_heads;
+    config.num_kv_heads = p.num_kv_heads;
+    config.head_dim = p.head_dim;
+    config.page_size = p.page_size;
+    config.num_pages = p.num_pages;
+    config.max_pages_per_seq = p.max_pages_per_seq;
+    config.causal = p.causal as i32;
+    config.scale = p.scale;
+    config.q_indptr = p.q_indptr.as_ptr();
+    config.kv_lens = p.kv_lens.as_ptr();
+    config.page_table = p.page_table.as_ptr();
+    // SAFETY: every slice has the length its shape needs (checked above; libgqa validates the
+    // metadata's values before touching memory), and the metadata slices outlive the call.
+    check(unsafe {
+        ffi::gqa_attention_batch(
+            out.as_mut_ptr() as *mut c_void,
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            k_cache.as_mut_ptr() as *mut c_void,
+            v_cache.as_mut_ptr() as *mut c_void,
+            &config,
+            ptr::null_mut(),
+        )
+    })
+}

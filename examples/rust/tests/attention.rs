@@ -282,3 +282,78 @@ fn merge_of_halves_is_the_whole() {
         assert!((a - b).abs() < 1e-5, "merged {a}, whole {b}");
     }
 }
+
+/// Prefill chunks, decode steps and a 2-token verification through `batch_attention` on a cache
+/// of scattered 3-token pages, each checked against float64 attention over the dense view of the
+/// same cache (and the cache writes slot by slot).
+fn paged_batch<T: Storage>() {
+    const PAGE: i32 = 3;
+    const COLS: i32 = (MAX_SEQ + PAGE - 1) / PAGE;
+    let num_pages = BATCH * COLS + 2;
+    let table: Vec<i32> = (0..BATCH * COLS).map(|i| (i * 7 + 3) % num_pages).collect();
+    let row = (KV_HEADS * HEAD_DIM) as usize;
+    let pool = (num_pages * PAGE) as usize * row;
+    let (mut kc, mut vc) = (vec![T::nan(); pool], vec![T::nan(); pool]);
+    let dense_elems = (BATCH * MAX_SEQ) as usize * row;
+    let (mut shadow_k, mut shadow_v) = (vec![T::nan(); dense_elems], vec![T::nan(); dense_elems]);
+    let dense = |cache: &[T], length: i32| {
+        let mut view = vec![T::nan(); dense_elems];
+        for b in 0..BATCH {
+            for pos in 0..length {
+                let src = ((table[(b * COLS + pos / PAGE) as usize] * PAGE + pos % PAGE) as usize) * row;
+                let dst = idx(b, pos, 0, MAX_SEQ, KV_HEADS);
+                view[dst..dst + row].copy_from_slice(&cache[src..src + row]);
+            }
+        }
+        view
+    };
+    let mut rng = Rng(11);
+    for (start, n) in [(0, 8), (8, 5), (13, 1), (14, 1), (15, 2)] {
+        let q: Vec<T> = rng.tensor((BATCH * n * Q_HEADS * HEAD_DIM) as usize);
+        let k: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
+        let v: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
+        let mut out = vec![T::nan(); q.len()];
+        let (indptr, lens) = ([0, n, 2 * n], [start, start]);
+        let p = gqa::BatchParams {
+            num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS, head_dim: HEAD_DIM, page_size: PAGE,
+            num_pages, max_pages_per_seq: COLS, q_indptr: &indptr, kv_lens: &lens, page_table: &table,
+            causal: true, scale: 0.0,
+        };
+        gqa::batch_attention(&mut out, &q, &k, &v, &mut kc, &mut vc, &p).unwrap();
+        write_cache(&mut shadow_k, &k, n, &[start, start]);
+        write_cache(&mut shadow_v, &v, n, &[start, start]);
+        let (dk, dv) = (dense(&kc, start + n), dense(&vc, start + n));
+        assert!(same(&dk, &shadow_k) && same(&dv, &shadow_v), "batched step at {start} wrote the paged cache wrongly");
+        let err = worst_error(&q, &out, &dk, &dv, n, |_, s| start + s);
+        assert!(err <= T::TOLERANCE, "batched step at {start}: error {err}");
+    }
+    // A page id outside the pool is rejected, naming it, and nothing is written.
+    let mut bad = table.clone();
+    bad[1] = num_pages;
+    let before = kc.clone();
+    let (q, k): (Vec<T>, Vec<T>) = (rng.tensor((Q_HEADS * HEAD_DIM) as usize), rng.tensor((KV_HEADS * HEAD_DIM) as usize));
+    let mut out = vec![T::nan(); q.len()];
+    let p = gqa::BatchParams {
+        num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS, head_dim: HEAD_DIM, page_size: PAGE, num_pages,
+        max_pages_per_seq: COLS, q_indptr: &[0, 1, 1], kv_lens: &[17, 17], page_table: &bad, causal: true, scale: 0.0,
+    };
+    let err = gqa::batch_attention(&mut out, &q, &k, &k, &mut kc, &mut vc, &p).unwrap_err();
+    assert_eq!(err.status, gqa::ffi::GQA_STATUS_INVALID_ARGUMENT, "{err}");
+    assert!(err.message.contains("page_table[0][1]"), "{err}");
+    assert!(same(&kc, &before), "a rejected batched call wrote the cache");
+}
+
+#[test]
+fn f32_paged_batch() {
+    paged_batch::<f32>();
+}
+
+#[test]
+fn f16_paged_batch() {
+    paged_batch::<F16>();
+}
+
+#[test]
+fn bf16_paged_batch() {
+    paged_batch::<Bf16>();
+}

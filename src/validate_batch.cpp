@@ -1,0 +1,257 @@
+// validate_batch.cpp: every check of gqa_attention_batch, run before anything is written.
+//
+// On the CPU the metadata (q_indptr, kv_lens, page_table) is host memory and is read here in
+// full: row ranges, lengths against the sequence's pages, every page id a sequence touches, and
+// the shared-page write rule. On CUDA it is device memory that the host must not read (a
+// captured graph replays with new contents), so only the shape fields are checked.
+#include "validate_batch.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "backend.hpp"
+#include "extent.hpp"
+#include "config.hpp"
+#include "error.hpp"
+#include "validate.hpp"
+
+namespace gqa {
+
+namespace {
+
+void require_non_negative(const char* name, int32_t value) {
+    if (value < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be >= 0", name, value);
+}
+
+// The variant options of the batched op: values checked as prefill and decode check them. The
+// CPU kernels take them once the variants land there; until then a non-default value is
+// UNSUPPORTED (named), never ignored.
+void require_variant_defaults(const gqa_batch_config& c) {
+    require_window("window_left", c.window_left);
+    require_window("window_right", c.window_right);
+    if (!std::isfinite(c.softcap) || c.softcap < 0.0f) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "softcap (%g) must be finite and >= 0 (0 = off)", static_cast<double>(c.softcap));
+    }
+    if (c.reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c.reserved);
+    const struct {
+        const char* name;
+        const gqa_strides& s;
+    } strides[] = {{"q_strides", c.q_strides}, {"k_strides", c.k_strides}, {"v_strides", c.v_strides},
+                   {"out_strides", c.out_strides}};
+    for (const auto& t : strides) {
+        if (t.s.batch != 0) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "%s.batch (%lld) must be 0: the batched op's rows are ragged",
+                 t.name, static_cast<long long>(t.s.batch));
+        }
+        if (t.s.token < 0 || t.s.head < 0) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "%s (token %lld, head %lld) must not be negative", t.name,
+                 static_cast<long long>(t.s.token), static_cast<long long>(t.s.head));
+        }
+    }
+    const char* unsupported = c.window_left != -1 ? "window_left"
+                              : c.window_right != -1 ? "window_right"
+                              : c.softcap != 0.0f ? "softcap"
+                              : c.sinks ? "sinks"
+                              : c.lse ? "lse"
+                              : (c.q_strides.token || c.q_strides.head) ? "q_strides"
+                              : (c.k_strides.token || c.k_strides.head) ? "k_strides"
+                              : (c.v_strides.token || c.v_strides.head) ? "v_strides"
+                              : (c.out_strides.token || c.out_strides.head) ? "out_strides"
+                              : nullptr;
+    if (unsupported) {
+        fail(GQA_STATUS_UNSUPPORTED, "%s is set, but gqa_attention_batch does not take it yet (leave its default)",
+             unsupported);
+    }
+}
+
+// The pointer- and metadata-free part: header, dtype, device, shapes.
+Problem batch_shape(const gqa_batch_config& c) {
+    Problem p;
+    p.kind = Kind::Batch;
+    p.dtype = require_dtype(c.dtype);
+    require_device(c.device);
+    p.device = c.device;
+    require_positive("batch_size", c.batch_size);
+    require_non_negative("total_q", c.total_q);
+    require_non_negative("max_q_len", c.max_q_len);
+    require_heads(c.num_q_heads, c.num_kv_heads, c.head_dim);
+    require_positive("page_size", c.page_size);
+    require_positive("num_pages", c.num_pages);
+    require_positive("max_pages_per_seq", c.max_pages_per_seq);
+    if (c.causal != 0 && c.causal != 1) fail(GQA_STATUS_INVALID_ARGUMENT, "causal (%d) must be 0 or 1", c.causal);
+    p.scale = resolve_scale(c.scale, c.head_dim);
+    if (c.num_splits < 0 || c.num_splits > kMaxSplits) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d", c.num_splits, kMaxSplits);
+    }
+    require_variant_defaults(c);
+    p.batch = c.batch_size;
+    p.seq_len = c.max_q_len == 0 ? c.total_q : c.max_q_len;
+    p.num_q_heads = c.num_q_heads;
+    p.num_kv_heads = c.num_kv_heads;
+    p.group = p.num_q_heads / p.num_kv_heads;
+    p.head_dim = c.head_dim;
+    p.page_size = c.page_size;
+    p.num_pages = c.num_pages;
+    p.max_pages_per_seq = c.max_pages_per_seq;
+    p.max_seq_len = static_cast<int64_t>(c.max_pages_per_seq) * c.page_size;  // a sequence's capacity
+    p.has_cache = true;
+    p.causal = c.causal == 1;
+    p.num_splits = c.num_splits;
+    // Contiguous rows (the variants' strides stay UNSUPPORTED here for now): row_offset() then
+    // addresses row q_begin(b) + i of q, k, v and out.
+    for (Strides* s : {&p.q_strides, &p.out_strides}) *s = Strides{0, p.num_q_heads * p.head_dim, p.head_dim};
+    for (Strides* s : {&p.k_strides, &p.v_strides}) *s = Strides{0, p.num_kv_heads * p.head_dim, p.head_dim};
+    return p;
+}
+
+// q_indptr: starts at 0, never decreases, ends at total_q; no q_len above max_q_len.
+void require_row_ranges(const Problem& p, const int32_t* q_indptr, int32_t total_q) {
+    if (q_indptr[0] != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "q_indptr[0] (%d) must be 0", q_indptr[0]);
+    for (int64_t b = 0; b < p.batch; ++b) {
+        if (q_indptr[b + 1] < q_indptr[b]) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "q_indptr[%lld] (%d) is less than q_indptr[%lld] (%d): it must not decrease",
+                 static_cast<long long>(b + 1), q_indptr[b + 1], static_cast<long long>(b), q_indptr[b]);
+        }
+        const int64_t q_len = static_cast<int64_t>(q_indptr[b + 1]) - q_indptr[b];
+        if (q_len > p.seq_len) {
+            fail(GQA_STATUS_INVALID_ARGUMENT, "sequence %lld has q_len %lld (q_indptr[%lld] - q_indptr[%lld]), more than "
+                 "max_q_len (%lld)", static_cast<long long>(b), static_cast<long long>(q_len),
+                 static_cast<long long>(b + 1), static_cast<long long>(b), static_cast<long long>(p.seq_len));
+        }
+    }
+    if (q_indptr[p.batch] != total_q) {
+        fail(GQA_STATUS_INVALID_ARGUMENT, "q_indptr[batch_size] (%d) must equal total_q (%d)", q_indptr[p.batch], total_q);
+    }
+}
+
+// kv_lens: >= 0, and with the new tokens within the sequence's pages; every page id a sequence
+// touches (positions 0 .. kv_len + q_len - 1) in [0, num_pages). A q_len 0 sequence touches
+// nothing, so only its kv_len's sign is checked.
+void require_lengths_and_pages(const Problem& p) {
+    const int64_t capacity = p.max_pages_per_seq * p.page_size;
+    for (int64_t b = 0; b < p.batch; ++b) {
+        const int32_t kv_len = p.start_positions[b];
+        if (kv_len < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "kv_lens[%lld] (%d) must be >= 0", static_cast<long long>(b), kv_len);
+        if (p.q_len(b) == 0) continue;
+        if (p.kv_len_of(b) > capacity) {
+            fail(GQA_STATUS_CACHE_OVERFLOW,
+                 "kv_lens[%lld] (%d) + q_len (%lld) exceeds max_pages_per_seq (%lld) * page_size (%lld) = %lld: the "
+                 "sequence's pages are too few", static_cast<long long>(b), kv_len, static_cast<long long>(p.q_len(b)),
+                 static_cast<long long>(p.max_pages_per_seq), static_cast<long long>(p.page_size),
+                 static_cast<long long>(capacity));
+        }
+        const int32_t* pages = p.pages_of(b);
+        const int64_t used = (p.kv_len_of(b) + p.page_size - 1) / p.page_size;
+        for (int64_t i = 0; i < used; ++i) {
+            if (pages[i] < 0 || pages[i] >= p.num_pages) {
+                fail(GQA_STATUS_INVALID_ARGUMENT,
+                     "page_table[%lld][%lld] (%d) must be in [0, num_pages = %lld): sequence %lld reads or writes positions "
+                     "%lld..%lld there", static_cast<long long>(b), static_cast<long long>(i), pages[i],
+                     static_cast<long long>(p.num_pages), static_cast<long long>(b), static_cast<long long>(i * p.page_size),
+                     static_cast<long long>(std::min(p.kv_len_of(b), (i + 1) * p.page_size) - 1));
+            }
+        }
+    }
+}
+
+// A page that a sequence writes (the pages of positions kv_len .. kv_len + q_len - 1) must be
+// used by no other (sequence, page column) of the call: otherwise what another sequence reads
+// would depend on the order of writes. Cost: one sort of the written pages, then one binary
+// search per touched page; nothing proportional to the pool.
+void require_private_written_pages(const Problem& p) {
+    struct Use {
+        int32_t page;
+        int64_t b, column;
+    };
+    std::vector<Use> written;
+    for (int64_t b = 0; b < p.batch; ++b) {
+        if (p.q_len(b) == 0) continue;
+        const int32_t* pages = p.pages_of(b);
+        for (int64_t i = p.start_of(b) / p.page_size; i * p.page_size < p.kv_len_of(b); ++i) written.push_back({pages[i], b, i});
+    }
+    std::sort(written.begin(), written.end(), [](const Use& x, const Use& y) { return x.page < y.page; });
+    for (int64_t b = 0; b < p.batch; ++b) {
+        if (p.q_len(b) == 0) continue;
+        const int32_t* pages = p.pages_of(b);
+        for (int64_t i = 0; i * p.page_size < p.kv_len_of(b); ++i) {
+            auto first = std::lower_bound(written.begin(), written.end(), pages[i],
+                                          [](const Use& u, int32_t page) { return u.page < page; });
+            for (auto w = first; w != written.end() && w->page == pages[i]; ++w) {
+                if (w->b == b && w->column == i) continue;  // this very use
+                fail(GQA_STATUS_INVALID_ARGUMENT,
+                     "sequence %lld writes page %d (page_table[%lld][%lld]), which sequence %lld also uses "
+                     "(page_table[%lld][%lld]); a page written by a call must belong to one sequence only",
+                     static_cast<long long>(w->b), pages[i], static_cast<long long>(w->b),
+                     static_cast<long long>(w->column), static_cast<long long>(b), static_cast<long long>(b),
+                     static_cast<long long>(i));
+            }
+        }
+    }
+}
+
+// On CUDA: the device must be usable, then the one check the CUDA kernels will replace (with
+// cuda_check_supported(p) once p has its tensors).
+void require_cuda_batch() {
+    std::string why;
+    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
+    fail(GQA_STATUS_UNSUPPORTED, "gqa_attention_batch has no CUDA kernels yet; run it on the CPU");
+}
+
+}  // namespace
+
+Problem validate_batch_shape(const gqa_batch_config* config) {
+    const gqa_batch_config c = read_config(config);
+    Problem p = batch_shape(c);
+    if (p.device == GQA_DEVICE_CUDA) require_cuda_batch();
+    return p;
+}
+
+Problem validate_batch(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
+                       const gqa_batch_config* config, void* stream) {
+    const gqa_batch_config c = read_config(config);
+    Problem p = batch_shape(c);
+    const struct {
+        const char* name;
+        const void* ptr;
+    } pointers[] = {{"out", out}, {"q", q}, {"k", k}, {"v", v}, {"k_cache", k_cache}, {"v_cache", v_cache},
+                    {"q_indptr", c.q_indptr}, {"kv_lens", c.kv_lens}, {"page_table", c.page_table}};
+    for (const auto& named : pointers) require_pointer(named.name, named.ptr);
+    if (p.device == GQA_DEVICE_CUDA) require_cuda_batch();  // device metadata: never read here
+
+    p.q_indptr = c.q_indptr;
+    p.start_positions = c.kv_lens;
+    p.page_table = c.page_table;
+    require_row_ranges(p, c.q_indptr, c.total_q);
+    require_lengths_and_pages(p);
+    require_private_written_pages(p);
+
+    const int64_t eb = dtype_bytes(p.dtype);
+    const int64_t B = p.batch;
+    // Sizes first (overflow is named), then the exact aliasing rule of extent.hpp.
+    tensor_bytes("out", c.total_q, p.num_q_heads, p.head_dim, 1, eb);
+    tensor_bytes("k", c.total_q, p.num_kv_heads, p.head_dim, 1, eb);
+    const int64_t cache_elements = tensor_bytes("k_cache", p.num_pages, p.page_size, p.num_kv_heads, p.head_dim, 1);
+    const int64_t table_elements = tensor_bytes("page_table", B, p.max_pages_per_seq, 1, 1, 1);
+    require_no_aliasing({Extent::flat("out", out, c.total_q * p.num_q_heads * p.head_dim, eb, true),
+                         Extent::flat("k_cache", k_cache, cache_elements, eb, true),
+                         Extent::flat("v_cache", v_cache, cache_elements, eb, true),
+                         Extent::flat("q", q, c.total_q * p.num_q_heads * p.head_dim, eb, false),
+                         Extent::flat("k", k, c.total_q * p.num_kv_heads * p.head_dim, eb, false),
+                         Extent::flat("v", v, c.total_q * p.num_kv_heads * p.head_dim, eb, false),
+                         Extent::flat("q_indptr", c.q_indptr, B + 1, 4, false),
+                         Extent::flat("kv_lens", c.kv_lens, B, 4, false),
+                         Extent::flat("page_table", c.page_table, table_elements, 4, false)});
+    p.out = out;
+    p.q = q;
+    p.k = k;
+    p.v = v;
+    p.k_cache = k_cache;
+    p.v_cache = v_cache;
+    p.stream = stream;
+    return p;
+}
+
+}  // namespace gqa
