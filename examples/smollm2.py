@@ -185,8 +185,9 @@ class SmolLM2:
         self.v_caches = [np.zeros(shape, np.float32) for _ in range(self.c.layers)]
 
     def rope(self, x, start_pos):
-        """x: [seq, heads, head_dim]; rotates each adjacent pair by its position's angle."""
-        positions = slice(start_pos, start_pos + x.shape[0])
+        """x: [seq, heads, head_dim]; rotates each adjacent pair by its position's angle (rows at
+        positions start_pos.., or at start_pos[row] when it is an array)."""
+        positions = start_pos if np.ndim(start_pos) else slice(start_pos, start_pos + x.shape[0])
         cos, sin = self.cos[positions], self.sin[positions]
         even, odd = x[..., 0::2], x[..., 1::2]
         out = np.empty_like(x)
@@ -194,25 +195,37 @@ class SmolLM2:
         out[..., 1::2] = even * sin + odd * cos
         return out
 
-    def forward(self, tokens, start_pos: int) -> np.ndarray:
-        """Logits [len(tokens), vocab] of tokens placed at positions start_pos...; their K/V are
-        added to the caches."""
-        c, seq = self.c, len(tokens)
+    def forward(self, tokens, start_pos: int, logit_rows=slice(None)) -> np.ndarray:
+        """Logits [len(tokens), vocab] (or of the rows logit_rows selects) of tokens placed at
+        positions start_pos...; their K/V are added to the caches."""
+        seq = len(tokens)
         if start_pos + seq > self.max_seq_len:
             raise ValueError(f"{start_pos + seq} tokens do not fit max_seq_len {self.max_seq_len}")
+
+        def attend(i, q, k, v):
+            return self.attention(q[None], k[None], v[None], self.k_caches[i], self.v_caches[i], start_pos)[0]
+
+        return self.forward_rows(tokens, start_pos, attend, logit_rows)
+
+    def forward_rows(self, tokens, positions, attend, logit_rows=slice(None)) -> np.ndarray:
+        """Logits [rows, vocab] of token rows at positions (start_pos.., or one per row), of the
+        rows logit_rows selects (default all); every step but attention is row-wise, so the rows
+        may belong to different sequences: attend(layer, q, k, v) ([rows, heads, head_dim] each)
+        does the attention and returns [rows, q_heads, head_dim]."""
+        c, seq = self.c, len(tokens)
         x = self.w.embedding[np.asarray(tokens)]
         q_width, kv_width = c.q_heads * c.head_dim, c.kv_heads * c.head_dim
         for i, layer in enumerate(self.w.layers):
             qkv = rms_norm(x, layer["attn_norm"], c.norm_eps) @ layer["qkv"]
-            q = self.rope(qkv[:, :q_width].reshape(seq, c.q_heads, c.head_dim), start_pos)
-            k = self.rope(qkv[:, q_width:q_width + kv_width].reshape(seq, c.kv_heads, c.head_dim), start_pos)
+            q = self.rope(qkv[:, :q_width].reshape(seq, c.q_heads, c.head_dim), positions)
+            k = self.rope(qkv[:, q_width:q_width + kv_width].reshape(seq, c.kv_heads, c.head_dim), positions)
             v = np.ascontiguousarray(qkv[:, q_width + kv_width:].reshape(seq, c.kv_heads, c.head_dim))
-            attn = self.attention(q[None], k[None], v[None], self.k_caches[i], self.v_caches[i], start_pos)
+            attn = attend(i, q, k, v)
             x = x + attn.reshape(seq, q_width) @ layer["attn_out"]
             gate_up = rms_norm(x, layer["ffn_norm"], c.norm_eps) @ layer["gate_up"]
             gate, up = np.split(gate_up, 2, axis=-1)
             x = x + (gate / (1.0 + np.exp(-gate)) * up) @ layer["down"]
-        return rms_norm(x, self.w.output_norm, c.norm_eps) @ self.w.output.T
+        return rms_norm(x[logit_rows], self.w.output_norm, c.norm_eps) @ self.w.output.T
 
 
 @dataclass
@@ -231,7 +244,7 @@ def generate(model: SmolLM2, prompt_ids, max_new_tokens: int, stop_ids=()) -> Ge
     """Greedy decoding: one prefill of the prompt, then one decode call per new token."""
     model.reset()
     started = time.perf_counter()
-    logits = model.forward(prompt_ids, 0)
+    logits = model.forward(prompt_ids, 0, logit_rows=[-1])  # the last row's logits only
     token = int(np.argmax(logits[-1]))
     prefilled = time.perf_counter()
     tokens, pos = [token], len(prompt_ids)

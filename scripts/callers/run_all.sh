@@ -119,7 +119,7 @@ python_callers() (  # a subshell: its cd and exports stay inside
     GQA_PREFIX="$PREFIX" GQA_LAYOUT_REQUIRE_ALL=1 GQA_CARGO_TARGET_DIR="$WORK/cargo-target" \
     "$PYTHON" -m pytest -p no:cacheprovider -rs -v \
         tests/python/test_layout.py tests/python/test_torch.py \
-        tests/python/test_torch_generation.py tests/python/test_smollm2.py \
+        tests/python/test_torch_generation.py tests/python/test_smollm2.py tests/python/test_serve_smollm2.py \
         tests/python/test_reference_oracles.py tests/python/test_distributed.py \
         2>&1 | tee "$WORK/pytest-callers.txt"
     status=${PIPESTATUS[0]}
