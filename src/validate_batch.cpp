@@ -26,10 +26,9 @@ void require_non_negative(const char* name, int32_t value) {
     if (value < 0) fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%d) must be >= 0", name, value);
 }
 
-// The variant options of the batched op: values checked as prefill and decode check them. The
-// CPU kernels take them once the variants land there; until then a non-default value is
-// UNSUPPORTED (named), never ignored.
-void require_variant_defaults(const gqa_batch_config& c) {
+// The variant options (gqa.h: the same meaning as for prefill and decode) into p. Strides: the
+// rows are ragged, so batch must be 0; a 0 token or head stride is the contiguous value.
+void read_variants(const gqa_batch_config& c, Problem& p) {
     require_window("window_left", c.window_left);
     require_window("window_right", c.window_right);
     if (!std::isfinite(c.softcap) || c.softcap < 0.0f) {
@@ -38,33 +37,30 @@ void require_variant_defaults(const gqa_batch_config& c) {
     if (c.reserved != 0) fail(GQA_STATUS_INVALID_ARGUMENT, "reserved (%d) must be 0", c.reserved);
     const struct {
         const char* name;
-        const gqa_strides& s;
-    } strides[] = {{"q_strides", c.q_strides}, {"k_strides", c.k_strides}, {"v_strides", c.v_strides},
-                   {"out_strides", c.out_strides}};
-    for (const auto& t : strides) {
-        if (t.s.batch != 0) {
+        const gqa_strides& given;
+        Strides& resolved;
+        int64_t heads;
+    } tensors[] = {{"q_strides", c.q_strides, p.q_strides, p.num_q_heads},
+                   {"k_strides", c.k_strides, p.k_strides, p.num_kv_heads},
+                   {"v_strides", c.v_strides, p.v_strides, p.num_kv_heads},
+                   {"out_strides", c.out_strides, p.out_strides, p.num_q_heads}};
+    for (const auto& t : tensors) {
+        if (t.given.batch != 0) {
             fail(GQA_STATUS_INVALID_ARGUMENT, "%s.batch (%lld) must be 0: the batched op's rows are ragged",
-                 t.name, static_cast<long long>(t.s.batch));
+                 t.name, static_cast<long long>(t.given.batch));
         }
-        if (t.s.token < 0 || t.s.head < 0) {
+        if (t.given.token < 0 || t.given.head < 0) {
             fail(GQA_STATUS_INVALID_ARGUMENT, "%s (token %lld, head %lld) must not be negative", t.name,
-                 static_cast<long long>(t.s.token), static_cast<long long>(t.s.head));
+                 static_cast<long long>(t.given.token), static_cast<long long>(t.given.head));
         }
+        t.resolved = Strides{0, t.given.token ? t.given.token : t.heads * p.head_dim,
+                             t.given.head ? t.given.head : p.head_dim};
     }
-    const char* unsupported = c.window_left != -1 ? "window_left"
-                              : c.window_right != -1 ? "window_right"
-                              : c.softcap != 0.0f ? "softcap"
-                              : c.sinks ? "sinks"
-                              : c.lse ? "lse"
-                              : (c.q_strides.token || c.q_strides.head) ? "q_strides"
-                              : (c.k_strides.token || c.k_strides.head) ? "k_strides"
-                              : (c.v_strides.token || c.v_strides.head) ? "v_strides"
-                              : (c.out_strides.token || c.out_strides.head) ? "out_strides"
-                              : nullptr;
-    if (unsupported) {
-        fail(GQA_STATUS_UNSUPPORTED, "%s is set, but gqa_attention_batch does not take it yet (leave its default)",
-             unsupported);
-    }
+    p.window_left = c.window_left;
+    p.window_right = c.window_right;
+    p.softcap = c.softcap;
+    p.sinks = c.sinks;
+    p.lse = c.lse;
 }
 
 // The pointer- and metadata-free part: header, dtype, device, shapes.
@@ -86,7 +82,6 @@ Problem batch_shape(const gqa_batch_config& c) {
     if (c.num_splits < 0 || c.num_splits > kMaxSplits) {
         fail(GQA_STATUS_INVALID_ARGUMENT, "num_splits (%d) must be between 0 (choose) and %d", c.num_splits, kMaxSplits);
     }
-    require_variant_defaults(c);
     p.batch = c.batch_size;
     p.seq_len = c.max_q_len == 0 ? c.total_q : c.max_q_len;
     p.num_q_heads = c.num_q_heads;
@@ -100,10 +95,7 @@ Problem batch_shape(const gqa_batch_config& c) {
     p.has_cache = true;
     p.causal = c.causal == 1;
     p.num_splits = c.num_splits;
-    // Contiguous rows (the variants' strides stay UNSUPPORTED here for now): row_offset() then
-    // addresses row q_begin(b) + i of q, k, v and out.
-    for (Strides* s : {&p.q_strides, &p.out_strides}) *s = Strides{0, p.num_q_heads * p.head_dim, p.head_dim};
-    for (Strides* s : {&p.k_strides, &p.v_strides}) *s = Strides{0, p.num_kv_heads * p.head_dim, p.head_dim};
+    read_variants(c, p);
     return p;
 }
 
@@ -230,17 +222,24 @@ Problem validate_batch(void* out, const void* q, const void* k, const void* v, v
 
     const int64_t eb = dtype_bytes(p.dtype);
     const int64_t B = p.batch;
-    // Sizes first (overflow is named), then the exact aliasing rule of extent.hpp.
+    // Sizes first (overflow is named), then the exact aliasing rule of extent.hpp on the
+    // (possibly strided) rows; the batch is one "sequence" of total_q rows.
     tensor_bytes("out", c.total_q, p.num_q_heads, p.head_dim, 1, eb);
     tensor_bytes("k", c.total_q, p.num_kv_heads, p.head_dim, 1, eb);
     const int64_t cache_elements = tensor_bytes("k_cache", p.num_pages, p.page_size, p.num_kv_heads, p.head_dim, 1);
     const int64_t table_elements = tensor_bytes("page_table", B, p.max_pages_per_seq, 1, 1, 1);
-    require_no_aliasing({Extent::flat("out", out, c.total_q * p.num_q_heads * p.head_dim, eb, true),
+    if (p.sinks) require_sink_values(p.sinks, p.num_q_heads, p.device);
+    auto rows = [&](const char* name, const void* ptr, int64_t heads, const Strides& s, bool written) {
+        return Extent::bshd(name, ptr, 1, c.total_q, heads, p.head_dim, s, eb, written);
+    };
+    require_no_aliasing({rows("out", out, p.num_q_heads, p.out_strides, true),
                          Extent::flat("k_cache", k_cache, cache_elements, eb, true),
                          Extent::flat("v_cache", v_cache, cache_elements, eb, true),
-                         Extent::flat("q", q, c.total_q * p.num_q_heads * p.head_dim, eb, false),
-                         Extent::flat("k", k, c.total_q * p.num_kv_heads * p.head_dim, eb, false),
-                         Extent::flat("v", v, c.total_q * p.num_kv_heads * p.head_dim, eb, false),
+                         Extent::flat("lse", p.lse, static_cast<int64_t>(p.num_q_heads) * c.total_q, 4, true),
+                         rows("q", q, p.num_q_heads, p.q_strides, false),
+                         rows("k", k, p.num_kv_heads, p.k_strides, false),
+                         rows("v", v, p.num_kv_heads, p.v_strides, false),
+                         Extent::flat("sinks", p.sinks, p.num_q_heads, 4, false),
                          Extent::flat("q_indptr", c.q_indptr, B + 1, 4, false),
                          Extent::flat("kv_lens", c.kv_lens, B, 4, false),
                          Extent::flat("page_table", c.page_table, table_elements, 4, false)});

@@ -9,8 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _args
-from . import _logging
+from . import _args, _logging, _variants
 from ._api import _check_status, _on_device, _require_shape, _scale, _stream_for
 from ._arrays import CPU, as_buffer, as_tensor, common_device_and_dtype, empty_like
 from ._errors import InvalidArgumentError
@@ -58,11 +57,8 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     with return_lse. gqa.PagedKVCache builds the metadata.
     """
     causal, c_scale, num_splits = _args.flag("causal", causal), _scale(scale), _args.int32("num_splits", num_splits)
-    if np.shape(window) != (2,):
-        raise InvalidArgumentError(f"window ({window!r}) must be a pair (window_left, window_right)")
-    window = (_args.int32("window[0]", window[0]), _args.int32("window[1]", window[1]))
-    softcap, return_lse = _args.float32("softcap", softcap), _args.flag("return_lse", return_lse)
-    tq, tk, tv = as_tensor("q", q), as_tensor("k", k), as_tensor("v", v)
+    return_lse = _args.flag("return_lse", return_lse)
+    tq, tk, tv = (as_tensor(name, t, strided=True) for name, t in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, None, None], "q is [total_q, num_q_heads, head_dim]")
     total_q, Hq, D = tq.shape
     _require_shape(tk, [total_q, None, D], "k is [total_q, num_kv_heads, head_dim]")
@@ -74,7 +70,7 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     _require_shape(tvc, [num_pages, page_size, Hkv, D], "v_cache is like k_cache")
     if out is None:
         out = empty_like(tq)
-    tout = as_tensor("out", out, writable=True)
+    tout = as_tensor("out", out, writable=True, strided=True)
     _require_shape(tout, [total_q, Hq, D], "out is like q")
     tensors = [tq, tk, tv, tkc, tvc, tout]
     device, dtype = common_device_and_dtype(tensors)
@@ -86,26 +82,18 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     keep = [_metadata("q_indptr", q_indptr, (B + 1,), device), _metadata("kv_lens", kv_lens, (B,), device),
             _metadata("page_table", page_table, (B, max_pages), device)]
 
-    cfg = ffi.new("gqa_batch_config*")
-    _check_status(lib.gqa_batch_config_init_sized(cfg, ffi.sizeof("gqa_batch_config")))
+    cfg = _variants.new_config("batch")
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.total_q, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, total_q, Hq, Hkv, D
     cfg.page_size, cfg.num_pages, cfg.max_pages_per_seq = page_size, num_pages, max_pages
     cfg.causal, cfg.scale, cfg.num_splits = int(causal), c_scale, num_splits
     cfg.q_indptr, cfg.kv_lens, cfg.page_table = (ffi.cast("const int32_t*", address) for _, address in keep)
-    cfg.window_left, cfg.window_right = window
-    cfg.softcap = softcap
-    if sinks is not None:
-        tsinks = as_tensor("sinks", sinks)
-        _require_shape(tsinks, [Hq], "sinks is [num_q_heads] float32")
-        keep.append(tsinks)
-        cfg.sinks = ffi.cast("const float*", tsinks.address)
-    lse = None
-    if return_lse:
-        lse = np.empty((Hq, total_q), np.float32) if device == CPU else _device_lse(tq.obj, Hq, total_q)
-        tlse = as_tensor("lse", lse, writable=True)
-        keep.append(tlse)
-        cfg.lse = ffi.cast("float*", tlse.address)
+    lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
+                          num_q_heads=Hq, lse_shape=(Hq, total_q), keepalive=keep)
+    for name, t in (("q", tq), ("k", tk), ("v", tv), ("out", tout)):  # strided [total_q, H, D] views
+        if t.strides is not None:
+            field = getattr(cfg, f"{name}_strides")
+            field.token, field.head = t.strides[0], t.strides[1]
     if workspace is not None:  # kept alive by `keep` until the call returns
         ws = as_buffer("workspace", workspace)
         keep.append(ws)
@@ -121,12 +109,6 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     del keep
     _check_status(status)
     return (out, lse) if return_lse else out
-
-
-def _device_lse(like, num_q_heads: int, total_q: int):
-    import torch
-
-    return torch.empty((num_q_heads, total_q), dtype=torch.float32, device=like.device)
 
 
 def batch_workspace_size(batch_size: int, total_q: int, num_q_heads: int, num_kv_heads: int, head_dim: int,

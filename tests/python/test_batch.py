@@ -126,14 +126,39 @@ def test_untouched_sequences_may_have_any_page_ids():
     check(case)
 
 
-def test_lse_and_variants_are_refused_until_the_kernels_take_them():
-    case = make_case(np.random.default_rng(11), [2], [3], 2, 1, 8, np.float32, 4)
-    for options, field in ((dict(window=(2, -1)), "window_left"), (dict(softcap=5.0), "softcap"),
-                           (dict(sinks=np.zeros(2, np.float32)), "sinks"), (dict(return_lse=True), "lse")):
-        k_cache, v_cache = case.copy_caches()
-        with pytest.raises(gqa.UnsupportedError, match=field):
-            gqa.batch_attention(case.q, case.k, case.v, k_cache, v_cache, **case.arguments(), **options)
-        assert k_cache.tobytes() == case.k_cache.tobytes()
+@pytest.mark.parametrize("page_size", [1, 7, 16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_variant_options_hold_per_sequence(page_size, causal, dtype):
+    """window, softcap, sinks and LSE ([Hq, total_q]) on a mixed batch mean per sequence what
+    they mean to the dense reference; NaN keys outside the windows are never read."""
+    rng = np.random.default_rng(page_size)
+    case = make_case(rng, [1, 6, 0, 3, 20, 4], [20, 9, 2, 0, 40, 300], 4, 2, 16, dtype, page_size)
+    options = dict(window=(5, 1), softcap=2.5, sinks=rng.standard_normal(4).astype(np.float32), return_lse=True)
+    k_cache, v_cache = case.copy_caches()
+    out, lse = gqa.batch_attention(case.q, case.k, case.v, k_cache, v_cache, **case.arguments(), causal=causal,
+                                   **options)
+    want, want_k, want_v, want_lse = expected(case, causal=causal, **options)
+    assert max_err(out, want) <= TOL[np.dtype(dtype)]
+    assert lse.shape == (4, case.q.shape[0]) and np.abs(lse - want_lse).max() <= 1e-4 * max(1, np.abs(want_lse).max())
+    assert k_cache.tobytes() == want_k.tobytes() and v_cache.tobytes() == want_v.tobytes()
+    paged = gqa.batch_attention(case.q, case.k, case.v, *case.copy_caches(), **case.arguments(), causal=causal,
+                                **options)[0]
+    dense = contiguous(case)
+    assert paged.tobytes() == gqa.batch_attention(dense.q, dense.k, dense.v, *dense.copy_caches(), **dense.arguments(),
+                                                  causal=causal, **options)[0].tobytes()
+
+
+def test_strided_views_of_a_fused_qkv_buffer_give_the_contiguous_bits():
+    case = make_case(np.random.default_rng(14), [1, 9, 3], [30, 0, 17], 6, 2, 16, np.float16, 7)
+    total_q, Hq, D = case.q.shape
+    fused = np.concatenate([case.q, case.k, case.v], axis=1)  # [total_q, Hq + 2 Hkv, D]
+    q, k, v = fused[:, :Hq], fused[:, Hq:Hq + 2], fused[:, Hq + 2:]
+    out = np.full((total_q, 2 * Hq, D), np.nan, np.float16)[:, ::2]  # every other head slot
+    got_k, got_v = case.copy_caches()
+    gqa.batch_attention(q, k, v, got_k, got_v, **case.arguments(), out=out)
+    want, want_k, _ = run(case)
+    assert np.ascontiguousarray(out).tobytes() == want.tobytes() and got_k.tobytes() == want_k.tobytes()
 
 
 def test_workspace_size_is_zero_on_the_cpu():
