@@ -126,7 +126,8 @@ typedef struct gqa_strides {
  *   key j only when i - window_left <= j <= i + window_right; -1 = unbounded on that side (the
  *   default, -1 and -1). Causality (j <= i) and what exists (j < cached + new) still apply, so
  *   window_right matters only when causal = 0. Other negative values are INVALID_ARGUMENT. Keys
- *   outside the window are never read, and the cost follows the window, not the cache length.
+ *   that no query of the call sees are never read, and the cost follows the window, not the
+ *   cache length (CPU prefill reads whole blocks of 128 keys from the first key any query sees).
  *   onnxruntime's local_window_size and OpenVINO's sliding_window count the current token:
  *   local_window_size = window_left + 1 (Mistral's sliding_window 4096 is window_left = 4095).
  * softcap: c > 0 turns every scaled logit s = scale * q.k into c * tanh(s / c) before masking
