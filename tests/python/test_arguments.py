@@ -77,6 +77,7 @@ BAD_PREFILL = {
     "scale bool": (dict(scale=True), "scale", "True"),
     "scale list": (dict(scale=[0.1]), "scale", "[0.1]"),
     "scale beyond fp32": (dict(scale=1e39), "scale", "1e+39"),
+    "scale overflows the logits": (dict(scale=3e38), "scale", "3e+38"),  # the C bound (gqa.h)
 }
 
 
