@@ -20,7 +20,9 @@
  * Every entry point validates everything before touching memory: a call that returns a
  * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache. Besides the
  * obvious (NULL pointers, sizes <= 0, num_q_heads % num_kv_heads, cache positions), a call is
- * rejected when: scale is not finite or < 0 (INVALID_ARGUMENT); head_dim > 512 (UNSUPPORTED;
+ * rejected when: scale is not finite, < 0, or larger than FLT_MAX / (2 * head_dim * 65504^2)
+ * (INVALID_ARGUMENT; about 3e26 at head_dim 128: up to it, no input f16 can hold overflows
+ * the fp32 logits scale * q.k or their differences); head_dim > 512 (UNSUPPORTED;
  * CUDA: larger than its kernels take); a tensor's byte size or extent overflows 64 bits
  * (INVALID_ARGUMENT); a tensor the call writes (out, lse, k_cache, v_cache) shares an element with
  * any other tensor of the call (INVALID_ARGUMENT; inputs may share memory, e.g. three strided

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "backend.hpp"
@@ -58,10 +59,25 @@ void require_heads(int32_t num_q_heads, int32_t num_kv_heads, int32_t head_dim) 
     }
 }
 
+// The largest scale whose fp32 logits scale * q.k stay within +-FLT_MAX / 2 for every input f16
+// can hold (|x| <= 65504, so |q.k| <= head_dim * 65504^2): then the logits, and their
+// differences s - max in the softmax, are finite. A larger scale overflows on ordinary inputs
+// (3e38 did, giving all-NaN rows); no model uses a scale within many orders of magnitude of it.
+double max_scale(int32_t head_dim) {
+    constexpr double kF16Max = 65504.0;
+    return std::numeric_limits<float>::max() / (2.0 * head_dim * kF16Max * kF16Max);
+}
+
 float resolve_scale(float scale, int32_t head_dim) {
     if (!std::isfinite(scale) || scale < 0.0f) {
         fail(GQA_STATUS_INVALID_ARGUMENT,
              "scale (%g) must be finite and >= 0 (0 means 1/sqrt(head_dim))", static_cast<double>(scale));
+    }
+    if (scale > max_scale(head_dim)) {
+        fail(GQA_STATUS_INVALID_ARGUMENT,
+             "scale (%g) must be at most FLT_MAX / (2 * head_dim * 65504^2) = %g for head_dim %d: larger "
+             "scales can overflow the fp32 logits scale * q.k of ordinary inputs",
+             static_cast<double>(scale), max_scale(head_dim), head_dim);
     }
     return scale == 0.0f ? static_cast<float>(1.0 / std::sqrt(static_cast<double>(head_dim))) : scale;
 }
