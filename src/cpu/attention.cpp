@@ -479,9 +479,7 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
                 const float inv = total == 0.0f ? 0.0f : 1.0f / total;
                 // Row r is query r / group, head r % group of this KV head.
                 const int64_t o = r / p.group * t.out_stride + r % p.group * t.out_head_stride;
-                for (int64_t e = 0; e < d; ++e) {
-                    cpu::store_f32(t.out, o + e, merged[static_cast<size_t>(e)] * inv, p.dtype);
-                }
+                cpu::store_row_f32(t.out, o, merged.data(), d, inv, p.dtype);
                 if (t.lse) t.lse[r % p.group * t.lse_head_stride + r / p.group] = total == 0.0f ? neg_inf : base + std::log(total);
             }
         }

@@ -65,21 +65,49 @@ inline uint16_t f32_to_bf16(float f) {
     return static_cast<uint16_t>((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);  // RNE; overflow -> Inf
 }
 
-// Element i of a storage array as f32.
+// Element i of a storage array as f32. Storage arrays may sit at any byte address (a NumPy
+// array at an odd offset is legal), so every access goes through memcpy: alignment-safe by
+// definition, and the same single load or store instruction on x86.
 inline float load_f32(const void* base, int64_t i, DType t) {
-    if (t == DType::F32) return static_cast<const float*>(base)[i];
-    const uint16_t h = static_cast<const uint16_t*>(base)[i];
+    if (t == DType::F32) {
+        float f;
+        std::memcpy(&f, static_cast<const char*>(base) + 4 * i, sizeof f);
+        return f;
+    }
+    uint16_t h;
+    std::memcpy(&h, static_cast<const char*>(base) + 2 * i, sizeof h);
     return t == DType::F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
 inline void store_f32(void* base, int64_t i, float value, DType t) {
     if (t == DType::F32) {
-        static_cast<float*>(base)[i] = value;
+        std::memcpy(static_cast<char*>(base) + 4 * i, &value, sizeof value);
     } else {
-        static_cast<uint16_t*>(base)[i] = t == DType::F16 ? f32_to_f16(value) : f32_to_bf16(value);
+        const uint16_t h = t == DType::F16 ? f32_to_f16(value) : f32_to_bf16(value);
+        std::memcpy(static_cast<char*>(base) + 2 * i, &h, sizeof h);
     }
 }
 
+// n values times `factor` to storage elements base[offset .. offset + n). The output does not
+// overlap `values` (__restrict): without that promise a char store could alias anything and
+// the compiler would not vectorise the loop.
+inline void store_row_f32(void* base, int64_t offset, const float* __restrict values, int64_t n, float factor,
+                          DType t) {
+    if (t == DType::F32) {
+        char* __restrict dst = static_cast<char*>(base) + offset * 4;
+        for (int64_t i = 0; i < n; ++i) {
+            const float x = values[i] * factor;
+            std::memcpy(dst + 4 * i, &x, sizeof x);
+        }
+    } else {
+        char* __restrict dst = static_cast<char*>(base) + offset * 2;
+        for (int64_t i = 0; i < n; ++i) {
+            const float x = values[i] * factor;
+            const uint16_t h = t == DType::F16 ? f32_to_f16(x) : f32_to_bf16(x);
+            std::memcpy(dst + 2 * i, &h, sizeof h);
+        }
+    }
+}
 }  // namespace
 }  // namespace cpu
 }  // namespace gqa

@@ -134,6 +134,8 @@ IsaChoice choose() {
         return fallback;
     }
     const IsaChoice fallback = best();
+    // tests/reliability/test_misaligned.c reads the names from this message ("is not one of a,
+    // b, c;") to run every kernel: keep it listing every name of kNames, in this form.
     GQA_LOG(GQA_LOG_WARNING,
             "GQA_CPU_ISA='%s' is not one of scalar, avx2, avx512, avx512_bf16, amx_bf16; using %s", forced,
             fallback.name);

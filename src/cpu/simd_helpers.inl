@@ -40,7 +40,8 @@ inline float* align64(float* p) {
 }
 const float kNegInf = -INFINITY;
 
-// n storage elements at src[offset..] to fp32 dst[0..n), then zeros up to `padded`.
+// n storage elements at src[offset..] to fp32 dst[0..n), then zeros up to `padded`. src may
+// sit at any byte address (gqa.h): unaligned vector loads, and load_f32 (memcpy) for the tail.
 inline void load_row(const void* src, int64_t offset, DType t, int64_t n, int64_t padded, float* dst) {
     int64_t d = 0;
     if (t == DType::F32) {
