@@ -27,8 +27,9 @@ static float max_scale(int64_t head_dim) {
 }
 
 static void describe(const attn_case* c, char* label, size_t size, const char* what) {
-    snprintf(label, size, "%s %s %s D%lld scale %g", what, c->decode ? "decode" : "prefill",
-             dtype_name(c->dtype), (long long)c->head_dim, (double)c->scale);
+    snprintf(label, size, "%s %s S%lld G%lld %s D%lld scale %g", what, c->decode ? "decode" : "prefill",
+             (long long)c->seq_len, (long long)(c->num_q_heads / c->num_kv_heads), dtype_name(c->dtype),
+             (long long)c->head_dim, (double)c->scale);
 }
 
 /* Runs c (allocated, with its data) against the float64 reference of its current inputs. */
@@ -63,8 +64,11 @@ static void expect_rejected(attn_case* c) {
               "%s: message does not name '%s' and the bound: %s", label, value, gqa_last_error());
 }
 
-static void prefill_case(attn_case* c, int32_t dtype, int64_t d) {
+static void prefill_case(attn_case* c, int32_t dtype, int64_t d) {  /* few rows: rows in registers */
     attn_case_prefill(c, dtype, 2, 7, 4, 2, d, 16, 3, 1);
+}
+static void prefill_lanes_case(attn_case* c, int32_t dtype, int64_t d) {  /* 37 x 4 rows: in vector lanes */
+    attn_case_prefill(c, dtype, 1, 37, 8, 2, d, 48, 5, 1);
 }
 static void decode_case(attn_case* c, int32_t dtype, int64_t d) {
     attn_case_decode(c, dtype, 2, 4, 2, d, 40, 29, NULL);
@@ -87,10 +91,10 @@ static void fill_worst_f16(attn_case* c) {
 }
 
 int main(void) {
-    const make_case makers[] = {prefill_case, decode_case};
+    const make_case makers[] = {prefill_case, prefill_lanes_case, decode_case};
     const int32_t dtypes[] = {GQA_DTYPE_F16, GQA_DTYPE_BF16, GQA_DTYPE_F32};
     const int64_t dims[] = {1, 64, 256};
-    for (int m = 0; m < 2; ++m) {
+    for (int m = 0; m < 3; ++m) {
         for (int t = 0; t < 3; ++t) {
             for (int di = 0; di < 3; ++di) {
                 const int64_t d = dims[di];
