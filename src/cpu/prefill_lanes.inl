@@ -67,14 +67,18 @@ inline void finish_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, con
 // The one place where a raw dot product becomes a logit: logit = raw * scale (scale > 0; with a
 // softcap, softcap_scores has turned raw into logits and scale is 1), with the mask (causal,
 // window: lanes see [begins, ends)) as raw = -inf (never a product, so nothing from a masked
-// key survives). The mask is applied here; the scale is folded into the exponent.
+// key survives). The mask is applied here; the scale right after it, in softmax_block.
 inline Reg mask_score(Reg raw, bool masked, int64_t j, const int32_t* ends, int64_t rp) {
     return masked ? Simd::select_in(static_cast<int32_t>(j), ends + rp, ends, raw, Simd::set1(kNegInf)) : raw;
 }
 
 // One key block [j0, j0 + n) of raw scores st[jj][rp] -> probabilities, lane-wise online
-// softmax over logits (raw * scale; row_max in logit units). p = 2^(raw * scale log2(e) - max
-// log2(e)). A lane whose logits are all -inf so far subtracts 0 instead of -inf: its
+// softmax over logits (raw * scale, stored back into st; row_max in logit units).
+// p = 2^((logit - max) log2(e)), the difference taken on the stored, rounded logits: the largest
+// gives exactly 2^0 = 1 however large the logits are. (An FMA, raw * scale log2(e) - max log2(e)
+// or raw * scale - max, keeps the unrounded product and leaves a residual of about ulp(logit):
+// > 100 once logits pass ~1e9, and the rows came out 0 or NaN; test_scale_bound.c.)
+// A lane whose logits are all -inf so far subtracts 0 instead of -inf: its
 // probabilities are 0, never NaN. O^T rows [0, d_len) are rescaled unless every lane's
 // correction is exactly 1 (then the product would change no bit). Mma::kPairedP: P goes to
 // `pairs` as bf16 pairs of keys ([n/2][rp] dwords, zero up to Mma::kKeyGranule keys);
@@ -84,22 +88,22 @@ inline void softmax_block(float* st, int64_t n, int64_t rp, float scale, bool ma
                           const int32_t* ends, float* row_max, float* row_sum, float* ot, int64_t d_len,
                           void* pairs) {
     const Reg log2e = Simd::set1(1.44269504f);
-    const Reg scale_log2e = Simd::set1(scale * 1.44269504f);
+    const Reg scale_v = Simd::set1(scale);
     for (int64_t rv = 0; rv < rp; rv += W) {
         // Four independent max chains (one chain would wait 4 cycles per key) and two sums.
         Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
         for (int64_t jj = 0; jj < n; ++jj) {
             float* s = st + jj * rp + rv;
-            const Reg raw = mask_score(Simd::load(s), masked, j0 + jj, ends + rv, rp);
-            if (masked) Simd::store(s, raw);
-            block_max[jj % 4] = Simd::max(block_max[jj % 4], raw);
+            const Reg logit = Simd::mul(mask_score(Simd::load(s), masked, j0 + jj, ends + rv, rp), scale_v);
+            Simd::store(s, logit);
+            block_max[jj % 4] = Simd::max(block_max[jj % 4], logit);
         }
-        const Reg max_raw = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
+        const Reg block = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
         const Reg old_max = Simd::load(row_max + rv);
-        const Reg new_max = Simd::max(Simd::mul(max_raw, Simd::set1(scale)), old_max);
-        const Reg base = Simd::mul(Simd::neg_inf_to_zero(new_max), log2e);
-        const Reg correction = Simd::exp2(Simd::sub(Simd::mul(old_max, log2e), base));
-        auto p_of = [&](int64_t jj) { return Simd::exp2(Simd::fmsub(Simd::load(st + jj * rp + rv), scale_log2e, base)); };
+        const Reg new_max = Simd::max(block, old_max);
+        const Reg base = Simd::neg_inf_to_zero(new_max);
+        const Reg correction = Simd::exp2(Simd::mul(Simd::sub(old_max, base), log2e));
+        auto p_of = [&](int64_t jj) { return Simd::exp2(Simd::mul(Simd::sub(Simd::load(st + jj * rp + rv), base), log2e)); };
         Reg sum0 = Simd::zero(), sum1 = Simd::zero();
         if constexpr (Mma::kPairedP) {
             int64_t jj = 0;
