@@ -23,12 +23,11 @@
 
 enum { kChildSeconds = 30, kParentSeconds = 500, kBusyForks = 8, kThreads = 4 };
 
-/* One case with its float64 reference, taken once: a run rewrites the same cache slots with
- * the same values, so every later run must match it too. */
+/* One case with its expected results, taken once: a run rewrites the same cache slots with
+ * the same values, so every later run must match them too. */
 typedef struct {
     attn_case c;
-    double* ref;
-    uint8_t *exp_k, *exp_v;
+    attn_expect want;
     const char* label;
 } checked_case;
 
@@ -44,18 +43,12 @@ __attribute__((visibility("default"), used)) int __lsan_is_turned_off(void) { re
 
 static void prepare(checked_case* cc, const char* label, uint64_t seed) {
     attn_case_alloc(&cc->c, seed);
-    cc->ref = malloc((size_t)attn_case_out_elems(&cc->c) * sizeof(double));
-    cc->exp_k = malloc(cc->c.k_cache.bytes + 1);
-    cc->exp_v = malloc(cc->c.v_cache.bytes + 1);
-    attn_case_reference(&cc->c, cc->ref, cc->exp_k, cc->exp_v);
-    attn_case_snapshot(&cc->c);  /* inputs must stay unchanged */
+    attn_expect_take(&cc->want, &cc->c);
     cc->label = label;
 }
 
 static void release(checked_case* cc) {
-    free(cc->ref);
-    free(cc->exp_k);
-    free(cc->exp_v);
+    attn_expect_free(&cc->want);
     attn_case_free(&cc->c);
 }
 
@@ -67,7 +60,7 @@ static long run_checked(checked_case* cc, const char* where) {
     fill_value(cc->c.dtype, cc->c.out.data, attn_case_out_elems(&cc->c), NAN);
     const gqa_status s = attn_case_run(&cc->c);
     CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
-    attn_case_check(&cc->c, label, cc->ref, cc->exp_k, cc->exp_v);
+    attn_expect_check(&cc->c, &cc->want, label);
     return test_failures - before;
 }
 

@@ -55,12 +55,8 @@ static int canaries_ok(const shifted* s, size_t offset) {
 static void run_shifted(attn_case* c, size_t offset, const char* what) {
     char label[200];
     snprintf(label, sizeof label, "%s %s, every tensor at +%zu mod 16", what, dtype_name(c->dtype), offset);
-    const int64_t n = attn_case_out_elems(c);
-    double* ref = malloc((size_t)n * sizeof(double));
-    uint8_t* exp_k = c->max_seq_len ? malloc(c->k_cache.bytes) : NULL;
-    uint8_t* exp_v = c->max_seq_len ? malloc(c->v_cache.bytes) : NULL;
-    attn_case_reference(c, ref, exp_k, exp_v);
-    attn_case_snapshot(c);
+    attn_expect want;
+    attn_expect_take(&want, c);
 
     guarded_buf* bufs[] = {&c->q, &c->k, &c->v, &c->out, &c->k_cache, &c->v_cache};
     static const char* names[] = {"q", "k", "v", "out", "k_cache", "v_cache"};
@@ -85,10 +81,8 @@ static void run_shifted(attn_case* c, size_t offset, const char* what) {
         memcpy(bufs[i]->data, s[i].data, bufs[i]->bytes);  /* results back, for attn_case_check */
         free(s[i].raw);
     }
-    attn_case_check(c, label, ref, exp_k, exp_v);
-    free(ref);
-    free(exp_k);
-    free(exp_v);
+    attn_expect_check(c, &want, label);
+    attn_expect_free(&want);
 }
 
 static void run_all_cases(void) {

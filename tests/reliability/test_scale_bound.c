@@ -36,18 +36,12 @@ static void describe(const attn_case* c, char* label, size_t size, const char* w
 static void expect_exact(attn_case* c, const char* what) {
     char label[160];
     describe(c, label, sizeof label, what);
-    const int64_t n = attn_case_out_elems(c);
-    double* ref = malloc((size_t)n * sizeof(double));
-    uint8_t* exp_k = c->max_seq_len ? malloc(c->k_cache.bytes) : NULL;
-    uint8_t* exp_v = c->max_seq_len ? malloc(c->v_cache.bytes) : NULL;
-    attn_case_reference(c, ref, exp_k, exp_v);
-    attn_case_snapshot(c);
+    attn_expect want;
+    attn_expect_take(&want, c);
     const gqa_status s = attn_case_run(c);
     CHECK(s == GQA_STATUS_OK, "%s: status %d: %s", label, (int)s, gqa_last_error());
-    attn_case_check(c, label, ref, exp_k, exp_v);
-    free(ref);
-    free(exp_k);
-    free(exp_v);
+    attn_expect_check(c, &want, label);
+    attn_expect_free(&want);
 }
 
 static void expect_rejected(attn_case* c) {

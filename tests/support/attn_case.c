@@ -219,3 +219,22 @@ long attn_case_check(attn_case* c, const char* label, const double* ref_out, con
     }
     return test_failures - before;
 }
+
+void attn_expect_take(attn_expect* e, attn_case* c) {
+    e->out = (double*)test_malloc((size_t)attn_case_out_elems(c) * sizeof(double));
+    e->k_cache = c->max_seq_len ? (uint8_t*)test_malloc(c->k_cache.bytes) : NULL;
+    e->v_cache = c->max_seq_len ? (uint8_t*)test_malloc(c->v_cache.bytes) : NULL;
+    attn_case_reference(c, e->out, e->k_cache, e->v_cache);
+    attn_case_snapshot(c);
+}
+
+void attn_expect_free(attn_expect* e) {
+    free(e->out);
+    free(e->k_cache);
+    free(e->v_cache);
+    memset(e, 0, sizeof *e);
+}
+
+long attn_expect_check(attn_case* c, const attn_expect* e, const char* label) {
+    return attn_case_check(c, label, e->out, e->k_cache, e->v_cache);
+}

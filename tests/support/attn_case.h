@@ -54,4 +54,16 @@ void attn_case_snapshot(attn_case* c);
 /* Number of buffers that differ from their snapshot; names the first in *which (static text). */
 int attn_case_changed(const attn_case* c, const char** which);
 
+/* What a run of a case must produce, taken from its CURRENT inputs (attn_case_reference), with
+ * a snapshot of the case so that attn_expect_check also proves the inputs unchanged. */
+typedef struct attn_expect {
+    double* out;
+    uint8_t* k_cache; /* NULL without caches */
+    uint8_t* v_cache;
+} attn_expect;
+void attn_expect_take(attn_expect* e, attn_case* c);
+void attn_expect_free(attn_expect* e);
+/* attn_case_check of the case's current output and caches against e; returns the failures. */
+long attn_expect_check(attn_case* c, const attn_expect* e, const char* label);
+
 #endif /* GQA_ATTN_CASE_H */
