@@ -322,6 +322,6 @@ def as_float32(name: str, obj: Any, like: Tensor) -> Any:
         import torch
 
         return obj.to(dtype=torch.float32).contiguous()
-    if like.device == CPU:
-        return np.ascontiguousarray(np.asarray(obj, dtype=np.float32))
+    if like.device == CPU:  # aligned too: C reads it as float* (a NumPy view may sit at any byte)
+        return np.require(np.asarray(obj, dtype=np.float32), requirements=("C", "A"))
     return obj

@@ -38,3 +38,13 @@ def test_prefill_then_decode_at_odd_addresses(dtype):
     got1 = gqa.decode(q1, k1, v1, mkc, mvc, [12, 3], out=misaligned_copy(np.full_like(q1, np.nan)))
     assert np.max(np.abs(got1.astype(np.float64) - want1)) < TOL[np.dtype(dtype)]
     assert mkc.tobytes() == want_kc.tobytes() and mvc.tobytes() == want_vc.tobytes()
+
+
+def test_misaligned_sinks_are_copied_aligned():
+    """sinks is a float* in gqa.h (naturally aligned): a NumPy array at an odd address is copied."""
+    rng = np.random.default_rng(6)
+    q, k, v = rand(rng, (1, 5, 4, 16), np.float32), rand(rng, (1, 5, 2, 16), np.float32), rand(rng, (1, 5, 2, 16), np.float32)
+    sinks = rng.standard_normal(4).astype(np.float32)
+    want = gqa.reference.prefill(q, k, v, sinks=sinks)
+    got = gqa.prefill(q, k, v, sinks=misaligned_copy(sinks))
+    assert np.max(np.abs(got - want)) < TOL[np.dtype(np.float32)]
