@@ -1,173 +1,315 @@
-"""libgqa for PyTorch tensors, and as an attention function of Hugging Face transformers.
+"""libgqa as PyTorch operators, for CPU and CUDA tensors.
 
     import gqa.torch as gt
     out = gt.prefill(q, k, v, k_cache, v_cache, start_pos=0)     # torch tensors, BSHD
-    out = gt.decode(q, k, v, k_cache, v_cache, cache_len)
+    out = gt.decode(q, k, v, k_cache, v_cache, cache_len)        # an int, or one per sequence
 
-CPU tensors reach libgqa as NumPy views of the same memory (no copy; bfloat16 through
-ml_dtypes). CUDA tensors are handed to the gqa API as they are: its torch adapter
-(gqa/_arrays.py) takes their data pointer, device and current stream, and runs on the GPU. Caches and `out` are written in place and must
-be contiguous; a non-contiguous q/k/v is copied first (inputs only). There is no autograd:
-the result never requires grad.
+Each libgqa operation is a ``torch.library`` operator (``torch.ops.gqa.prefill``,
+``torch.ops.gqa.decode``) whose schema declares what it writes (``out``, ``k_cache``,
+``v_cache``: ``Tensor(a!)``), with a fake kernel (shapes only) so that ``torch.compile``
+(``fullgraph=True``), ``torch.export`` and meta tensors trace it, and one kernel for CPU and
+CUDA tensors that hands their ``data_ptr()`` to libgqa through cffi: no NumPy, no copy, on the
+current CUDA stream. Caches and ``out`` are written in place and must be contiguous; a
+non-contiguous q/k/v is copied first (inputs only). libgqa computes no gradient: inputs that
+require grad (with grad mode on) are refused.
 
-Hugging Face models (Llama, Qwen2 and others whose attention goes through
-`AttentionInterface`):
+The operators are defined with ``torch.library.Library.define`` rather than
+``torch.library.custom_op``: the latter's Python autograd and in-place wrappers cost about
+40 us per call in eager mode (torch 2.13), the plain definition about 2 us.
 
-    name = gt.register_hf_attention()          # "gqa"
-    model.set_attn_implementation(name)       # or from_pretrained(..., attn_implementation=name)
+The Hugging Face transformers integration (a KV cache that libgqa appends to in place) is in
+``gqa.hf``; ``register_hf_attention`` is re-exported here.
 
-The HF cache keeps its own K/V ([batch, kv_heads, seq, head_dim]); for each call this module
-lays them out as BSHD (one copy) and runs libgqa's prefill (or decode for a single new token)
-at the right causal offset. Padding masks, sliding windows, soft-capping and dropout are not
-supported and raise rather than silently computing something else.
-
-Importing this module needs torch; `import gqa` alone never imports it.
+Importing this module needs torch; ``import gqa`` alone never imports it.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 
-import gqa
-from gqa import InvalidArgumentError
+from ._errors import InvalidArgumentError, error_for_status
+from ._ffi import ffi, last_error, lib
 
-__all__ = ["prefill", "decode", "register_hf_attention", "hf_attention_forward"]
+__all__ = ["prefill", "decode", "register_hf_attention"]
 
-_CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+DTYPES = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
+          torch.float32: lib.GQA_DTYPE_F32}
 
+# libgqa's entry points seen with integer pointer parameters, so a data_ptr() goes in as it is
+# (no ffi.cast per tensor). uintptr_t and void* are passed alike by every ABI libgqa builds for.
+_PTR = "uintptr_t"
+_prefill_c = ffi.cast(f"gqa_status(*)({', '.join([_PTR] * 6)}, const gqa_prefill_config*, {_PTR})",
+                      lib.gqa_attention_prefill)
+_decode_c = ffi.cast(f"gqa_status(*)({', '.join([_PTR] * 6)}, const gqa_decode_config*, {_PTR})",
+                     lib.gqa_attention_decode)
+_PREFILL_CONFIG = ffi.typeof("gqa_prefill_config*")
+_DECODE_CONFIG = ffi.typeof("gqa_decode_config*")
 
-def _array(tensor: torch.Tensor, name: str, *, written: bool):
-    """A NumPy view (CPU) of `tensor`, or the tensor itself (CUDA) for the gqa API."""
-    if not isinstance(tensor, torch.Tensor):
-        raise InvalidArgumentError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_contiguous():
-        if written:
-            raise InvalidArgumentError(f"{name} is written in place and must be contiguous "
-                             f"(shape {tuple(tensor.shape)}, strides {tensor.stride()})")
-        tensor = tensor.contiguous()  # an input: a documented copy
-    tensor = tensor.detach()
-    if tensor.device.type == "cuda":
-        return tensor
-    if tensor.device.type != "cpu":
-        raise InvalidArgumentError(f"{name} is on {tensor.device}; libgqa takes CPU or CUDA tensors")
-    if tensor.dtype not in _CPU_DTYPES:
-        raise InvalidArgumentError(f"{name} has dtype {tensor.dtype}; libgqa takes float16, bfloat16 or float32")
-    if tensor.dtype == torch.bfloat16:
-        import ml_dtypes  # NumPy has no bfloat16: reinterpret the same bytes
-
-        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return tensor.numpy()
+_LIB = torch.library.Library("gqa", "DEF")
 
 
-def _output(q: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    for name, tensor in (("q", q), ("out", out)):
-        if tensor is not None and not isinstance(tensor, torch.Tensor):
-            raise InvalidArgumentError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
+def _operator(name: str, schema: str, check, run) -> None:
+    """Define torch.ops.gqa.<name>. ``check(*args)`` validates the arguments from their
+    metadata alone (it also runs under fake tensors, where sizes may be symbolic) and returns
+    what ``run`` needs; ``run(checked, *args)`` calls libgqa on real tensors. Every output is
+    an argument the schema marks as written, so the fake kernel returns nothing."""
+    _LIB.define(name + schema)
+
+    def kernel(*args):
+        run(check(*args), *args)
+
+    def fake(*args):
+        check(*args)
+
+    for key in ("CPU", "CUDA"):
+        _LIB.impl(name, kernel, key)
+    torch.library.register_fake(f"gqa::{name}", fake, lib=_LIB)
+
+
+# ---- argument checks (metadata only) ---------------------------------------------------------
+
+def _refuse_grad(tensors: tuple) -> None:
+    if torch.is_grad_enabled():
+        for name, t in tensors:
+            if t is not None and t.requires_grad:
+                raise InvalidArgumentError(
+                    f"{name} requires grad, but libgqa computes no gradient; call it under "
+                    "torch.no_grad() or torch.inference_mode(), or pass detached tensors")
+
+
+def _expect(name: str, t, shape, dtype, device: int, layout: str) -> None:
+    """t is a contiguous tensor of this shape, dtype and device (get_device(): -1 is the CPU)."""
+    if not isinstance(t, torch.Tensor):
+        raise InvalidArgumentError(f"{name} is a {type(t).__name__}, expected a torch.Tensor")
+    if t.shape != shape:
+        raise InvalidArgumentError(f"{name} has shape {list(t.shape)}, expected {list(shape)} ({layout})")
+    if t.dtype != dtype:
+        raise InvalidArgumentError(f"{name} has dtype {t.dtype} but q has {dtype}; "
+                                   "all tensors of a call must share one dtype")
+    if t.get_device() != device:
+        raise InvalidArgumentError(f"{name} is on {t.device} but q is elsewhere; "
+                                   "all tensors of a call must be on one device")
+    if not t.is_contiguous():
+        raise InvalidArgumentError(f"{name} must be contiguous: libgqa writes it in place "
+                                   f"(shape {list(t.shape)}, strides {list(t.stride())})")
+
+
+def _query(q, rank_name: str):
+    """The dtype code, device code and get_device() of q, or a clear error."""
+    if not isinstance(q, torch.Tensor):
+        raise InvalidArgumentError(f"q is a {type(q).__name__}, expected a torch.Tensor")
+    if q.dim() != 4:
+        raise InvalidArgumentError(f"q has shape {list(q.shape)}, expected {rank_name}")
+    dtype = DTYPES.get(q.dtype)
+    if dtype is None:
+        raise InvalidArgumentError(f"q has dtype {q.dtype}; libgqa takes float16, bfloat16 or float32")
+    where = q.get_device()
+    if where >= 0 and not q.is_cuda:
+        raise InvalidArgumentError(f"q is on {q.device}; libgqa runs on cpu and cuda tensors")
+    return dtype, (lib.GQA_DEVICE_CUDA if where >= 0 else lib.GQA_DEVICE_CPU), where
+
+
+def _inputs(q, k, v, kv_shape, where, layout):
+    """k and v are like kv_shape; inputs may be non-contiguous (they are copied)."""
+    for name, t in (("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise InvalidArgumentError(f"{name} is a {type(t).__name__}, expected a torch.Tensor")
+        if t.shape != kv_shape:
+            raise InvalidArgumentError(f"{name} has shape {list(t.shape)}, expected {list(kv_shape)} ({layout})")
+        if t.dtype != q.dtype or t.get_device() != where:
+            raise InvalidArgumentError(f"{name} is {t.dtype} on {t.device} but q is {q.dtype} on {q.device}; "
+                                       "all tensors of a call must share one dtype and device")
+
+
+def _kv_heads(q, k, seq_len_name: str) -> int:
+    if not isinstance(k, torch.Tensor) or k.dim() != 4:
+        shape = list(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__
+        raise InvalidArgumentError(f"k is {shape}, expected [batch, {seq_len_name}, num_kv_heads, head_dim]")
+    return k.shape[2]
+
+
+# ---- per-shape configs -------------------------------------------------------------------------
+# A call copies a template config made once per shape (what never changes between calls), so
+# the per-call work is filling in the positions; each call gets its own copy (thread-safe).
+_templates: dict = {}
+_templates_lock = threading.Lock()
+
+
+def _template(key, make, dims):
+    template = _templates.get(key)
+    if template is None:
+        with _templates_lock:
+            template = _templates.setdefault(key, make(*dims))
+    return template
+
+
+def _prefill_template(dtype, device, B, S, Hq, Hkv, D, max_seq_len):
+    cfg = ffi.new(_PREFILL_CONFIG)
+    lib.gqa_prefill_config_init(cfg)
+    cfg.dtype, cfg.device = dtype, device
+    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
+    cfg.max_seq_len = max_seq_len
+    return cfg
+
+
+def _decode_template(dtype, device, B, Hq, Hkv, D, max_seq_len):
+    cfg = ffi.new(_DECODE_CONFIG)
+    lib.gqa_decode_config_init(cfg)
+    cfg.dtype, cfg.device = dtype, device
+    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
+    cfg.max_seq_len = max_seq_len
+    return cfg
+
+
+def _call(c_function, where: int, *args) -> None:
+    """Run a libgqa entry point on q's device (CUDA: its current stream and device)."""
+    if where < 0:
+        status = c_function(*args, 0)
+    elif where == torch.cuda.current_device():
+        status = c_function(*args, torch._C._cuda_getCurrentRawStream(where))
+    else:
+        with torch.cuda.device(where):
+            status = c_function(*args, torch._C._cuda_getCurrentRawStream(where))
+    if status != lib.GQA_STATUS_OK:
+        raise error_for_status(int(status), last_error())
+
+
+def _like(q):
+    """A new contiguous output like q."""
+    if not isinstance(q, torch.Tensor):
+        raise InvalidArgumentError(f"q is a {type(q).__name__}, expected a torch.Tensor")
+    return torch.empty_like(q, memory_format=torch.contiguous_format)
+
+
+# ---- gqa::prefill ------------------------------------------------------------------------------
+
+def _check_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
+    _refuse_grad((("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)))
+    dtype, device, where = _query(q, "[batch, seq_len, num_q_heads, head_dim]")
+    B, S, Hq, D = q.shape
+    Hkv = _kv_heads(q, k, "seq_len")
+    _inputs(q, k, v, (B, S, Hkv, D), where, "k, v are [batch, seq_len, num_kv_heads, head_dim]")
+    _expect("out", out, q.shape, q.dtype, where, "out is like q")
+    if (k_cache is None) != (v_cache is None):
+        raise InvalidArgumentError("pass both k_cache and v_cache, or neither")
+    max_seq_len = 0
+    if k_cache is not None:
+        max_seq_len = k_cache.shape[1] if isinstance(k_cache, torch.Tensor) and k_cache.dim() == 4 else -1
+        layout = "caches are [batch, max_seq_len, num_kv_heads, head_dim]"
+        _expect("k_cache", k_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
+        _expect("v_cache", v_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
+    return where, (dtype, device, B, S, Hq, Hkv, D, max_seq_len)
+
+
+def _run_prefill(checked, out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
+    where, dims = checked
+    cfg = ffi.new(_PREFILL_CONFIG, _template(("prefill", *dims), _prefill_template, dims)[0])
+    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    caches = (k_cache.data_ptr(), v_cache.data_ptr()) if k_cache is not None else (0, 0)
+    _call(_prefill_c, where, out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg)
+
+
+_operator("prefill", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!)? k_cache, "
+          "Tensor(c!)? v_cache, int start_pos, bool causal, float scale) -> ()", _check_prefill, _run_prefill)
+
+
+def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
+            scale: float | None = None, out=None):
+    """Causal (or not) attention of seq_len new tokens per sequence, writing their K/V into the
+    caches at [start_pos, start_pos + seq_len) when caches are given (see gqa.prefill).
+
+    q [B,S,Hq,D], k/v [B,S,Hkv,D], caches [B,max_seq_len,Hkv,D]. Returns ``out`` (new, or the
+    one given, filled in place)."""
     if out is None:
-        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    if out.dtype != q.dtype or out.device != q.device or tuple(out.shape) != tuple(q.shape):
-        raise InvalidArgumentError(f"out must match q: got {tuple(out.shape)} {out.dtype} on {out.device}, "
-                         f"want {tuple(q.shape)} {q.dtype} on {q.device}")
+        out = _like(q)
+    torch.ops.gqa.prefill.default(out, q, k, v, k_cache, v_cache, start_pos, causal,
+                                  0.0 if scale is None else scale)
     return out
 
 
-def _caches(k_cache, v_cache):
-    if k_cache is None and v_cache is None:
-        return None, None
-    if k_cache is None or v_cache is None:
-        raise InvalidArgumentError("give both k_cache and v_cache, or neither")
-    return _array(k_cache, "k_cache", written=True), _array(v_cache, "v_cache", written=True)
+# ---- gqa::decode -------------------------------------------------------------------------------
+
+def _check_decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
+    _refuse_grad((("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)))
+    dtype, device, where = _query(q, "[batch, 1, num_q_heads, head_dim]")
+    B, one, Hq, D = q.shape
+    if one != 1:
+        raise InvalidArgumentError(f"q has shape {list(q.shape)}, expected [batch, 1, num_q_heads, head_dim]")
+    Hkv = _kv_heads(q, k, "1")
+    _inputs(q, k, v, (B, 1, Hkv, D), where, "k, v are [batch, 1, num_kv_heads, head_dim]")
+    _expect("out", out, q.shape, q.dtype, where, "out is like q")
+    max_seq_len = k_cache.shape[1] if isinstance(k_cache, torch.Tensor) and k_cache.dim() == 4 else -1
+    layout = "caches are [batch, max_seq_len, num_kv_heads, head_dim]"
+    _expect("k_cache", k_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
+    _expect("v_cache", v_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
+    if cache_lens is not None and (cache_lens.shape != (B,) or cache_lens.dtype != torch.int32
+                                   or cache_lens.get_device() != -1 or not cache_lens.is_contiguous()):
+        raise InvalidArgumentError(
+            f"cache_lens is {cache_lens.dtype} {list(cache_lens.shape)} on {cache_lens.device}; libgqa "
+            f"reads it on the host: a contiguous CPU int32 tensor of {B} lengths (one per sequence)")
+    if workspace is not None and (workspace.get_device() != where or not workspace.is_contiguous()):
+        raise InvalidArgumentError(f"workspace is on {workspace.device}; it must be a contiguous buffer on q's device")
+    return where, (dtype, device, B, Hq, Hkv, D, max_seq_len)
 
 
-def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos=0, causal=True, scale=None, out=None):
-    """gqa.prefill for torch tensors: q [B,S,Hq,D], k/v [B,S,Hkv,D], caches [B,max_seq,Hkv,D].
-    Returns `out` (new, or the one given, filled in place); the caches are updated in place."""
-    result = _output(q, out)
-    k_arr, v_arr = _caches(k_cache, v_cache)
-    gqa.prefill(_array(q, "q", written=False), _array(k, "k", written=False),
-                _array(v, "v", written=False), k_arr, v_arr, start_pos=start_pos, causal=causal,
-                scale=scale, out=_array(result, "out", written=True))
-    return result
-
-
-def decode(q, k, v, k_cache, v_cache, cache_len, *, scale=None, out=None):
-    """gqa.decode for torch tensors: q [B,1,Hq,D], k/v [B,1,Hkv,D], caches [B,max_seq,Hkv,D];
-    cache_len an int or B ints (a list, NumPy array or integer tensor); never floats."""
-    result = _output(q, out)
-    if isinstance(cache_len, torch.Tensor):
-        # gqa.decode checks the values: integers in int32 range, no bool, no float (shown in
-        # the error as the caller gave them, not truncated by a conversion here).
-        host = cache_len.detach().cpu()
-        dtype = host.dtype
-        integer = not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
-        cache_len = host.numpy() if integer else host.tolist()
-    k_arr, v_arr = _caches(k_cache, v_cache)
-    gqa.decode(_array(q, "q", written=False), _array(k, "k", written=False),
-               _array(v, "v", written=False), k_arr, v_arr, cache_len, scale=scale,
-               out=_array(result, "out", written=True))
-    return result
-
-
-# ---- Hugging Face transformers ---------------------------------------------------------------
-
-def _check_causal_mask(mask, q_len: int, kv_len: int) -> None:
-    """Accept no mask, or one that is exactly causal attention aligned at the end (query i sees
-    keys 0 .. kv_len - q_len + i) for every sequence; anything else (padding) is refused."""
-    if mask is None:
-        return
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 4:
-        raise NotImplementedError(f"libgqa attention takes no mask of type {type(mask).__name__}")
-    allowed = mask if mask.dtype == torch.bool else mask == 0  # additive float masks: 0 = attend
-    keys = torch.arange(kv_len, device=mask.device)
-    queries = torch.arange(q_len, device=mask.device) + (kv_len - q_len)
-    causal = keys[None, :] <= queries[:, None]
-    if allowed.shape[-2:] != causal.shape or not bool((allowed == causal).all()):
-        raise NotImplementedError("libgqa attention supports causal attention only; this call "
-                                  "has a padding or custom attention mask")
-
-
-def hf_attention_forward(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
-                         **kwargs):
-    """An `AttentionInterface` function. query [B,Hq,S,D]; key/value [B,Hkv,T,D], T >= S, the
-    HF cache already holding this step's K/V at its end. Returns ([B,S,Hq,D], None)."""
-    if dropout:
-        raise NotImplementedError("libgqa attention has no dropout (use model.eval())")
-    for unsupported in ("sliding_window", "softcap", "sinks", "s_aux"):
-        if kwargs.get(unsupported) is not None:
-            raise NotImplementedError(f"libgqa attention does not support {unsupported}")
-    if not getattr(module, "is_causal", True):
-        raise NotImplementedError("libgqa attention is used for causal decoders only")
-    q_len, kv_len = query.shape[2], key.shape[2]
-    _check_causal_mask(attention_mask, q_len, kv_len)
-    start = kv_len - q_len
-    q = query.transpose(1, 2).contiguous()  # BSHD
-    new_k = key[:, :, start:].transpose(1, 2).contiguous()
-    new_v = value[:, :, start:].transpose(1, 2).contiguous()
-    if start == 0:  # the whole sequence is new: no cache needed
-        out = prefill(q, new_k, new_v, scale=scaling)
+def _run_decode(checked, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
+    where, dims = checked
+    cfg = ffi.new(_DECODE_CONFIG, _template(("decode", *dims), _decode_template, dims)[0])
+    cfg.scale, cfg.num_splits = scale, num_splits
+    if cache_lens is None:
+        cfg.cache_len = cache_len
     else:
-        # The earlier positions become a BSHD cache; libgqa writes this step's K/V at `start`
-        # (the same values) and attends with causal alignment at absolute positions.
-        k_cache = key.transpose(1, 2).contiguous()
-        v_cache = value.transpose(1, 2).contiguous()
-        if q_len == 1:
-            out = decode(q, new_k, new_v, k_cache, v_cache, start, scale=scaling)
-        else:
-            out = prefill(q, new_k, new_v, k_cache, v_cache, start_pos=start, scale=scaling)
-    return out, None
+        cfg.cache_lens = ffi.cast("const int32_t*", cache_lens.data_ptr())
+    if workspace is not None:
+        cfg.workspace = ffi.cast("void*", workspace.data_ptr())
+        cfg.workspace_bytes = workspace.numel() * workspace.element_size()
+    q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+    _call(_decode_c, where, out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+          k_cache.data_ptr(), v_cache.data_ptr(), cfg)
+
+
+_operator("decode", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!) k_cache, Tensor(c!) v_cache, "
+          "int cache_len, Tensor? cache_lens, float scale, int num_splits, Tensor(d!)? workspace) -> ()",
+          _check_decode, _run_decode)
+
+
+def _cache_lens(cache_len):
+    """(cache_len, None) for one length, else (0, a CPU int32 tensor of per-sequence lengths)."""
+    if isinstance(cache_len, int) or (isinstance(cache_len, torch.SymInt)):
+        return cache_len, None
+    lens = torch.as_tensor(cache_len, device="cpu")
+    if lens.dtype != torch.int32:
+        if lens.is_floating_point() or lens.is_complex():
+            raise InvalidArgumentError(f"cache_len has dtype {lens.dtype}; give an int or integer lengths")
+        converted = lens.to(torch.int32)
+        if not torch.equal(converted.to(lens.dtype), lens):
+            raise InvalidArgumentError(f"cache_len values {lens.tolist()} do not fit in int32")
+        lens = converted
+    if lens.dim() == 0:
+        return int(lens), None
+    return 0, lens.contiguous()
+
+
+def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, out=None,
+           num_splits: int = 0, workspace=None):
+    """One new token per sequence: append k/v at cache_len and attend over cache positions
+    0..cache_len (see gqa.decode). cache_len: an int, or B lengths (a list, NumPy array or
+    tensor; libgqa reads them on the host).
+
+    q [B,1,Hq,D], k/v [B,1,Hkv,D], caches [B,max_seq_len,Hkv,D]. ``workspace`` (CUDA) is a
+    buffer of ``gqa.decode_workspace_size(...)`` bytes that lets libgqa split long caches."""
+    if out is None:
+        out = _like(q)
+    length, lens = _cache_lens(cache_len)
+    torch.ops.gqa.decode.default(out, q, k, v, k_cache, v_cache, length, lens,
+                                 0.0 if scale is None else scale, num_splits, workspace)
+    return out
 
 
 def register_hf_attention(name: str = "gqa") -> str:
-    """Register libgqa as the attention implementation `name` in transformers, with the SDPA
-    mask builder (which gives no mask for plain causal attention, so padding can be detected).
-    Then `model.set_attn_implementation(name)`. Needs transformers with AttentionInterface."""
-    try:
-        from transformers import AttentionInterface
-    except ImportError as err:  # transformers too old (< 4.48) or absent
-        raise ImportError("register_hf_attention needs transformers with AttentionInterface") from err
-    AttentionInterface.register(name, hf_attention_forward)
-    try:
-        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
-    except ImportError:
-        return name  # older transformers build masks themselves; _check_causal_mask still guards
-    ALL_MASK_ATTENTION_FUNCTIONS.register(name, sdpa_mask)
-    return name
+    """See gqa.hf.register_hf_attention."""
+    from . import hf
+
+    return hf.register_hf_attention(name)

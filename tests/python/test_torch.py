@@ -88,20 +88,105 @@ def test_out_given_is_written_in_place_with_no_copy():
     assert not out.isnan().any()
 
 
-def test_bad_tensors_are_refused_before_anything_is_written():
+def test_bad_tensors_are_refused_with_gqa_errors_before_anything_is_written():
     q, k, v = torch.randn(1, 1, 4, 16), torch.randn(1, 1, 2, 16), torch.randn(1, 1, 2, 16)
-    cache = torch.zeros(1, 8, 2, 16)
+    cache = torch.full((1, 8, 2, 16), float("nan"))
     strided_cache = torch.zeros(1, 2, 8, 16).transpose(1, 2)  # BSHD view, not contiguous
-    with pytest.raises(ValueError, match="k_cache"):
-        gt.decode(q, k, v, strided_cache, cache.clone(), 0)
-    with pytest.raises(gqa.InvalidArgumentError, match="float64"):
-        gt.prefill(q.double(), k.double(), v.double())
-    with pytest.raises(ValueError, match="out must match"):
-        gt.prefill(q, k, v, out=torch.empty(1, 1, 4, 8))
-    before = cache.clone()
-    with pytest.raises(gqa.CacheOverflowError, match="cache_len"):
-        gt.decode(q, k, v, cache, cache.clone(), 8)  # cache_len == max_seq_len
-    assert torch.equal(cache, before)
+    cases = [
+        (lambda: gt.decode(q, k, v, strided_cache, cache, 0), "k_cache must be contiguous"),
+        (lambda: gt.prefill(q.double(), k.double(), v.double()), "float64"),
+        (lambda: gt.prefill(q, k, v, out=torch.empty(1, 1, 4, 8)), r"out has shape \[1, 1, 4, 8\]"),
+        (lambda: gt.prefill(q, k.half(), v), "k is torch.float16"),
+        (lambda: gt.decode(q, k, v, cache, cache[:, :4].clone(), 0), "v_cache has shape"),
+        (lambda: gt.decode(q, k, v, cache, cache.clone(), [0, 1]), "cache_lens"),
+        (lambda: gt.decode(q, k, v, cache, cache.clone(), [2 ** 40]), "int32"),
+        (lambda: gt.prefill(q, k, v, cache), "both k_cache and v_cache"),
+        (lambda: gt.prefill(q.numpy(), k, v), "q is a ndarray"),
+        (lambda: gt.decode(q, k, v, cache, cache.clone(), 8), "cache_len"),  # == max_seq_len: from C
+    ]
+    for call, message in cases:
+        before = cache.clone()
+        with pytest.raises(gqa.GQAError, match=message):
+            call()
+        assert torch.equal(cache.nan_to_num(7), before.nan_to_num(7))
+    with pytest.raises(gqa.CacheOverflowError):
+        gt.decode(q, k, v, cache, cache.clone(), 8)
+
+
+def test_inputs_that_require_grad_are_refused_with_a_clear_error():
+    q, k, v = torch.randn(1, 2, 4, 16, requires_grad=True), torch.randn(1, 2, 2, 16), torch.randn(1, 2, 2, 16)
+    with pytest.raises(gqa.InvalidArgumentError, match="q requires grad, but libgqa computes no gradient"):
+        gt.prefill(q, k, v)
+    with torch.no_grad():  # no graph is recorded: fine
+        assert not gt.prefill(q, k, v).requires_grad
+    compiled = torch.compile(lambda q, k, v: gt.prefill(q, k, v), fullgraph=True, backend="eager")
+    with pytest.raises(Exception, match="libgqa computes no gradient"):
+        compiled(q, k, v)
+
+
+def _step(q, k, v, q1, k1, v1, k_cache, v_cache, lens):
+    """A prompt prefill, then one decode with per-sequence lengths: what a model layer does."""
+    out = gt.prefill(q, k, v, k_cache, v_cache, start_pos=0)
+    out1 = gt.decode(q1, k1, v1, k_cache, v_cache, lens)
+    return out * 2.0, out1 + 1.0  # elementwise: bitwise the same compiled or not
+
+
+def _step_inputs(dtype=torch.float32):
+    g = torch.Generator().manual_seed(5)
+    B, S, Hq, Hkv, D, T = 2, 7, 6, 2, 32, 16
+    args = [randn(B, n, h, D, dtype=dtype, generator=g) for n, h in ((S, Hq), (S, Hkv), (S, Hkv), (1, Hq), (1, Hkv), (1, Hkv))]
+    k_cache = torch.full((B, T, Hkv, D), float("nan"), dtype=dtype)
+    return args, k_cache, torch.full_like(k_cache, float("nan")), torch.tensor([7, 3], dtype=torch.int32)
+
+
+@pytest.mark.parametrize("backend", ["eager", "inductor"])
+def test_torch_compile_fullgraph_traces_the_ops_and_writes_the_caches(backend):
+    torch._dynamo.reset()
+    args, kc, vc, lens = _step_inputs()
+    want = _step(*args, kc.clone(), vc.clone(), lens)
+    want_caches = (kc.clone(), vc.clone())
+    _step(*args, want_caches[0], want_caches[1], lens)
+    compiled = torch.compile(_step, fullgraph=True, backend=backend)  # fullgraph: a break fails
+    got = compiled(*args, kc, vc, lens)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert torch.equal(kc.nan_to_num(7), want_caches[0].nan_to_num(7))  # the mutation is kept
+    assert torch.equal(vc.nan_to_num(7), want_caches[1].nan_to_num(7))
+    explanation = torch._dynamo.explain(_step)(*_step_inputs()[0], kc.clone(), vc.clone(), lens)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+
+
+def test_torch_export_keeps_the_ops_and_their_cache_writes():
+    class Layer(torch.nn.Module):
+        def forward(self, q, k, v, q1, k1, v1, k_cache, v_cache, lens):
+            return _step(q, k, v, q1, k1, v1, k_cache, v_cache, lens)
+
+    args, kc, vc, lens = _step_inputs()
+    program = torch.export.export(Layer(), (*args, kc.clone(), vc.clone(), lens))
+    code = program.graph_module.code
+    assert "torch.ops.gqa.prefill.default" in code and "torch.ops.gqa.decode.default" in code
+    want_kc, want_vc = kc.clone(), vc.clone()
+    want = _step(*args, want_kc, want_vc, lens)
+    got = program.module()(*args, kc, vc, lens)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+    assert torch.equal(kc.nan_to_num(7), want_kc.nan_to_num(7))
+
+
+def test_meta_tensors_run_the_shape_checks_only():
+    q, k = torch.empty(2, 5, 6, 32, device="meta"), torch.empty(2, 5, 2, 32, device="meta")
+    out = gt.prefill(q, k, k)
+    assert out.device.type == "meta" and out.shape == q.shape
+    with pytest.raises(gqa.InvalidArgumentError, match="v has shape"):
+        gt.prefill(q, k, k[:, :4])
+
+
+def test_the_operators_declare_what_they_write():
+    for op, written in ((torch.ops.gqa.prefill.default, {"out", "k_cache", "v_cache"}),
+                        (torch.ops.gqa.decode.default, {"out", "k_cache", "v_cache", "workspace"})):
+        schema = op._schema
+        assert {a.name for a in schema.arguments if a.alias_info and a.alias_info.is_write} == written
+        assert not schema.returns
 
 
 @pytest.mark.gpu
