@@ -34,6 +34,9 @@ install(FILES
 file(RELATIVE_PATH GQA_PC_PREFIX_FROM_PCDIR
   "/gqa-root/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/gqa-root")
 string(REGEX REPLACE "/$" "" GQA_PC_PREFIX_FROM_PCDIR "${GQA_PC_PREFIX_FROM_PCDIR}")
+set(GQA_PC_LIBDIR "${CMAKE_INSTALL_LIBDIR}")
+set(GQA_PC_INCLUDEDIR "${CMAKE_INSTALL_INCLUDEDIR}")
+set(GQA_PC_RPATH "")  # a system prefix needs no rpath; the wheel's gqa.pc carries one
 configure_file("${CMAKE_CURRENT_LIST_DIR}/gqa.pc.in" "${CMAKE_CURRENT_BINARY_DIR}/gqa.pc" @ONLY)
 install(FILES "${CMAKE_CURRENT_BINARY_DIR}/gqa.pc"
   DESTINATION "${CMAKE_INSTALL_LIBDIR}/pkgconfig")

@@ -1,3 +1,3 @@
-module libgqa.example/gqa
+module github.com/libgqa/libgqa/examples/go
 
 go 1.19

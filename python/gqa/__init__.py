@@ -21,6 +21,7 @@ from ._api import (
     set_num_threads,
     version,
 )
+from ._paths import get_include, get_library, get_library_dir, get_pkg_config_dir
 from ._errors import (
     CacheOverflowError,
     DeviceError,
@@ -38,4 +39,5 @@ __all__ = [
     "cuda_unavailable_reason", "built_with_cuda", "set_num_threads", "get_num_threads", "set_log_level",
     "GQAError", "InvalidArgumentError", "CacheOverflowError", "UnsupportedError", "DeviceError",
     "VersionMismatchError", "InternalError",
+    "get_include", "get_library", "get_library_dir", "get_pkg_config_dir",
 ]

@@ -77,6 +77,27 @@ def _pick_device(requested):
     return _Cpu()
 
 
+_BUILD_FLAGS = {
+    "--cflags": "compiler flags: -I<folder of gqa.h>",
+    "--libs": "linker flags: -L<folder> -lgqa and an rpath to it",
+    "--include-dir": "the folder of gqa.h",
+    "--library": "the path of libgqa.so",
+    "--pkg-config-path": "the folder of gqa.pc, for PKG_CONFIG_PATH (pip installs only)",
+}
+
+
+def _build_value(flag: str) -> str:
+    from . import _paths
+
+    if flag == "--pkg-config-path":
+        folder = _paths.get_pkg_config_dir()
+        if folder is None:
+            raise SystemExit("python -m gqa: no gqa.pc here (a source checkout); use --cflags --libs")
+        return folder
+    return {"--cflags": _paths.cflags, "--libs": _paths.libs, "--include-dir": _paths.get_include,
+            "--library": _paths.get_library}[flag]()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m gqa", description=__doc__.splitlines()[1])
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -85,7 +106,14 @@ def main(argv=None):
     parser.add_argument("--prompt", type=int, default=512, help="prompt tokens prefilled in one call")
     parser.add_argument("--steps", type=int, default=64, help="decode steps after the prompt")
     parser.add_argument("--seed", type=int, default=0)
+    build = parser.add_argument_group("building against this install (print, then exit)")
+    for flag, text in _BUILD_FLAGS.items():
+        build.add_argument(flag, action="store_true", help=text)
     args = parser.parse_args(argv)
+    wanted = [flag for flag in _BUILD_FLAGS if getattr(args, flag[2:].replace("-", "_"))]
+    if wanted:
+        print(" ".join(_build_value(flag) for flag in wanted))
+        return 0
 
     device = _pick_device(args.device)
     if args.dtype == "float32" and device.name != "cpu":

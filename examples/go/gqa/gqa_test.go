@@ -339,3 +339,21 @@ func pagedThenDense[T Element](t *testing.T, st storage[T]) {
 func TestF32PagedBatch(t *testing.T)  { pagedThenDense(t, f32Storage) }
 func TestF16PagedBatch(t *testing.T)  { pagedThenDense(t, f16Storage) }
 func TestBF16PagedBatch(t *testing.T) { pagedThenDense(t, bf16Storage) }
+
+// Every status of gqa.h has its constant, with gqa.h's value and libgqa's name for it.
+func TestEveryStatusHasItsConstant(t *testing.T) {
+	want := []struct {
+		status int
+		name   string
+	}{
+		{StatusOK, "ok"}, {StatusInvalidArgument, "invalid argument"}, {StatusCacheOverflow, "cache overflow"},
+		{StatusUnsupported, "unsupported"}, {StatusDeviceUnavailable, "device unavailable"},
+		{StatusCUDAError, "CUDA error"}, {StatusVersionMismatch, "version mismatch"},
+		{StatusOutOfMemory, "out of memory"}, {StatusInternalError, "internal error"},
+	}
+	for value, w := range want {
+		if w.status != value || StatusString(w.status) != w.name {
+			t.Errorf("status %d: constant %d, name %q, want %q", value, w.status, StatusString(w.status), w.name)
+		}
+	}
+}

@@ -4,8 +4,11 @@
 // long as its shape needs before libgqa sees a pointer; libgqa validates the rest and answers
 // with a status and a sentence naming the parameter, returned as *Error.
 //
-// Build: `#cgo pkg-config: gqa` finds the installed header and library (PKG_CONFIG_PATH=PREFIX/lib/pkgconfig);
-// at run time libgqa.so must be on the loader's path (LD_LIBRARY_PATH=PREFIX/lib).
+// Build: `#cgo pkg-config: gqa` finds the installed header and library: PKG_CONFIG_PATH=PREFIX/lib/pkgconfig
+// after `cmake --install` (then libgqa.so must be on the loader's path at run time, LD_LIBRARY_PATH=PREFIX/lib),
+// or PKG_CONFIG_PATH=$(python -m gqa --pkg-config-path) for a pip install, whose gqa.pc adds an rpath.
+//
+//	import "github.com/libgqa/libgqa/examples/go/gqa"   // module github.com/libgqa/libgqa/examples/go
 package gqa
 
 /*
@@ -21,14 +24,17 @@ import (
 	"unsafe"
 )
 
-// Status codes of gqa.h.
+// Status codes of gqa.h, every one of them.
 const (
 	StatusOK                = int(C.GQA_STATUS_OK)
 	StatusInvalidArgument   = int(C.GQA_STATUS_INVALID_ARGUMENT)
 	StatusCacheOverflow     = int(C.GQA_STATUS_CACHE_OVERFLOW)
 	StatusUnsupported       = int(C.GQA_STATUS_UNSUPPORTED)
 	StatusDeviceUnavailable = int(C.GQA_STATUS_DEVICE_UNAVAILABLE)
+	StatusCUDAError         = int(C.GQA_STATUS_CUDA_ERROR)
 	StatusVersionMismatch   = int(C.GQA_STATUS_VERSION_MISMATCH)
+	StatusOutOfMemory       = int(C.GQA_STATUS_OUT_OF_MEMORY)
+	StatusInternalError     = int(C.GQA_STATUS_INTERNAL_ERROR)
 )
 
 // ABIVersion is the GQA_ABI_VERSION these bindings were compiled against.
