@@ -46,8 +46,8 @@ class GqaCacheLayer(CacheLayerMixin):
         super().__init__()
         self.max_cache_len = max_cache_len
         self.seen = 0  # tokens handed to update, padding included: what transformers counts
-        self.lens = None  # torch.int32 [batch] on the CPU: each sequence's real tokens
-        self.pending = None  # (keys, values) of the step between update and attention
+        self.lens: list[int] = []  # each sequence's real tokens in the buffers
+        self.ragged = False  # whether the sequences' lengths differ
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         batch, kv_heads, _, head_dim = key_states.shape
@@ -55,7 +55,7 @@ class GqaCacheLayer(CacheLayerMixin):
         self.dtype, self.device = key_states.dtype, key_states.device
         self.keys = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
         self.values = torch.empty_like(self.keys)
-        self.lens = torch.zeros(batch, dtype=torch.int32)
+        self.lens, self.ragged = [0] * batch, False
         self.is_initialized = True
 
     def update(self, key_states, value_states, *args, **kwargs):
@@ -82,14 +82,14 @@ class GqaCacheLayer(CacheLayerMixin):
 
     def reset(self) -> None:
         self.seen = 0
-        if self.lens is not None:
-            self.lens.zero_()
+        self.lens, self.ragged = [0] * len(self.lens), False
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.is_initialized:
             self.keys = self.keys.index_select(0, beam_idx.to(self.device))
             self.values = self.values.index_select(0, beam_idx.to(self.device))
-            self.lens = self.lens.index_select(0, beam_idx.cpu())
+            self.lens = [self.lens[i] for i in beam_idx.tolist()]
+            self.ragged = len(set(self.lens)) > 1
 
     def attend(self, query, key, value, padding, scaling) -> torch.Tensor:
         """query [B,Hq,S,D], key/value [B,Hkv,S,D] (this step); padding: None or bool [B, seen].
@@ -99,16 +99,19 @@ class GqaCacheLayer(CacheLayerMixin):
         k, v = key.transpose(1, 2).contiguous(), value.transpose(1, 2).contiguous()
         real = _real_tokens(padding, step, first=self.seen == step)
         if step == 1 and real is None:
-            out = gt.decode(q, k, v, self.keys, self.values, self.lens, scale=scaling)
+            lens = torch.tensor(self.lens, dtype=torch.int32) if self.ragged else self.lens[0]
+            out = gt.decode(q, k, v, self.keys, self.values, lens, scale=scaling)
+            self.lens = [n + 1 for n in self.lens]
         else:
             out = _prefill_per_sequence(q, k, v, self.keys, self.values, self.lens, real, scaling)
-        self.lens += real if real is not None else step
+            self.lens = [n + r for n, r in zip(self.lens, real or [step] * len(self.lens))]
+            self.ragged = len(set(self.lens)) > 1
         return out
 
 
 def _real_tokens(padding, step: int, first: bool):
     """None when all `step` new tokens of every sequence are real, else (first chunk only,
-    left padding) the number of real ones per sequence as an int32 CPU tensor."""
+    left padding) the number of real ones per sequence (a list)."""
     if padding is None:
         return None
     new = padding[:, -step:]
@@ -120,19 +123,18 @@ def _real_tokens(padding, step: int, first: bool):
     if bool((new[:, 1:] < new[:, :-1]).any()):
         raise NotImplementedError("libgqa attention takes left padding only (use tokenizer.padding_side = "
                                   "'left'); this mask has padding after real tokens")
-    return new.sum(-1, dtype=torch.int32).cpu()
+    return new.sum(-1).tolist()
 
 
 def _prefill_per_sequence(q, k, v, k_cache, v_cache, lens, real, scaling):
     """One prefill for the batch when every sequence is at one length and all tokens are real;
     else one per sequence over its real (last) tokens, padded rows of the output zero."""
     step = q.shape[1]
-    starts = lens.tolist()
-    if real is None and len(set(starts)) == 1:
-        return gt.prefill(q, k, v, k_cache, v_cache, start_pos=starts[0], scale=scaling)
+    if real is None and len(set(lens)) == 1:
+        return gt.prefill(q, k, v, k_cache, v_cache, start_pos=lens[0], scale=scaling)
     out = torch.zeros_like(q)
-    counts = real.tolist() if real is not None else [step] * q.shape[0]
-    for b, (start, n) in enumerate(zip(starts, counts)):
+    counts = real if real is not None else [step] * q.shape[0]
+    for b, (start, n) in enumerate(zip(lens, counts)):
         if n:
             rows = slice(step - n, step)
             gt.prefill(q[b:b + 1, rows], k[b:b + 1, rows], v[b:b + 1, rows], k_cache[b:b + 1],
@@ -188,7 +190,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
         return gt.prefill(q, k, v, scale=scaling), None
     out = torch.zeros_like(q)
     step = q.shape[1]
-    for b, n in enumerate(real.tolist()):
+    for b, n in enumerate(real):
         if n:
             rows = slice(step - n, step)
             gt.prefill(q[b:b + 1, rows], k[b:b + 1, rows], v[b:b + 1, rows], scale=scaling,

@@ -95,19 +95,22 @@ def _expect(name: str, t, shape, dtype, device: int, layout: str) -> None:
                                    f"(shape {list(t.shape)}, strides {list(t.stride())})")
 
 
-def _query(q, rank_name: str):
-    """The dtype code, device code and get_device() of q, or a clear error."""
+def _device_code(q) -> int:
+    return lib.GQA_DEVICE_CPU if q.get_device() < 0 else lib.GQA_DEVICE_CUDA
+
+
+def _query(q, rank_name: str) -> int:
+    """q.get_device() (-1: the CPU), or the error that says what is wrong with q."""
     if not isinstance(q, torch.Tensor):
         raise InvalidArgumentError(f"q is a {type(q).__name__}, expected a torch.Tensor")
     if q.dim() != 4:
         raise InvalidArgumentError(f"q has shape {list(q.shape)}, expected {rank_name}")
-    dtype = DTYPES.get(q.dtype)
-    if dtype is None:
+    if q.dtype not in DTYPES:
         raise InvalidArgumentError(f"q has dtype {q.dtype}; libgqa takes float16, bfloat16 or float32")
     where = q.get_device()
     if where >= 0 and not q.is_cuda:
         raise InvalidArgumentError(f"q is on {q.device}; libgqa runs on cpu and cuda tensors")
-    return dtype, (lib.GQA_DEVICE_CUDA if where >= 0 else lib.GQA_DEVICE_CPU), where
+    return where
 
 
 def _inputs(q, k, v, kv_shape, where, layout):
@@ -120,6 +123,24 @@ def _inputs(q, k, v, kv_shape, where, layout):
         if t.dtype != q.dtype or t.get_device() != where:
             raise InvalidArgumentError(f"{name} is {t.dtype} on {t.device} but q is {q.dtype} on {q.device}; "
                                        "all tensors of a call must share one dtype and device")
+
+
+def _matches(q, out, k, v, k_cache, v_cache, kv_shape, cache_shape) -> bool:
+    """The common case in one expression: every tensor as expected, no grad to refuse. When it
+    is False the detailed checks run and raise the error that says what is wrong."""
+    dtype, where = q.dtype, q.get_device()
+    return (dtype in DTYPES and (where < 0 or q.is_cuda)
+            and out.shape == q.shape and k.shape == kv_shape and v.shape == kv_shape
+            and out.dtype == k.dtype == v.dtype == dtype
+            and out.get_device() == k.get_device() == v.get_device() == where and out.is_contiguous()
+            and ((k_cache is None and v_cache is None)
+                 or (k_cache.shape == cache_shape and v_cache.shape == cache_shape
+                     and k_cache.dtype == v_cache.dtype == dtype
+                     and k_cache.get_device() == v_cache.get_device() == where
+                     and k_cache.is_contiguous() and v_cache.is_contiguous()))
+            and not (torch.is_grad_enabled() and (
+                q.requires_grad or k.requires_grad or v.requires_grad
+                or (k_cache is not None and (k_cache.requires_grad or v_cache.requires_grad)))))
 
 
 def _kv_heads(q, k, seq_len_name: str) -> int:
@@ -136,11 +157,12 @@ _templates: dict = {}
 _templates_lock = threading.Lock()
 
 
-def _template(key, make, dims):
+def _template(key, make):
+    """key: (operation, dtype code, device code, *sizes), as the checks return it."""
     template = _templates.get(key)
     if template is None:
         with _templates_lock:
-            template = _templates.setdefault(key, make(*dims))
+            template = _templates.setdefault(key, make(*key[1:]))
     return template
 
 
@@ -185,30 +207,41 @@ def _like(q):
 # ---- gqa::prefill ------------------------------------------------------------------------------
 
 def _check_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
+    try:
+        B, S, Hq, D = q.shape
+        Hkv = k.shape[2]
+        max_seq_len = k_cache.shape[1] if k_cache is not None else 0
+        fast = _matches(q, out, k, v, k_cache, v_cache, (B, S, Hkv, D), (B, max_seq_len, Hkv, D))
+    except (AttributeError, ValueError, IndexError, TypeError):
+        fast = False
+    if not fast:
+        _explain_prefill(out, q, k, v, k_cache, v_cache)
+    return ("prefill", DTYPES[q.dtype], _device_code(q), B, S, Hq, Hkv, D, max_seq_len)
+
+
+def _explain_prefill(out, q, k, v, k_cache, v_cache):
+    """Raise the error that names what is wrong with these prefill arguments."""
     _refuse_grad((("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)))
-    dtype, device, where = _query(q, "[batch, seq_len, num_q_heads, head_dim]")
+    where = _query(q, "[batch, seq_len, num_q_heads, head_dim]")
     B, S, Hq, D = q.shape
     Hkv = _kv_heads(q, k, "seq_len")
     _inputs(q, k, v, (B, S, Hkv, D), where, "k, v are [batch, seq_len, num_kv_heads, head_dim]")
     _expect("out", out, q.shape, q.dtype, where, "out is like q")
     if (k_cache is None) != (v_cache is None):
         raise InvalidArgumentError("pass both k_cache and v_cache, or neither")
-    max_seq_len = 0
     if k_cache is not None:
         max_seq_len = k_cache.shape[1] if isinstance(k_cache, torch.Tensor) and k_cache.dim() == 4 else -1
         layout = "caches are [batch, max_seq_len, num_kv_heads, head_dim]"
         _expect("k_cache", k_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
         _expect("v_cache", v_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
-    return where, (dtype, device, B, S, Hq, Hkv, D, max_seq_len)
 
 
-def _run_prefill(checked, out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
-    where, dims = checked
-    cfg = ffi.new(_PREFILL_CONFIG, _template(("prefill", *dims), _prefill_template, dims)[0])
+def _run_prefill(key, out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
+    cfg = ffi.new(_PREFILL_CONFIG, _template(key, _prefill_template)[0])
     cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     caches = (k_cache.data_ptr(), v_cache.data_ptr()) if k_cache is not None else (0, 0)
-    _call(_prefill_c, where, out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg)
+    _call(_prefill_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg)
 
 
 _operator("prefill", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!)? k_cache, "
@@ -232,8 +265,28 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
 # ---- gqa::decode -------------------------------------------------------------------------------
 
 def _check_decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
+    try:
+        B, one, Hq, D = q.shape
+        Hkv, max_seq_len = k.shape[2], k_cache.shape[1]
+        fast = one == 1 and _matches(q, out, k, v, k_cache, v_cache, (B, 1, Hkv, D), (B, max_seq_len, Hkv, D))
+    except (AttributeError, ValueError, IndexError, TypeError):
+        fast = False
+    if not fast:
+        _explain_decode(out, q, k, v, k_cache, v_cache)
+    if cache_lens is not None and (cache_lens.shape != (B,) or cache_lens.dtype != torch.int32
+                                   or cache_lens.get_device() != -1 or not cache_lens.is_contiguous()):
+        raise InvalidArgumentError(
+            f"cache_lens is {cache_lens.dtype} {list(cache_lens.shape)} on {cache_lens.device}; libgqa "
+            f"reads it on the host: a contiguous CPU int32 tensor of {B} lengths (one per sequence)")
+    if workspace is not None and (workspace.get_device() != q.get_device() or not workspace.is_contiguous()):
+        raise InvalidArgumentError(f"workspace is on {workspace.device}; it must be a contiguous buffer on q's device")
+    return ("decode", DTYPES[q.dtype], _device_code(q), B, Hq, Hkv, D, max_seq_len)
+
+
+def _explain_decode(out, q, k, v, k_cache, v_cache):
+    """Raise the error that names what is wrong with these decode arguments."""
     _refuse_grad((("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache)))
-    dtype, device, where = _query(q, "[batch, 1, num_q_heads, head_dim]")
+    where = _query(q, "[batch, 1, num_q_heads, head_dim]")
     B, one, Hq, D = q.shape
     if one != 1:
         raise InvalidArgumentError(f"q has shape {list(q.shape)}, expected [batch, 1, num_q_heads, head_dim]")
@@ -244,19 +297,10 @@ def _check_decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, 
     layout = "caches are [batch, max_seq_len, num_kv_heads, head_dim]"
     _expect("k_cache", k_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
     _expect("v_cache", v_cache, (B, max_seq_len, Hkv, D), q.dtype, where, layout)
-    if cache_lens is not None and (cache_lens.shape != (B,) or cache_lens.dtype != torch.int32
-                                   or cache_lens.get_device() != -1 or not cache_lens.is_contiguous()):
-        raise InvalidArgumentError(
-            f"cache_lens is {cache_lens.dtype} {list(cache_lens.shape)} on {cache_lens.device}; libgqa "
-            f"reads it on the host: a contiguous CPU int32 tensor of {B} lengths (one per sequence)")
-    if workspace is not None and (workspace.get_device() != where or not workspace.is_contiguous()):
-        raise InvalidArgumentError(f"workspace is on {workspace.device}; it must be a contiguous buffer on q's device")
-    return where, (dtype, device, B, Hq, Hkv, D, max_seq_len)
 
 
-def _run_decode(checked, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
-    where, dims = checked
-    cfg = ffi.new(_DECODE_CONFIG, _template(("decode", *dims), _decode_template, dims)[0])
+def _run_decode(key, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
+    cfg = ffi.new(_DECODE_CONFIG, _template(key, _decode_template)[0])
     cfg.scale, cfg.num_splits = scale, num_splits
     if cache_lens is None:
         cfg.cache_len = cache_len
@@ -266,7 +310,7 @@ def _run_decode(checked, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, 
         cfg.workspace = ffi.cast("void*", workspace.data_ptr())
         cfg.workspace_bytes = workspace.numel() * workspace.element_size()
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    _call(_decode_c, where, out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+    _call(_decode_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
           k_cache.data_ptr(), v_cache.data_ptr(), cfg)
 
 

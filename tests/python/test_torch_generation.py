@@ -82,7 +82,7 @@ def test_greedy_tokens_match_sdpa_with_left_padding(qwen2, calls, lengths):
     padded = any(n < width for n in lengths)  # a padded prompt is prefilled per sequence
     assert calls["prefill"] == layers * (len(lengths) if padded else 1)
     assert calls["decode"] == layers * (NEW_TOKENS - 1)
-    assert [layer.lens.tolist() for layer in cache.layers] == [[n + NEW_TOKENS - 1 for n in lengths]] * layers
+    assert [layer.lens for layer in cache.layers] == [[n + NEW_TOKENS - 1 for n in lengths]] * layers
 
 
 def test_each_padded_sequence_equals_its_own_unpadded_run(qwen2):
