@@ -29,45 +29,47 @@ from gqa._ffi import ffi, lib
 B, HQ, HKV, D, MAX, CACHE_LEN, SEQ = 1, 4, 2, 16, 16, 7, 3  # tiny: the C call is ~1-2 us
 
 
-def arrays(shape, rng):
-    return rng.standard_normal(shape).astype(np.float32)
+class Problem:
+    """q/k/v/caches/out as NumPy arrays, the same memory as torch tensors, and void* casts."""
+
+    def __init__(self, rng, seq):
+        shapes = [(B, seq, HQ, D), (B, seq, HKV, D), (B, seq, HKV, D), (B, MAX, HKV, D), (B, MAX, HKV, D)]
+        self.q, self.k, self.v, self.kc, self.vc = (rng.standard_normal(s).astype(np.float32) for s in shapes)
+        self.out = np.empty_like(self.q)
+        arrays = (self.out, self.q, self.k, self.v, self.kc, self.vc)
+        self.pointers = [ffi.cast("void*", a.ctypes.data) for a in arrays]
+        self.tensors = [torch.from_numpy(a) for a in arrays]  # out, q, k, v, k_cache, v_cache
+
+
+def config(kind):
+    cfg = ffi.new(f"gqa_{kind}_config*")
+    getattr(lib, f"gqa_{kind}_config_init")(cfg)
+    cfg.dtype, cfg.device = lib.GQA_DTYPE_F32, lib.GQA_DEVICE_CPU
+    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.max_seq_len = B, HQ, HKV, D, MAX
+    return cfg
 
 
 def decode_peers(rng):
-    q, k, v = arrays((B, 1, HQ, D), rng), arrays((B, 1, HKV, D), rng), arrays((B, 1, HKV, D), rng)
-    kc, vc, out = arrays((B, MAX, HKV, D), rng), arrays((B, MAX, HKV, D), rng), np.empty((B, 1, HQ, D), np.float32)
-    cfg = ffi.new("gqa_decode_config*")
-    lib.gqa_decode_config_init(cfg)
-    cfg.dtype, cfg.device = lib.GQA_DTYPE_F32, lib.GQA_DEVICE_CPU
-    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, HQ, HKV, D
-    cfg.max_seq_len, cfg.cache_len = MAX, CACHE_LEN
-    ptrs = [ffi.cast("void*", a.ctypes.data) for a in (out, q, k, v, kc, vc)]
-    c_call, null = lib.gqa_attention_decode, ffi.NULL
-    tq, tk, tv, tkc, tvc, tout = (torch.from_numpy(a) for a in (q, k, v, kc, vc, out))
-    op = torch.ops.gqa.decode.default
+    p, cfg = Problem(rng, 1), config("decode")
+    cfg.cache_len = CACHE_LEN
+    c_call, null, op = lib.gqa_attention_decode, ffi.NULL, torch.ops.gqa.decode.default
+    tout, tq, tk, tv, tkc, tvc = p.tensors
     return {
-        "C (cffi)": lambda: c_call(*ptrs, cfg, null),
-        "numpy gqa.decode": lambda: gqa.decode(q, k, v, kc, vc, CACHE_LEN, out=out),
+        "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
+        "numpy gqa.decode": lambda: gqa.decode(p.q, p.k, p.v, p.kc, p.vc, CACHE_LEN, out=p.out),
         "torch op": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
         "torch gt.decode": lambda: gt.decode(tq, tk, tv, tkc, tvc, CACHE_LEN),
     }
 
 
 def prefill_peers(rng):
-    q, k, v = arrays((B, SEQ, HQ, D), rng), arrays((B, SEQ, HKV, D), rng), arrays((B, SEQ, HKV, D), rng)
-    kc, vc, out = arrays((B, MAX, HKV, D), rng), arrays((B, MAX, HKV, D), rng), np.empty((B, SEQ, HQ, D), np.float32)
-    cfg = ffi.new("gqa_prefill_config*")
-    lib.gqa_prefill_config_init(cfg)
-    cfg.dtype, cfg.device = lib.GQA_DTYPE_F32, lib.GQA_DEVICE_CPU
-    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, SEQ, HQ, HKV, D
-    cfg.max_seq_len, cfg.start_pos = MAX, CACHE_LEN
-    ptrs = [ffi.cast("void*", a.ctypes.data) for a in (out, q, k, v, kc, vc)]
-    c_call, null = lib.gqa_attention_prefill, ffi.NULL
-    tq, tk, tv, tkc, tvc, tout = (torch.from_numpy(a) for a in (q, k, v, kc, vc, out))
-    op = torch.ops.gqa.prefill.default
+    p, cfg = Problem(rng, SEQ), config("prefill")
+    cfg.seq_len, cfg.start_pos = SEQ, CACHE_LEN
+    c_call, null, op = lib.gqa_attention_prefill, ffi.NULL, torch.ops.gqa.prefill.default
+    tout, tq, tk, tv, tkc, tvc = p.tensors
     return {
-        "C (cffi)": lambda: c_call(*ptrs, cfg, null),
-        "numpy gqa.prefill": lambda: gqa.prefill(q, k, v, kc, vc, start_pos=CACHE_LEN, out=out),
+        "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
+        "numpy gqa.prefill": lambda: gqa.prefill(p.q, p.k, p.v, p.kc, p.vc, start_pos=CACHE_LEN, out=p.out),
         "torch op": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
         "torch gt.prefill": lambda: gt.prefill(tq, tk, tv, tkc, tvc, start_pos=CACHE_LEN),
     }

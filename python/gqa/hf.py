@@ -128,7 +128,8 @@ def _real_tokens(padding, step: int, first: bool):
 
 def _prefill_per_sequence(q, k, v, k_cache, v_cache, lens, real, scaling):
     """One prefill for the batch when every sequence is at one length and all tokens are real;
-    else one per sequence over its real (last) tokens, padded rows of the output zero."""
+    else one per sequence over its real (last) tokens, padded rows of the output zero.
+    Without caches (both None) lens are all 0."""
     step = q.shape[1]
     if real is None and len(set(lens)) == 1:
         return gt.prefill(q, k, v, k_cache, v_cache, start_pos=lens[0], scale=scaling)
@@ -136,9 +137,10 @@ def _prefill_per_sequence(q, k, v, k_cache, v_cache, lens, real, scaling):
     counts = real if real is not None else [step] * q.shape[0]
     for b, (start, n) in enumerate(zip(lens, counts)):
         if n:
-            rows = slice(step - n, step)
-            gt.prefill(q[b:b + 1, rows], k[b:b + 1, rows], v[b:b + 1, rows], k_cache[b:b + 1],
-                       v_cache[b:b + 1], start_pos=start, scale=scaling, out=out[b:b + 1, rows])
+            rows, seq = slice(step - n, step), slice(b, b + 1)
+            caches = (k_cache[seq], v_cache[seq]) if k_cache is not None else (None, None)
+            gt.prefill(q[seq, rows], k[seq, rows], v[seq, rows], *caches, start_pos=start, scale=scaling,
+                       out=out[seq, rows])
     return out
 
 
@@ -186,16 +188,7 @@ def attention_forward(module, query, key, value, attention_mask, scaling=None, d
     q = query.transpose(1, 2).contiguous()
     k, v = key.transpose(1, 2).contiguous(), value.transpose(1, 2).contiguous()
     real = _real_tokens(attention_mask, q.shape[1], first=True)
-    if real is None:
-        return gt.prefill(q, k, v, scale=scaling), None
-    out = torch.zeros_like(q)
-    step = q.shape[1]
-    for b, n in enumerate(real):
-        if n:
-            rows = slice(step - n, step)
-            gt.prefill(q[b:b + 1, rows], k[b:b + 1, rows], v[b:b + 1, rows], scale=scaling,
-                       out=out[b:b + 1, rows])
-    return out, None
+    return _prefill_per_sequence(q, k, v, None, None, [0] * q.shape[0], real, scaling), None
 
 
 def padding_mask(batch_size, q_length, kv_length, q_offset=0, kv_offset=0,
