@@ -26,10 +26,9 @@ Importing this module needs torch; ``import gqa`` alone never imports it.
 """
 from __future__ import annotations
 
-import threading
-
 import torch
 
+from . import _configs
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
 
@@ -37,16 +36,6 @@ __all__ = ["prefill", "decode", "register_hf_attention"]
 
 DTYPES = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
           torch.float32: lib.GQA_DTYPE_F32}
-
-# libgqa's entry points seen with integer pointer parameters, so a data_ptr() goes in as it is
-# (no ffi.cast per tensor). uintptr_t and void* are passed alike by every ABI libgqa builds for.
-_PTR = "uintptr_t"
-_prefill_c = ffi.cast(f"gqa_status(*)({', '.join([_PTR] * 6)}, const gqa_prefill_config*, {_PTR})",
-                      lib.gqa_attention_prefill)
-_decode_c = ffi.cast(f"gqa_status(*)({', '.join([_PTR] * 6)}, const gqa_decode_config*, {_PTR})",
-                     lib.gqa_attention_decode)
-_PREFILL_CONFIG = ffi.typeof("gqa_prefill_config*")
-_DECODE_CONFIG = ffi.typeof("gqa_decode_config*")
 
 _LIB = torch.library.Library("gqa", "DEF")
 
@@ -152,39 +141,7 @@ def _kv_heads(q, k, seq_len_name: str) -> int:
     return k.shape[2]
 
 
-# ---- per-shape configs -------------------------------------------------------------------------
-# A call copies a template config made once per shape (what never changes between calls), so
-# the per-call work is filling in the positions; each call gets its own copy (thread-safe).
-_templates: dict = {}
-_templates_lock = threading.Lock()
-
-
-def _template(key, make):
-    """key: (operation, dtype code, device code, *sizes), as the checks return it."""
-    template = _templates.get(key)
-    if template is None:
-        with _templates_lock:
-            template = _templates.setdefault(key, make(*key[1:]))
-    return template
-
-
-def _prefill_template(dtype, device, B, S, Hq, Hkv, D, max_seq_len):
-    cfg = ffi.new(_PREFILL_CONFIG)
-    lib.gqa_prefill_config_init(cfg)
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
-    cfg.max_seq_len = max_seq_len
-    return cfg
-
-
-def _decode_template(dtype, device, B, Hq, Hkv, D, max_seq_len):
-    cfg = ffi.new(_DECODE_CONFIG)
-    lib.gqa_decode_config_init(cfg)
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
-    cfg.max_seq_len = max_seq_len
-    return cfg
-
+# ---- the call ----------------------------------------------------------------------------------
 
 def _call(c_function, where: int, *args) -> None:
     """Run a libgqa entry point on q's device (CUDA: its current stream and device)."""
@@ -239,11 +196,11 @@ def _explain_prefill(out, q, k, v, k_cache, v_cache):
 
 
 def _run_prefill(key, out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
-    cfg = ffi.new(_PREFILL_CONFIG, _template(key, _prefill_template)[0])
+    cfg = _configs.config(key)
     cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     caches = (k_cache.data_ptr(), v_cache.data_ptr()) if k_cache is not None else (0, 0)
-    _call(_prefill_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg)
+    _call(_configs.prefill_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg)
 
 
 _operator("prefill", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!)? k_cache, "
@@ -302,7 +259,7 @@ def _explain_decode(out, q, k, v, k_cache, v_cache):
 
 
 def _run_decode(key, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace):
-    cfg = ffi.new(_DECODE_CONFIG, _template(key, _decode_template)[0])
+    cfg = _configs.config(key)
     cfg.scale, cfg.num_splits = scale, num_splits
     if cache_lens is None:
         cfg.cache_len = cache_len
@@ -312,7 +269,7 @@ def _run_decode(key, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scal
         cfg.workspace = ffi.cast("void*", workspace.data_ptr())
         cfg.workspace_bytes = workspace.numel() * workspace.element_size()
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-    _call(_decode_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+    _call(_configs.decode_c, q.get_device(), out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
           k_cache.data_ptr(), v_cache.data_ptr(), cfg)
 
 
