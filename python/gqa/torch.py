@@ -26,14 +26,17 @@ Importing this module needs torch; ``import gqa`` alone never imports it.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from . import _configs
+from . import _args, _configs
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
 
 __all__ = ["prefill", "decode", "register_hf_attention"]
 
+# Meta tensors (shapes only) run the fake kernel; the C library sees CPU and CUDA tensors.
+_DEVICE_TYPES = ("cpu", "cuda", "meta")
 DTYPES = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
           torch.float32: lib.GQA_DTYPE_F32}
 
@@ -70,7 +73,7 @@ def _refuse_grad(tensors: tuple) -> None:
 
 
 def _expect(name: str, t, shape, dtype, device: int, layout: str) -> None:
-    """t is a contiguous tensor of this shape, dtype and device (get_device(): -1 is the CPU)."""
+    """t is a contiguous tensor of this shape, dtype and device."""
     if not isinstance(t, torch.Tensor):
         raise InvalidArgumentError(f"{name} is a {type(t).__name__}, expected a torch.Tensor")
     if t.shape != shape:
@@ -78,8 +81,8 @@ def _expect(name: str, t, shape, dtype, device: int, layout: str) -> None:
     if t.dtype != dtype:
         raise InvalidArgumentError(f"{name} has dtype {t.dtype} but q has {dtype}; "
                                    "all tensors of a call must share one dtype")
-    if t.get_device() != device:
-        raise InvalidArgumentError(f"{name} is on {t.device} but q is elsewhere; "
+    if t.device != device:
+        raise InvalidArgumentError(f"{name} is on {t.device} but q is on {device}; "
                                    "all tensors of a call must be on one device")
     if not t.is_contiguous():
         raise InvalidArgumentError(f"{name} must be contiguous: libgqa writes it in place "
@@ -87,19 +90,19 @@ def _expect(name: str, t, shape, dtype, device: int, layout: str) -> None:
 
 
 def _device_code(q) -> int:
-    return lib.GQA_DEVICE_CPU if q.get_device() < 0 else lib.GQA_DEVICE_CUDA
+    return lib.GQA_DEVICE_CUDA if q.is_cuda else lib.GQA_DEVICE_CPU
 
 
-def _query(q, rank_name: str) -> int:
-    """q.get_device() (-1: the CPU), or the error that says what is wrong with q."""
+def _query(q, rank_name: str) -> torch.device:
+    """q.device, or the error that says what is wrong with q."""
     if not isinstance(q, torch.Tensor):
         raise InvalidArgumentError(f"q is a {type(q).__name__}, expected a torch.Tensor")
     if q.dim() != 4:
         raise InvalidArgumentError(f"q has shape {list(q.shape)}, expected {rank_name}")
     if q.dtype not in DTYPES:
         raise InvalidArgumentError(f"q has dtype {q.dtype}; libgqa takes float16, bfloat16 or float32")
-    where = q.get_device()
-    if where >= 0 and not q.is_cuda:
+    where = q.device
+    if where.type not in _DEVICE_TYPES:
         raise InvalidArgumentError(f"q is on {q.device}; libgqa runs on cpu and cuda tensors")
     return where
 
@@ -111,7 +114,7 @@ def _inputs(q, k, v, kv_shape, where, layout):
             raise InvalidArgumentError(f"{name} is a {type(t).__name__}, expected a torch.Tensor")
         if t.shape != kv_shape:
             raise InvalidArgumentError(f"{name} has shape {list(t.shape)}, expected {list(kv_shape)} ({layout})")
-        if t.dtype != q.dtype or t.get_device() != where:
+        if t.dtype != q.dtype or t.device != where:
             raise InvalidArgumentError(f"{name} is {t.dtype} on {t.device} but q is {q.dtype} on {q.device}; "
                                        "all tensors of a call must share one dtype and device")
 
@@ -119,15 +122,15 @@ def _inputs(q, k, v, kv_shape, where, layout):
 def _matches(q, out, k, v, k_cache, v_cache, kv_shape, cache_shape) -> bool:
     """The common case in one expression: every tensor as expected, no grad to refuse. When it
     is False the detailed checks run and raise the error that says what is wrong."""
-    dtype, where = q.dtype, q.get_device()
-    return (dtype in DTYPES and (where < 0 or q.is_cuda)
+    dtype, device = q.dtype, q.device
+    return (dtype in DTYPES and device.type in _DEVICE_TYPES
             and out.shape == q.shape and k.shape == kv_shape and v.shape == kv_shape
             and out.dtype == k.dtype == v.dtype == dtype
-            and out.get_device() == k.get_device() == v.get_device() == where and out.is_contiguous()
+            and out.device == k.device == v.device == device and out.is_contiguous()
             and ((k_cache is None and v_cache is None)
                  or (k_cache.shape == cache_shape and v_cache.shape == cache_shape
                      and k_cache.dtype == v_cache.dtype == dtype
-                     and k_cache.get_device() == v_cache.get_device() == where
+                     and k_cache.device == v_cache.device == device
                      and k_cache.is_contiguous() and v_cache.is_contiguous()))
             and not (torch.is_grad_enabled() and (
                 q.requires_grad or k.requires_grad or v.requires_grad
@@ -139,6 +142,27 @@ def _kv_heads(q, k, seq_len_name: str) -> int:
         shape = list(k.shape) if isinstance(k, torch.Tensor) else type(k).__name__
         raise InvalidArgumentError(f"k is {shape}, expected [batch, {seq_len_name}, num_kv_heads, head_dim]")
     return k.shape[2]
+
+
+def _int32(name: str, value):
+    """_args.int32, except for a traced (symbolic) int, whose value C checks."""
+    if type(value) is int and _args.INT32_MIN <= value <= _args.INT32_MAX:
+        return value
+    return value if isinstance(value, torch.SymInt) else _args.int32(name, value)
+
+
+def _flag(name: str, value) -> bool:
+    return value if value is True or value is False else _args.flag(name, value)
+
+
+def _scale(scale) -> float:
+    """_args.float32 (0 for None); plain floats skip the NumPy-based check, so that
+    torch.compile traces the common case without a graph break."""
+    if scale is None:
+        return 0.0
+    if type(scale) is float and -_args.FLOAT32_MAX <= scale <= _args.FLOAT32_MAX:
+        return scale
+    return _args.float32("scale", scale)
 
 
 # ---- the call ----------------------------------------------------------------------------------
@@ -175,6 +199,7 @@ def _check_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
         fast = False
     if not fast:
         _explain_prefill(out, q, k, v, k_cache, v_cache)
+    _int32("start_pos", start_pos)  # the operator called directly: C's int32 range
     return ("prefill", DTYPES[q.dtype], _device_code(q), B, S, Hq, Hkv, D, max_seq_len)
 
 
@@ -216,8 +241,8 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     one given, filled in place)."""
     if out is None:
         out = _like(q)
-    torch.ops.gqa.prefill.default(out, q, k, v, k_cache, v_cache, start_pos, causal,
-                                  0.0 if scale is None else scale)
+    torch.ops.gqa.prefill.default(out, q, k, v, k_cache, v_cache, _int32("start_pos", start_pos),
+                                  _flag("causal", causal), _scale(scale))
     return out
 
 
@@ -232,12 +257,13 @@ def _check_decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, 
         fast = False
     if not fast:
         _explain_decode(out, q, k, v, k_cache, v_cache)
+    _int32("cache_len", cache_len), _int32("num_splits", num_splits)  # the operator called directly
     if cache_lens is not None and (cache_lens.shape != (B,) or cache_lens.dtype != torch.int32
-                                   or cache_lens.get_device() != -1 or not cache_lens.is_contiguous()):
+                                   or cache_lens.device.type != "cpu" or not cache_lens.is_contiguous()):
         raise InvalidArgumentError(
             f"cache_lens is {cache_lens.dtype} {list(cache_lens.shape)} on {cache_lens.device}; libgqa "
             f"reads it on the host: a contiguous CPU int32 tensor of {B} lengths (one per sequence)")
-    if workspace is not None and (workspace.get_device() != q.get_device() or not workspace.is_contiguous()):
+    if workspace is not None and (workspace.device != q.device or not workspace.is_contiguous()):
         raise InvalidArgumentError(f"workspace is on {workspace.device}; it must be a contiguous buffer on q's device")
     return ("decode", DTYPES[q.dtype], _device_code(q), B, Hq, Hkv, D, max_seq_len)
 
@@ -278,21 +304,23 @@ _operator("decode", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!) k
           _check_decode, _run_decode)
 
 
-def _cache_lens(cache_len):
-    """(cache_len, None) for one length, else (0, a CPU int32 tensor of per-sequence lengths)."""
-    if isinstance(cache_len, int) or (isinstance(cache_len, torch.SymInt)):
+def _cache_lens(cache_len, q):
+    """(cache_len, None) for one length, else (0, a CPU int32 tensor of per-sequence lengths),
+    checked as gqa.decode checks them (integers in int32 range; no bool, no float)."""
+    if type(cache_len) is int and _args.INT32_MIN <= cache_len <= _args.INT32_MAX:
         return cache_len, None
-    lens = torch.as_tensor(cache_len, device="cpu")
-    if lens.dtype != torch.int32:
-        if lens.is_floating_point() or lens.is_complex():
-            raise InvalidArgumentError(f"cache_len has dtype {lens.dtype}; give an int or integer lengths")
-        converted = lens.to(torch.int32)
-        if not torch.equal(converted.to(lens.dtype), lens):
-            raise InvalidArgumentError(f"cache_len values {lens.tolist()} do not fit in int32")
-        lens = converted
-    if lens.dim() == 0:
-        return int(lens), None
-    return 0, lens.contiguous()
+    if isinstance(cache_len, torch.SymInt):  # traced: the schema's int; C checks the value
+        return cache_len, None
+    if isinstance(cache_len, torch.Tensor):
+        host = cache_len.detach().cpu()
+        if host.dtype == torch.int32 and host.dim() == 1 and host.is_contiguous():
+            return 0, host
+        integer = not (host.dtype.is_floating_point or host.dtype.is_complex or host.dtype == torch.bool)
+        cache_len = host.numpy() if integer else host.tolist()  # shown as given if refused
+    if np.ndim(cache_len) == 0:
+        return _args.int32("cache_len", cache_len), None
+    batch = q.shape[0] if isinstance(q, torch.Tensor) and q.dim() == 4 else -1
+    return 0, torch.from_numpy(_args.int32_array("cache_len", cache_len, batch))
 
 
 def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, out=None,
@@ -305,9 +333,9 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     buffer of ``gqa.decode_workspace_size(...)`` bytes that lets libgqa split long caches."""
     if out is None:
         out = _like(q)
-    length, lens = _cache_lens(cache_len)
-    torch.ops.gqa.decode.default(out, q, k, v, k_cache, v_cache, length, lens,
-                                 0.0 if scale is None else scale, num_splits, workspace)
+    length, lens = _cache_lens(cache_len, q)
+    torch.ops.gqa.decode.default(out, q, k, v, k_cache, v_cache, length, lens, _scale(scale),
+                                 _int32("num_splits", num_splits), workspace)
     return out
 
 

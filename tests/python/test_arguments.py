@@ -227,7 +227,7 @@ def test_torch_errors_are_gqa_errors():
         "strided cache": lambda: gt.decode(q, k, v, strided, cache.clone(), 0),
         "one cache": lambda: gt.prefill(q, k, v, cache.clone(), None),
         "out shape": lambda: gt.prefill(q, k, v, out=torch.empty(1, 1, 4, 8)),
-        "meta device": lambda: gt.prefill(q.to("meta"), k.to("meta"), v.to("meta")),
+        "meta q, cpu k, v": lambda: gt.prefill(q.to("meta"), k, v),  # meta alone runs the fake kernel
     }
     for name, call in cases.items():
         with pytest.raises(gqa.GQAError) as info:
