@@ -120,7 +120,7 @@ impl Default for Variants<'_> {
 }
 
 /// A config of this binding's size, filled with libgqa's defaults by its sized initializer.
-fn sized_config<C>(init: unsafe extern "C" fn(*mut C, u32) -> ffi::gqa_status) -> Result<C, Error> {
+fn sized_config<C>(init: unsafe fn(*mut C, u32) -> ffi::gqa_status) -> Result<C, Error> {
     let mut config = std::mem::MaybeUninit::<C>::uninit();
     // SAFETY: the sized initializer fills all size_of::<C>() bytes of the struct, or fails and
     // fills none (then it is not read).
