@@ -1,9 +1,11 @@
-// backend.cu: the CUDA backend behind src/backend.hpp: device checks, support checks, the
-// split-KV choice and kernel dispatch.
+// backend.cu: the CUDA backend behind src/backend.hpp: the support checks (all of them, once,
+// in cuda_check_supported), the split-KV choice, the kernels of a call and their launches.
 //
 // A call never allocates and never synchronises (it is CUDA-graph capturable): per-sequence
 // start positions travel by value in the kernel parameters (common.cuh, BatchChunk), and the
-// split-KV partials live in the caller's workspace.
+// split-KV partials live in the caller's workspace. Everything that can fail (device facts,
+// kernel choice and shared-memory fit, attributes, occupancy) is done before the first launch,
+// so a rejected call writes nothing.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -12,8 +14,10 @@
 #include <string>
 
 #include "backend.hpp"
+#include "device_facts.hpp"
 #include "error.hpp"
-#include "kv_tiles.cuh"  // decode_head_groups
+#include "instances/head_dims.h"  // GQA_CUDA_HEAD_DIMS, written by instances/generate.py
+#include "kv_tiles.cuh"           // decode_head_groups
 #include "launchers.hpp"
 #include "log.hpp"
 #include "problem.hpp"
@@ -22,52 +26,45 @@ namespace gqa {
 namespace {
 
 using gpu::AttnParams;
+using gpu::Kernel;
 
-constexpr int kSupportedHeadDims[] = {32, 64, 80, 96, 128, 256};
-constexpr int64_t kMinKeysPerSplit = 64;      // two key tiles: shorter splits cost more than they gain
-constexpr int64_t kBlocksPerSmTarget = 2;     // auto split: aim for this many blocks per SM
+// Split-KV: a decode's keys cut into partitions, one block each, merged by combine_kernel.
+constexpr int64_t kMinKeysPerKvPartition = 64;  // two key tiles: shorter ones cost more than they gain
+constexpr int64_t kBlocksPerSmTarget = 2;       // automatic partitions: aim for this many blocks per SM
 constexpr int64_t kMaxGridY = 65535;
 
+constexpr int kHeadDims[] = {
+#define GQA_HEAD_DIM_ITEM(d) d,
+    GQA_CUDA_HEAD_DIMS(GQA_HEAD_DIM_ITEM)
+#undef GQA_HEAD_DIM_ITEM
+};
+
 bool head_dim_supported(int64_t d) {
-    for (int s : kSupportedHeadDims)
+    for (int s : kHeadDims)
         if (d == s) return true;
     return false;
 }
 
-// Counted with the SIMT kernel's (smaller) head groups: an upper bound for either kernel.
-int64_t decode_head_groups(const Problem& p) {
+// Blocks per KV head, counted with the SIMT kernel's (smaller) head groups: an upper bound for
+// either decode kernel.
+int64_t max_decode_head_groups(const Problem& p) {
     return gpu::decode_head_groups(p.group, gpu::kDecodeHeadsPerBlock);
 }
 
-int current_device() {
-    int dev = 0;
-    const cudaError_t e = cudaGetDevice(&dev);
-    if (e != cudaSuccess) {
-        cudaGetLastError();
-        fail(GQA_STATUS_DEVICE_UNAVAILABLE, "cudaGetDevice failed: %s", cudaGetErrorString(e));
-    }
-    return dev;
-}
-
-int multiprocessor_count() {
-    const int dev = current_device();
-    int sms = 0;
-    const cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (e != cudaSuccess || sms <= 0) {
-        cudaGetLastError();
-        fail(GQA_STATUS_DEVICE_UNAVAILABLE, "cannot read the multiprocessor count of device %d: %s",
-             dev, cudaGetErrorString(e));
-    }
-    return sms;
-}
-
-// Splits that fill the GPU when batch x kv heads alone does not. Independent of the cache
+// Partitions that fill the GPU when batch x kv heads alone does not. Independent of the cache
 // length, so that gqa_decode_workspace_size() can be asked once per model shape.
-int64_t auto_split_limit(const Problem& p, int sms) {
-    const int64_t blocks = p.batch * p.num_kv_heads * decode_head_groups(p);
-    const int64_t target = kBlocksPerSmTarget * sms;
+int64_t auto_kv_partition_limit(const Problem& p, const DeviceFacts& dev) {
+    const int64_t blocks = p.batch * p.num_kv_heads * max_decode_head_groups(p);
+    const int64_t target = kBlocksPerSmTarget * dev.sm_count;
     if (blocks >= target) return 1;
-    return std::min<int64_t>(kMaxSplits, (target + blocks - 1) / blocks);
+    return std::min<int64_t>(kMaxSplits, (target + blocks - 1) / blocks);  // kMaxSplits: problem.hpp
+}
+
+// Partitions the workspace must hold for this call's configuration (1: none).
+int64_t workspace_kv_partitions(const Problem& p, const DeviceFacts& dev) {
+    if (p.num_splits == 1) return 1;
+    if (p.num_splits > 1) return std::min<int64_t>(p.num_splits, kMaxSplits);
+    return auto_kv_partition_limit(p, dev);
 }
 
 int64_t longest_kv(const Problem& p) {
@@ -76,54 +73,17 @@ int64_t longest_kv(const Problem& p) {
     return longest;
 }
 
-// Splits the workspace must hold for this call's configuration (1: none).
-int64_t workspace_splits(const Problem& p) {
-    if (p.num_splits == 1) return 1;
+// The partitions this call uses: none without a workspace; an explicit request as given; the
+// automatic choice capped so that each keeps >= kMinKeysPerKvPartition keys of the longest
+// sequence. (cuda_check_supported has checked that the workspace holds them.)
+int64_t kv_partitions(const Problem& p, const DeviceFacts& dev) {
+    if (p.kind != Kind::Decode || p.workspace == nullptr || p.num_splits == 1) return 1;
     if (p.num_splits > 1) return std::min<int64_t>(p.num_splits, kMaxSplits);
-    return auto_split_limit(p, multiprocessor_count());
+    const int64_t by_length = (longest_kv(p) + kMinKeysPerKvPartition - 1) / kMinKeysPerKvPartition;
+    return std::max<int64_t>(1, std::min(auto_kv_partition_limit(p, dev), by_length));
 }
 
-// The splits this call uses: none without a workspace; an explicit request as given; the
-// automatic choice capped so that each split keeps >= kMinKeysPerSplit keys of the longest
-// sequence and the partials fit the workspace.
-int64_t decode_splits(const Problem& p) {
-    if (p.workspace == nullptr || p.num_splits == 1) return 1;
-    if (p.num_splits > 1) return std::min<int64_t>(p.num_splits, kMaxSplits);
-    int64_t s = auto_split_limit(p, multiprocessor_count());
-    s = std::min(s, std::max<int64_t>(1, (longest_kv(p) + kMinKeysPerSplit - 1) / kMinKeysPerSplit));
-    const uint64_t per_split = gpu::decode_partial_bytes(p.batch, p.num_q_heads, p.head_dim, 1);
-    s = std::min<int64_t>(s, int64_t(p.workspace_bytes / per_split));
-    return std::max<int64_t>(s, 1);
-}
-
-// A tensor must be device (or managed) memory of the current device and 16-byte aligned.
-void check_device_pointer(const void* ptr, const char* name, int dev) {
-    cudaPointerAttributes attr{};
-    const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
-    if (e != cudaSuccess) cudaGetLastError();  // e.g. a pointer CUDA never saw
-    const bool device_memory =
-        e == cudaSuccess && (attr.type == cudaMemoryTypeDevice || attr.type == cudaMemoryTypeManaged);
-    if (!device_memory)
-        fail(GQA_STATUS_INVALID_ARGUMENT,
-             "%s (%p) is not CUDA device memory, but device is GQA_DEVICE_CUDA", name, ptr);
-    if (attr.type == cudaMemoryTypeDevice && attr.device != dev)
-        fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%p) is memory of CUDA device %d, not of the current device %d",
-             name, ptr, attr.device, dev);
-    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
-        fail(GQA_STATUS_UNSUPPORTED, "%s (%p) is not 16-byte aligned, which the CUDA kernels need", name,
-             ptr);
-}
-
-void check_launch(const char* kernel) {
-    const cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess)
-        fail(GQA_STATUS_CUDA_ERROR, "launching %s failed: %s (%s)", kernel, cudaGetErrorName(e),
-             cudaGetErrorString(e));
-}
-
-using Launcher = void (*)(const AttnParams&, cudaStream_t);
-
-// Kernel choice from the environment, read at every call so that a test can switch in-process:
+// Kernel choice from the environment, read once per call so that a test can switch in-process:
 // GQA_CUDA_PREFILL and GQA_CUDA_DECODE = "tensor_core" or "simt" (the SIMT kernels are the
 // reference paths, to compare or bisect); unset or "" means the default. Anything else is an
 // error before anything is written.
@@ -138,120 +98,83 @@ KernelChoice kernel_choice(const char* variable) {
          "\"simt\"", variable, choice);
 }
 
-// Prefill: tensor cores unless asked otherwise.
-template <typename T, int D>
-Launcher prefill_for() {
-    return kernel_choice("GQA_CUDA_PREFILL") == KernelChoice::Simt ? gpu::launch_prefill<T, D>
-                                                                   : gpu::launch_prefill_tc<T, D>;
-}
-
-// Decode: tensor cores from kDecodeTcMinGroup query heads per KV head, where the SIMT kernel's
-// 2 x group FMAs per loaded element would outrun the fp32 units (cuda/README.md); SIMT below.
+// Decode runs on tensor cores from kDecodeTcMinGroup query heads per KV head, where the SIMT
+// kernel's 2 x group FMAs per loaded element would outrun the fp32 units (cuda/README.md).
 constexpr int64_t kDecodeTcMinGroup = 4;
 
-template <typename T, int D>
-Launcher decode_for(int64_t group) {
-    const KernelChoice c = kernel_choice("GQA_CUDA_DECODE");
-    const bool tc = c == KernelChoice::TensorCore || (c == KernelChoice::Default && group >= kDecodeTcMinGroup);
-    return tc ? gpu::launch_decode_tc<T, D> : gpu::launch_decode<T, D>;
-}
-
-// The kernel instantiation for a (dtype, head_dim), looked up before anything is launched.
+// The variant of an attention kernel for (dtype, head_dim) that fits smem_limit.
 template <typename T>
-Launcher kernel_for(Kind kind, int64_t head_dim, int64_t group) {
+Kernel attention_kernel(Kind kind, bool tensor_cores, int64_t head_dim, int smem_limit) {
     const bool prefill = kind == Kind::Prefill;
     switch (head_dim) {
-        case 32: return prefill ? prefill_for<T, 32>() : decode_for<T, 32>(group);
-        case 64: return prefill ? prefill_for<T, 64>() : decode_for<T, 64>(group);
-        case 80: return prefill ? prefill_for<T, 80>() : decode_for<T, 80>(group);
-        case 96: return prefill ? prefill_for<T, 96>() : decode_for<T, 96>(group);
-        case 128: return prefill ? prefill_for<T, 128>() : decode_for<T, 128>(group);
-        case 256: return prefill ? prefill_for<T, 256>() : decode_for<T, 256>(group);
-        default: fail(GQA_STATUS_INTERNAL_ERROR, "no CUDA kernel for head_dim %lld", (long long)head_dim);
+#define GQA_HEAD_DIM_CASE(D)                                                                       \
+    case D:                                                                                        \
+        if (prefill) return tensor_cores ? gpu::select_prefill_tc<T, D>(smem_limit) : gpu::select_prefill<T, D>(smem_limit); \
+        return tensor_cores ? gpu::select_decode_tc<T, D>(smem_limit) : gpu::select_decode<T, D>(smem_limit);
+        GQA_CUDA_HEAD_DIMS(GQA_HEAD_DIM_CASE)
+#undef GQA_HEAD_DIM_CASE
     }
+    fail(GQA_STATUS_INTERNAL_ERROR, "no CUDA kernel for head_dim %lld", (long long)head_dim);
 }
 
-}  // namespace
-
-bool cuda_built() { return true; }
-
-bool cuda_usable(std::string* why) {
-    int count = 0;
-    const cudaError_t e = cudaGetDeviceCount(&count);
-    if (e != cudaSuccess) {
-        cudaGetLastError();  // do not leave the error for a later cudaGetLastError()
-        if (why)
-            *why = format("no usable CUDA device: cudaGetDeviceCount failed: %s (%s); libgqa needs an "
-                          "NVIDIA driver that supports CUDA %d.%d",
-                          cudaGetErrorName(e), cudaGetErrorString(e), CUDART_VERSION / 1000,
-                          CUDART_VERSION % 1000 / 10);
-        return false;
-    }
-    if (count == 0) {
-        if (why) *why = "no CUDA device is present";
-        return false;
-    }
-    int dev = 0, major = 0, minor = 0;
-    cudaError_t e2 = cudaGetDevice(&dev);
-    if (e2 == cudaSuccess) e2 = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    if (e2 == cudaSuccess) e2 = cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev);
-    if (e2 != cudaSuccess) {
-        cudaGetLastError();
-        if (why) *why = format("cannot query the current CUDA device: %s", cudaGetErrorString(e2));
-        return false;
-    }
-    if (major < 8) {
-        if (why) *why = format("CUDA device %d has compute capability %d.%d; libgqa's kernels need 8.0 or newer",
-                               dev, major, minor);
-        return false;
-    }
-    return true;
-}
-
-void cuda_check_supported(const Problem& p) {
-    std::string why;
-    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
-    if (p.dtype == DType::F32)
-        fail(GQA_STATUS_UNSUPPORTED, "dtype (GQA_DTYPE_F32) is supported on the CPU only; use f16 or bf16 on CUDA");
-    if (!head_dim_supported(p.head_dim))
+// The attention kernel of a call: the one the environment or the defaults ask for, in the
+// deepest variant that fits the device's shared memory; the other kernel when none fits and
+// the choice was not forced; else UNSUPPORTED.
+Kernel pick_attention(const Problem& p, const DeviceFacts& dev) {
+    const bool prefill = p.kind == Kind::Prefill;
+    const char* variable = prefill ? "GQA_CUDA_PREFILL" : "GQA_CUDA_DECODE";
+    const KernelChoice choice = kernel_choice(variable);
+    const bool default_tc = prefill || p.group >= kDecodeTcMinGroup;
+    const bool tc = choice == KernelChoice::TensorCore || (choice == KernelChoice::Default && default_tc);
+    auto pick = [&](bool tensor_cores) {
+        return p.dtype == DType::BF16 ? attention_kernel<__nv_bfloat16>(p.kind, tensor_cores, p.head_dim, dev.smem_per_block)
+                                      : attention_kernel<__half>(p.kind, tensor_cores, p.head_dim, dev.smem_per_block);
+    };
+    const Kernel k = pick(tc);
+    if (k.entry) return k;
+    const char* forced = choice == KernelChoice::Default ? nullptr : variable;
+    if (!forced) {
+        const Kernel other = pick(!tc);
+        if (other.entry) return other;
         fail(GQA_STATUS_UNSUPPORTED,
-             "head_dim (%lld) has no CUDA kernel; supported: 32, 64, 80, 96, 128, 256",
-             (long long)p.head_dim);
-    if (p.kind == Kind::Prefill && p.num_q_heads > kMaxGridY)
-        fail(GQA_STATUS_UNSUPPORTED, "num_q_heads (%lld) exceeds the CUDA prefill limit %lld",
-             (long long)p.num_q_heads, (long long)kMaxGridY);
-    if (p.kind == Kind::Decode && p.num_kv_heads * decode_head_groups(p) > kMaxGridY)
-        fail(GQA_STATUS_UNSUPPORTED, "num_q_heads (%lld) with num_kv_heads (%lld) exceeds the CUDA decode grid limit",
-             (long long)p.num_q_heads, (long long)p.num_kv_heads);
-
-    const int dev = current_device();
-    check_device_pointer(p.out, "out", dev);
-    check_device_pointer(p.q, "q", dev);
-    check_device_pointer(p.k, "k", dev);
-    check_device_pointer(p.v, "v", dev);
-    if (p.has_cache) {
-        check_device_pointer(p.k_cache, "k_cache", dev);
-        check_device_pointer(p.v_cache, "v_cache", dev);
+             "head_dim (%lld) %s on CUDA needs %d bytes of shared memory per block (%s) or %d (%s), but CUDA "
+             "device %d allows %d",
+             (long long)p.head_dim, prefill ? "prefill" : "decode", k.smem_bytes, k.name, other.smem_bytes,
+             other.name, dev.index, dev.smem_per_block);
     }
-    if (p.kind == Kind::Decode && p.workspace != nullptr) {
-        check_device_pointer(p.workspace, "workspace", dev);
-        const uint64_t need = cuda_decode_workspace_bytes(p);
-        if (p.workspace_bytes < need)
-            fail(GQA_STATUS_INVALID_ARGUMENT,
-                 "workspace_bytes (%llu) is smaller than the %llu bytes num_splits (%d) needs; "
-                 "see gqa_decode_workspace_size()",
-                 (unsigned long long)p.workspace_bytes, (unsigned long long)need, p.num_splits);
-    }
+    fail(GQA_STATUS_UNSUPPORTED,
+         "head_dim (%lld) %s on CUDA needs %d bytes of shared memory per block (%s, chosen by %s), but CUDA "
+         "device %d allows %d",
+         (long long)p.head_dim, prefill ? "prefill" : "decode", k.smem_bytes, k.name, forced, dev.index,
+         dev.smem_per_block);
 }
 
-uint64_t cuda_decode_workspace_bytes(const Problem& p) {
-    const int64_t splits = workspace_splits(p);
-    if (splits <= 1) return 0;
-    return gpu::decode_partial_bytes(p.batch, p.num_q_heads, p.head_dim, splits);
+// The kernels of one call, chosen and prepared (attributes, occupancy) before any is launched.
+struct CallPlan {
+    Kernel attention;
+    Kernel append;   // prefill with caches: the cache copy (else no entry)
+    Kernel combine;  // decode with partitions > 1: the merge (else no entry)
+    int64_t partitions;
+};
+
+CallPlan plan_call(const Problem& p, const DeviceFacts& dev) {
+    CallPlan plan{};
+    plan.attention = pick_attention(p, dev);
+    plan.partitions = kv_partitions(p, dev);
+    if (p.kind == Kind::Prefill && p.has_cache) plan.append = gpu::select_append_kv();
+    if (plan.partitions > 1)
+        plan.combine = p.dtype == DType::BF16 ? gpu::select_combine<__nv_bfloat16>() : gpu::select_combine<__half>();
+    for (const Kernel* k : {&plan.append, &plan.attention, &plan.combine})
+        if (k->entry) prepare_kernel(*k, dev);
+    return plan;
 }
 
-void cuda_attention(const Problem& p) {
-    cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+// Element strides of a contiguous [batch][tokens][heads][head_dim] tensor.
+gpu::RowStrides contiguous(int64_t tokens, int64_t heads, int64_t head_dim) {
+    return gpu::RowStrides{tokens * heads * head_dim, heads * head_dim, head_dim};
+}
+
+AttnParams make_params(const Problem& p, int64_t partitions) {
     AttnParams a{};
     a.out = p.out;
     a.q = p.q;
@@ -268,43 +191,86 @@ void cuda_attention(const Problem& p) {
     a.has_cache = p.has_cache ? 1 : 0;
     a.causal = p.causal ? 1 : 0;
     a.scale_log2 = p.scale * 1.4426950408889634f;  // log2(e)
-    a.num_splits = 1;
-    const bool bf16 = p.dtype == DType::BF16;
-
-    if (p.kind == Kind::Decode) {
-        const int64_t splits = decode_splits(p);
-        a.num_splits = int32_t(splits);
-        if (splits > 1) {
-            a.partial_o = static_cast<float*>(p.workspace);
-            a.partial_ml = reinterpret_cast<float2*>(
-                static_cast<char*>(p.workspace) +
-                uint64_t(p.batch * p.num_q_heads * splits) * uint64_t(p.head_dim) * sizeof(float));
-        }
-        GQA_LOG(GQA_LOG_DEBUG, "cuda decode: %lld split(s) (num_splits %d, workspace %llu B)",
-                (long long)splits, p.num_splits, (unsigned long long)p.workspace_bytes);
+    a.q_rows = a.out_rows = contiguous(p.seq_len, p.num_q_heads, p.head_dim);
+    a.new_kv_rows = contiguous(p.seq_len, p.num_kv_heads, p.head_dim);
+    // Without caches no key is read from them: strides 0 keep kv_source off null-pointer arithmetic.
+    a.cache_rows = p.has_cache ? contiguous(p.max_seq_len, p.num_kv_heads, p.head_dim) : gpu::RowStrides{0, 0, 0};
+    a.num_splits = int32_t(partitions);
+    if (partitions > 1) {
+        a.partial_o = static_cast<float*>(p.workspace);
+        a.partial_ml = reinterpret_cast<float2*>(
+            static_cast<char*>(p.workspace) +
+            uint64_t(p.batch * p.num_q_heads * partitions) * uint64_t(p.head_dim) * sizeof(float));
     }
+    return a;
+}
 
-    const Launcher attention = bf16 ? kernel_for<__nv_bfloat16>(p.kind, p.head_dim, p.group)
-                                    : kernel_for<__half>(p.kind, p.head_dim, p.group);
-    const Launcher combine = bf16 ? gpu::launch_combine<__nv_bfloat16> : gpu::launch_combine<__half>;
+}  // namespace
 
+bool cuda_built() { return true; }
+
+bool cuda_usable(std::string* why) { return current_device_facts(why) != nullptr; }
+
+void cuda_check_supported(const Problem& p) {
+    std::string why;
+    const DeviceFacts* facts = current_device_facts(&why);
+    if (!facts) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
+    const DeviceFacts& dev = *facts;
+    if (p.dtype == DType::F32)
+        fail(GQA_STATUS_UNSUPPORTED, "dtype (GQA_DTYPE_F32) is supported on the CPU only; use f16 or bf16 on CUDA");
+    if (!head_dim_supported(p.head_dim))
+        fail(GQA_STATUS_UNSUPPORTED, "head_dim (%lld) has no CUDA kernel; supported: " GQA_CUDA_HEAD_DIMS_TEXT,
+             (long long)p.head_dim);
+    if (p.kind == Kind::Prefill && p.num_q_heads > kMaxGridY)
+        fail(GQA_STATUS_UNSUPPORTED, "num_q_heads (%lld) exceeds the CUDA prefill limit %lld",
+             (long long)p.num_q_heads, (long long)kMaxGridY);
+    if (p.kind == Kind::Decode && p.num_kv_heads * max_decode_head_groups(p) > kMaxGridY)
+        fail(GQA_STATUS_UNSUPPORTED, "num_q_heads (%lld) with num_kv_heads (%lld) exceeds the CUDA decode grid limit",
+             (long long)p.num_q_heads, (long long)p.num_kv_heads);
+
+    check_device_pointer(p.out, "out", dev);
+    check_device_pointer(p.q, "q", dev);
+    check_device_pointer(p.k, "k", dev);
+    check_device_pointer(p.v, "v", dev);
+    if (p.has_cache) {
+        check_device_pointer(p.k_cache, "k_cache", dev);
+        check_device_pointer(p.v_cache, "v_cache", dev);
+    }
+    if (p.kind == Kind::Decode && p.workspace != nullptr) {
+        check_device_pointer(p.workspace, "workspace", dev);
+        const uint64_t need = cuda_decode_workspace_bytes(p);
+        if (p.workspace_bytes < need)
+            fail(GQA_STATUS_INVALID_ARGUMENT,
+                 "workspace_bytes (%llu) is less than gqa_decode_workspace_size() (%llu) for this config",
+                 (unsigned long long)p.workspace_bytes, (unsigned long long)need);
+    }
+    plan_call(p, dev);  // the kernels fit the device and are prepared
+}
+
+uint64_t cuda_decode_workspace_bytes(const Problem& p) {
+    const int64_t partitions = workspace_kv_partitions(p, usable_device());
+    if (partitions <= 1) return 0;
+    return gpu::decode_partial_bytes(p.batch, p.num_q_heads, p.head_dim, partitions);
+}
+
+void cuda_attention(const Problem& p) {
+    const DeviceFacts& dev = usable_device();
+    const CallPlan plan = plan_call(p, dev);  // remembered per device: cheap, and checked already
+    AttnParams a = make_params(p, plan.partitions);
+    if (p.kind == Kind::Decode)
+        GQA_LOG(GQA_LOG_DEBUG, "cuda decode: %lld split(s) (num_splits %d, workspace %llu B)",
+                (long long)plan.partitions, p.num_splits, (unsigned long long)p.workspace_bytes);
+
+    cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
     for (int64_t first = 0; first < p.batch; first += gpu::kMaxSeqsPerLaunch) {
         const int64_t count = std::min<int64_t>(gpu::kMaxSeqsPerLaunch, p.batch - first);
         a.chunk.first = int32_t(first);
         a.chunk.count = int32_t(count);
         for (int64_t i = 0; i < count; ++i)
             a.chunk.start[i] = p.has_cache ? int32_t(p.start_of(first + i)) : 0;
-
-        if (p.kind == Kind::Prefill && p.has_cache) {
-            gpu::launch_append_kv(a, stream);
-            check_launch("append_kv_kernel");
-        }
-        attention(a, stream);
-        check_launch(p.kind == Kind::Prefill ? "prefill_kernel" : "decode_kernel");
-        if (a.num_splits > 1) {
-            combine(a, stream);
-            check_launch("combine_kernel");
-        }
+        if (plan.append.entry) gpu::launch(plan.append, a, stream);
+        gpu::launch(plan.attention, a, stream);
+        if (plan.combine.entry) gpu::launch(plan.combine, a, stream);
     }
 }
 

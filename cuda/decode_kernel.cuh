@@ -10,23 +10,26 @@
 // of split 0 / head group 0 copies it into the cache at `start`: no block of this launch reads
 // that cache row, so the fused append cannot race with the attention.
 //
-// K/V tiles stream through a kStages-deep cp.async ring in dynamic shared memory: while one tile
-// is computed, the next kStages - 1 are in flight, which a memory-bound kernel needs to keep
-// enough bytes outstanding per SM.
+// K/V tiles stream through a Stages-deep cp.async ring in dynamic shared memory: while one tile
+// is computed, the next Stages - 1 are in flight, which a memory-bound kernel needs to keep
+// enough bytes outstanding per SM. Where the deepest ring does not fit a device's shared memory
+// (d256 on the 99 KB devices: sm_86, sm_89, sm_120), one stage less is used.
 #pragma once
 
 #include <cmath>
 
 #include "common.cuh"
-#include "launchers.hpp"
-#include "log.hpp"
 #include "kv_tiles.cuh"     // DecodeBlock, load_kv_rows
+#include "launchers.hpp"
 #include "tensor_core.cuh"  // cp.async wrappers, dynamic_smem()
 
 namespace gqa {
 namespace gpu {
 
-template <int D>
+// The deepest K/V ring of the SIMT decode for head_dim D.
+constexpr int decode_stages(int d) { return d > 128 ? 3 : 4; }
+
+template <int D, int Stages>
 struct DecodeTile {
     static constexpr int kKeys = 32;     // keys per tile: one per lane in Q·Kᵀ
     static constexpr int kThreads = 128;
@@ -37,34 +40,41 @@ struct DecodeTile {
     static constexpr int kStride = D + kVec;  // odd number of 16-byte units: no bank conflicts
     static constexpr int kPairs = D / 2;      // P·V works on pairs of dims (4-byte smem reads)
     static constexpr int kItemsPerThread = (kHeads * kPairs + kThreads - 1) / kThreads;
-    static constexpr int kStages = D > 128 ? 3 : 4;  // K/V tiles in the cp.async ring
+    static constexpr int kStages = Stages;  // K/V tiles in the cp.async ring
     static constexpr size_t kStageElems = size_t(2) * kKeys * kStride;  // K then V
-    static constexpr size_t kDynamicSmemBytes = sizeof(uint16_t) * kStages * kStageElems;
+    static constexpr size_t kRingBytes = sizeof(uint16_t) * kStages * kStageElems;
+    // After the ring (fp32): Q [kHeads][D], P [kHeads][kKeys + 1], then alpha, m, l [kHeads].
+    static constexpr size_t kQOffset = kRingBytes;
+    static constexpr size_t kPOffset = kQOffset + sizeof(float) * kHeads * D;
+    static constexpr size_t kStatsOffset = kPOffset + sizeof(float) * kHeads * (kKeys + 1);
+    static constexpr size_t kSmemBytes = kStatsOffset + sizeof(float) * 3 * kHeads;
     static_assert(D % kVec == 0, "head_dim must be a multiple of 8");
     static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
     static_assert(kHeads % kWarps == 0, "heads are dealt to warps evenly");
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(DecodeTile<D>::kThreads)
+template <typename T, int D, int Stages>
+__global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
     decode_kernel(const __grid_constant__ AttnParams p) {
-    using Tile = DecodeTile<D>;
+    using Tile = DecodeTile<D, Stages>;
     constexpr int kK = Tile::kKeys, kStride = Tile::kStride, kChunks = Tile::kChunks;
     constexpr int kH = Tile::kHeads, kPairs = Tile::kPairs;
     using Pair = typename Storage<T>::Pair;
 
-    T* const ring = reinterpret_cast<T*>(dynamic_smem());  // [kStages][K, V][kK][kStride]
-    __shared__ __align__(16) float q_s[kH][D];
-    __shared__ float p_s[kH][kK + 1];  // +1: two heads read by one warp use distinct banks
-    __shared__ float alpha_s[kH];
-    __shared__ float m_s[kH];
-    __shared__ float l_s[kH];
+    unsigned char* const smem = dynamic_smem();
+    T* const ring = reinterpret_cast<T*>(smem);  // [kStages][K, V][kK][kStride]
+    float(*const q_s)[D] = reinterpret_cast<float(*)[D]>(smem + Tile::kQOffset);
+    // +1: two heads read by one warp use distinct banks
+    float(*const p_s)[kK + 1] = reinterpret_cast<float(*)[kK + 1]>(smem + Tile::kPOffset);
+    float* const alpha_s = reinterpret_cast<float*>(smem + Tile::kStatsOffset);
+    float* const m_s = alpha_s + kH;
+    float* const l_s = m_s + kH;
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
     const DecodeBlock<kH, kK> blk(p);
-    const int64_t b = blk.b, kvh = blk.kvh, h0 = blk.h0, start = blk.start, lo = blk.lo, hi = blk.hi;
+    const int64_t b = blk.b, kvh = blk.kvh, start = blk.start, lo = blk.lo, hi = blk.hi;
     const int nh = blk.nh;
     blk.template append_new_token<T, D>(p, tid);
 
@@ -74,7 +84,7 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
         const int h = e / kChunks, c = e % kChunks;
         float f[kVec];
         if (h < nh) {
-            unpack8<T>(load16(q + ((b * p.num_q_heads + h0 + h) * D) + c * kVec), f);
+            unpack8<T>(load16(q + blk.q_row(p, h) + c * kVec), f);
         } else {
 #pragma unroll
             for (int i = 0; i < kVec; ++i) f[i] = 0.0f;
@@ -199,36 +209,30 @@ __global__ void __launch_bounds__(DecodeTile<D>::kThreads)
         const int e = tid + i * Tile::kThreads;
         const int h = e / kPairs, c = e % kPairs;
         if (h >= nh) continue;
-        const int64_t qh = h0 + h;
         if (p.num_splits == 1) {
             // Key `start` is always visible, so l >= 1.
             const float inv_l = 1.0f / l_s[h];
-            T* out = static_cast<T*>(p.out) + (b * p.num_q_heads + qh) * D + 2 * c;
+            T* out = static_cast<T*>(p.out) + blk.out_row(p, h) + 2 * c;
             *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(acc[i][0] * inv_l, acc[i][1] * inv_l);
         } else {
-            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + blk.split;
+            const int64_t entry = blk.partial_entry(p, h);
             *reinterpret_cast<float2*>(p.partial_o + entry * D + 2 * c) = make_float2(acc[i][0], acc[i][1]);
             if (c == 0) p.partial_ml[entry] = make_float2(m_s[h], l_s[h]);
         }
     }
 }
 
+template <typename T, int D, int Stages>
+Kernel decode_variant() {
+    using Tile = DecodeTile<D, Stages>;
+    return kernel_variant<Tile, &decode_kernel<T, D, Stages>>("decode_kernel", D, Stages,
+                                                              decode_grid<Tile::kHeads>);
+}
+
 template <typename T, int D>
-void launch_decode(const AttnParams& p, cudaStream_t stream) {
-    using Tile = DecodeTile<D>;
-    const int64_t head_groups = decode_head_groups(p.group, Tile::kHeads);
-    const dim3 grid = decode_grid(p, Tile::kHeads);
-    const dim3 block(Tile::kThreads);
-    const int smem = int(Tile::kDynamicSmemBytes);
-    if (!allow_dynamic_smem(&decode_kernel<T, D>, smem)) return;
-    GQA_LOG(GQA_LOG_DEBUG,
-            "cuda decode_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
-            "static smem %d B + dynamic %d B (%d-stage K/V ring), splits %d, "
-            "%lld head group(s) of <= %d query heads",
-            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
-            int(sizeof(float) * (Tile::kHeads * D + Tile::kHeads * (Tile::kKeys + 1) + 3 * Tile::kHeads)),
-            smem, Tile::kStages, p.num_splits, (long long)head_groups, Tile::kHeads);
-    decode_kernel<T, D><<<grid, block, smem, stream>>>(p);
+Kernel select_decode(int smem_limit) {
+    constexpr int kDeep = decode_stages(D);
+    return first_fitting(smem_limit, decode_variant<T, D, kDeep>(), decode_variant<T, D, kDeep - 1>());
 }
 
 }  // namespace gpu

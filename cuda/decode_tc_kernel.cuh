@@ -15,6 +15,8 @@
 // At the end the 4 warps' (m, l, O) are merged through shared memory in a fixed order.
 // Head rows past the group (G < 16) are zero and never written. The new token is read from k, v
 // and copied into the cache as in decode_kernel.cuh (no block of the launch reads that row).
+// Where the deepest ring does not fit a device's shared memory (99 KB per block on sm_86,
+// sm_89, sm_120: d128 needs 108,800 B with 3 stages), one stage less is used.
 #pragma once
 
 #include <cmath>
@@ -23,13 +25,15 @@
 #include "fragment_softmax.cuh"
 #include "kv_tiles.cuh"
 #include "launchers.hpp"
-#include "log.hpp"
 #include "tensor_core.cuh"
 
 namespace gqa {
 namespace gpu {
 
-template <int D>
+// The deepest K/V ring of the tensor-core decode for head_dim D.
+constexpr int decode_tc_stages(int d) { return d > 128 ? 2 : 3; }
+
+template <int D, int Stages>
 struct DecodeTcTile {
     static constexpr int kWarps = 4;
     static constexpr int kThreads = 32 * kWarps;
@@ -38,7 +42,7 @@ struct DecodeTcTile {
     static constexpr int kChunks = D / kVec;      // 16-byte chunks per row
     static constexpr int kStride = D + kVec;      // odd number of 16 B units: no ldmatrix conflicts
     static constexpr int kOTiles = D / 8;         // 8-wide column tiles of O
-    static constexpr int kStages = D > 128 ? 2 : 3;
+    static constexpr int kStages = Stages;
     static constexpr size_t kStageElems = size_t(2) * kKeys * kStride;  // K then V
     static constexpr size_t kRingBytes = sizeof(uint16_t) * kStages * kStageElems;
     static constexpr size_t kQBytes = sizeof(uint16_t) * kHeads * kStride;
@@ -52,10 +56,10 @@ struct DecodeTcTile {
     static_assert(kMergeBytes <= kRingBytes, "the merge buffer must fit in the ring");
 };
 
-template <typename T, int D>
-__global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
+template <typename T, int D, int Stages>
+__global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     decode_tc_kernel(const __grid_constant__ AttnParams p) {
-    using Tile = DecodeTcTile<D>;
+    using Tile = DecodeTcTile<D, Stages>;
     constexpr int kK = Tile::kKeys, kH = Tile::kHeads, kStride = Tile::kStride;
     constexpr int kChunks = Tile::kChunks, kStages = Tile::kStages;
     using Pair = typename Storage<T>::Pair;
@@ -67,7 +71,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
     const int warp = tid / 32, lane = tid % 32;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
     const DecodeBlock<kH, kK> blk(p);
-    const int64_t b = blk.b, kvh = blk.kvh, h0 = blk.h0, start = blk.start, lo = blk.lo, hi = blk.hi;
+    const int64_t b = blk.b, kvh = blk.kvh, start = blk.start, lo = blk.lo, hi = blk.hi;
     const int nh = blk.nh;
     blk.template append_new_token<T, D>(p, tid);
 
@@ -76,7 +80,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
     for (int e = tid; e < kH * kChunks; e += Tile::kThreads) {
         const int h = e / kChunks, c = e % kChunks;
         const bool valid = h < nh;
-        const T* src = valid ? q + (b * p.num_q_heads + h0 + h) * D + c * kVec : q;
+        const T* src = valid ? q + blk.q_row(p, h) + c * kVec : q;
         cp_async_16(&q_s[h * kStride + c * kVec], src, valid);
     }
 
@@ -194,36 +198,32 @@ __global__ void __launch_bounds__(DecodeTcTile<D>::kThreads)
             acc.z += f * ow.z;
             acc.w += f * ow.w;
         }
-        const int64_t qh = h0 + h;
         if (p.num_splits == 1) {
             // Key `start` is always visible, so sum >= 1.
             const float inv_l = 1.0f / sum;
-            Pair* out = reinterpret_cast<Pair*>(static_cast<T*>(p.out) + (b * p.num_q_heads + qh) * D + 4 * c);
+            Pair* out = reinterpret_cast<Pair*>(static_cast<T*>(p.out) + blk.out_row(p, h) + 4 * c);
             out[0] = Storage<T>::from_floats(acc.x * inv_l, acc.y * inv_l);
             out[1] = Storage<T>::from_floats(acc.z * inv_l, acc.w * inv_l);
         } else {
             // An empty split writes m = -inf, l = 0, O = 0, which combine_kernel skips.
-            const int64_t entry = (b * p.num_q_heads + qh) * p.num_splits + blk.split;
+            const int64_t entry = blk.partial_entry(p, h);
             *reinterpret_cast<float4*>(p.partial_o + entry * D + 4 * c) = acc;
             if (c == 0) p.partial_ml[entry] = make_float2(big, sum);
         }
     }
 }
 
+template <typename T, int D, int Stages>
+Kernel decode_tc_variant() {
+    using Tile = DecodeTcTile<D, Stages>;
+    return kernel_variant<Tile, &decode_tc_kernel<T, D, Stages>>("decode_tc_kernel", D, Stages,
+                                                                 decode_grid<Tile::kHeads>);
+}
+
 template <typename T, int D>
-void launch_decode_tc(const AttnParams& p, cudaStream_t stream) {
-    using Tile = DecodeTcTile<D>;
-    const int64_t head_groups = decode_head_groups(p.group, Tile::kHeads);
-    const dim3 grid = decode_grid(p, Tile::kHeads);
-    const dim3 block(Tile::kThreads);
-    const int smem = int(Tile::kSmemBytes);
-    if (!allow_dynamic_smem(&decode_tc_kernel<T, D>, smem)) return;
-    GQA_LOG(GQA_LOG_DEBUG,
-            "cuda decode_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
-            "dynamic smem %d B (%d-stage ring of %d keys), splits %d, %lld head group(s) of <= %d",
-            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
-            smem, Tile::kStages, Tile::kKeys, p.num_splits, (long long)head_groups, Tile::kHeads);
-    decode_tc_kernel<T, D><<<grid, block, smem, stream>>>(p);
+Kernel select_decode_tc(int smem_limit) {
+    constexpr int kDeep = decode_tc_stages(D);
+    return first_fitting(smem_limit, decode_tc_variant<T, D, kDeep>(), decode_tc_variant<T, D, kDeep - 1>());
 }
 
 }  // namespace gpu

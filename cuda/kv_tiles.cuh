@@ -1,5 +1,6 @@
-// kv_tiles.cuh: what the cp.async kernels share: the K/V tile loader (tensor-core prefill and
-// both decode kernels) and a decode block's share of the work and its fused cache append.
+// kv_tiles.cuh: what the attention kernels share: the K/V tile loader (cp.async: tensor-core
+// prefill and both decode kernels), and what one prefill block (PrefillBlock) or one decode block
+// (DecodeBlock, with its fused cache append) owns: its sequence, heads and key range.
 #pragma once
 
 #include "common.cuh"
@@ -16,21 +17,18 @@ template <typename T, int D, int kRows, int kStride, int kThreads>
 __device__ __forceinline__ void load_kv_rows(const AttnParams& p, int64_t b, int64_t kvh, int64_t start,
                                              int64_t k0, int64_t end, T* ks, T* vs, int tid) {
     constexpr int kChunks = D / kVec;
-    const T* k_new = static_cast<const T*>(p.k);
-    const T* v_new = static_cast<const T*>(p.v);
-    const T* k_cache = static_cast<const T*>(p.k_cache);
-    const T* v_cache = static_cast<const T*>(p.v_cache);
+    const KvSource<T> src = p.kv_source<T>(b, kvh, start);
     for (int e = tid; e < kRows * kChunks; e += kThreads) {
         const int r = e / kChunks, c = e % kChunks;
         const int64_t pos = k0 + r;
         const bool valid = pos < end;
-        const T* ksrc = k_new;
-        const T* vsrc = v_new;
+        // An invalid row reads nothing, but cp.async still wants a valid address: k and v.
+        const T* ksrc = static_cast<const T*>(p.k);
+        const T* vsrc = static_cast<const T*>(p.v);
         if (valid) {
-            bool cached;
-            const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-            ksrc = (cached ? k_cache : k_new) + off;
-            vsrc = (cached ? v_cache : v_new) + off;
+            const KvRow<T> row = src.row(pos);
+            ksrc = row.k + c * kVec;
+            vsrc = row.v + c * kVec;
         }
         cp_async_16(&ks[r * kStride + c * kVec], ksrc, valid);
         cp_async_16(&vs[r * kStride + c * kVec], vsrc, valid);
@@ -49,9 +47,45 @@ __host__ __device__ inline int64_t decode_head_groups(int64_t group, int64_t hea
     return (group + heads - 1) / heads;
 }
 
-// A decode launch's grid: (split, KV head x head group, sequence of the chunk).
-inline dim3 decode_grid(const AttnParams& p, int heads) {
-    return dim3(unsigned(p.num_splits), unsigned(p.num_kv_heads * decode_head_groups(p.group, heads)),
+// What one prefill block owns. Grid: (query tile, query head, sequence of the chunk). With
+// kHeaviestFirst, causal blocks run heaviest first (the last query tile has the most keys), so
+// that the long blocks do not all end up in the final wave. The block's queries q0 .. q0 +
+// kQueries - 1 (rows past seq_len are computed, never written) see keys [lo, hi), in num_tiles
+// tiles of kTileKeys.
+template <int kQueries, int kTileKeys, bool kHeaviestFirst>
+struct PrefillBlock {
+    int64_t q0, qh, kvh, b, start, lo, hi;
+    int64_t num_tiles;
+    int chunk_index;  // b's index in p.chunk
+
+    __device__ explicit PrefillBlock(const AttnParams& p) {
+        const int64_t q_tile =
+            kHeaviestFirst && p.causal ? int64_t(gridDim.x) - 1 - blockIdx.x : int64_t(blockIdx.x);
+        q0 = q_tile * kQueries;
+        qh = blockIdx.y;
+        kvh = qh / p.group;
+        chunk_index = int(blockIdx.z);
+        b = int64_t(p.chunk.first) + chunk_index;
+        start = p.chunk.start[chunk_index];
+        const int64_t kv_len = start + p.seq_len;
+        lo = 0;
+        // Keys at or past hi are masked for every query of this block.
+        hi = p.causal ? min(kv_len, start + q0 + kQueries) : kv_len;
+        num_tiles = (hi - lo + kTileKeys - 1) / kTileKeys;
+    }
+    // Query row r of the block is new token q0 + r; its absolute position is start + q0 + r.
+    __device__ bool has_row(const AttnParams& p, int64_t r) const { return q0 + r < p.seq_len; }
+};
+
+// Launch grids, one chunk of sequences at a time.
+template <int kQueries>
+inline dim3 prefill_grid(const AttnParams& p) {
+    return dim3(unsigned((p.seq_len + kQueries - 1) / kQueries), unsigned(p.num_q_heads),
+                unsigned(p.chunk.count));
+}
+template <int kHeads>
+inline dim3 decode_grid(const AttnParams& p) {
+    return dim3(unsigned(p.num_splits), unsigned(p.num_kv_heads * decode_head_groups(p.group, kHeads)),
                 unsigned(p.chunk.count));
 }
 
@@ -86,11 +120,16 @@ struct DecodeBlock {
     template <typename T, int D>
     __device__ void append_new_token(const AttnParams& p, int tid) const {
         if (split != 0 || hg != 0 || tid >= D / kVec) return;
-        const int64_t src = (b * p.num_kv_heads + kvh) * D + tid * kVec;
-        const int64_t dst = ((b * p.max_seq_len + start) * p.num_kv_heads + kvh) * D + tid * kVec;
+        const int64_t src = p.new_kv_row(b, 0, kvh) + tid * kVec;
+        const int64_t dst = p.cache_row(b, start, kvh) + tid * kVec;
         store16(static_cast<T*>(p.k_cache) + dst, load16(static_cast<const T*>(p.k) + src));
         store16(static_cast<T*>(p.v_cache) + dst, load16(static_cast<const T*>(p.v) + src));
     }
+
+    // The output row of query head h (0 .. nh - 1), or with splits its partial's entry.
+    __device__ int64_t out_row(const AttnParams& p, int h) const { return p.out_row(b, 0, h0 + h); }
+    __device__ int64_t partial_entry(const AttnParams& p, int h) const { return p.partial_entry(b, h0 + h, split); }
+    __device__ int64_t q_row(const AttnParams& p, int h) const { return p.q_row(b, 0, h0 + h); }
 };
 
 }  // namespace gpu

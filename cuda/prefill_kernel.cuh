@@ -1,4 +1,5 @@
-// prefill_kernel.cuh: flash-style GQA prefill, SIMT and fp32 math (tensor cores: prefill_tc_kernel.cuh).
+// prefill_kernel.cuh: flash-style GQA prefill on the SIMT fp32 units: the reference path
+// (GQA_CUDA_PREFILL=simt) beside the tensor-core default (prefill_tc_kernel.cuh).
 //
 // One block = 32 queries of one (sequence, query head). It loops over key tiles, keeps a running
 // max and sum per query (online softmax in base 2) and accumulates P·V in fp32 registers.
@@ -6,14 +7,16 @@
 // Q·Kᵀ and the head dim for P·V, so a row's softmax state never leaves its quad.
 //
 // Keys are at absolute positions 0 .. kv_len-1 with kv_len = start + seq_len (start = 0 without
-// caches); query i sits at position start + i and, when causal, sees keys 0 .. start + i.
+// caches); query i sits at position start + i and, when causal, sees keys 0 .. start + i. The
+// block's sequence, head and key range come from PrefillBlock (kv_tiles.cuh).
 #pragma once
 
 #include <cmath>
 
 #include "common.cuh"
+#include "kv_tiles.cuh"     // PrefillBlock
 #include "launchers.hpp"
-#include "log.hpp"
+#include "tensor_core.cuh"  // dynamic_smem()
 
 namespace gqa {
 namespace gpu {
@@ -29,6 +32,10 @@ struct PrefillTile {
     static constexpr int kStride = D + kVec;
     static constexpr int kKeysPerThread = kKeys / 4;
     static constexpr int kChunksPerThread = (kChunks + 3) / 4;
+    // Dynamic shared memory: Q, K and V tiles (storage type), then P (fp32, padded rows).
+    static constexpr size_t kTileBytes = sizeof(uint16_t) * kStride;  // per row of Q, K or V
+    static constexpr size_t kSmemBytes =
+        (kQueries + 2 * kKeys) * kTileBytes + sizeof(float) * kQueries * (kKeys + 1);
     static_assert(D % kVec == 0, "head_dim must be a multiple of 8");
     static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
 };
@@ -40,36 +47,27 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     constexpr int kQ = Tile::kQueries, kK = Tile::kKeys, kStride = Tile::kStride;
     constexpr int kChunks = Tile::kChunks;
 
-    __shared__ __align__(16) T q_s[kQ * kStride];
-    __shared__ __align__(16) T k_s[kK * kStride];
-    __shared__ __align__(16) T v_s[kK * kStride];
-    __shared__ float p_s[kQ][kK + 1];  // +1: the 8 rows of a warp hit distinct banks
+    T* const q_s = reinterpret_cast<T*>(dynamic_smem());  // [kQ][kStride]
+    T* const k_s = q_s + kQ * kStride;                     // [kK][kStride]
+    T* const v_s = k_s + kK * kStride;                     // [kK][kStride]
+    // +1: the 8 rows of a warp hit distinct banks
+    float(*const p_s)[kK + 1] = reinterpret_cast<float(*)[kK + 1]>(v_s + kK * kStride);
 
     const int tid = threadIdx.x;
     const int row = tid >> 2;  // query row of this thread's quad
     const int quad = tid & 3;  // position inside the quad
-    const int64_t q0 = int64_t(blockIdx.x) * kQ;
-    const int64_t qh = blockIdx.y;
-    const int bl = blockIdx.z;
-    const int64_t b = int64_t(p.chunk.first) + bl;
-    const int64_t kvh = qh / p.group;
-    const int64_t start = p.has_cache ? int64_t(p.chunk.start[bl]) : 0;
-    const int64_t kv_len = start + p.seq_len;
-    // Keys past kv_end are masked for every query of this block.
-    const int64_t kv_end = p.causal ? min(kv_len, start + q0 + kQ) : kv_len;
+    const PrefillBlock<kQ, kK, false> blk(p);  // the reference path keeps grid order
+    const int64_t q0 = blk.q0, qh = blk.qh, b = blk.b, kvh = blk.kvh, start = blk.start;
+    const int64_t kv_end = blk.hi;  // keys at or past kv_end are masked for every query here
 
     const T* q = static_cast<const T*>(p.q);
-    const T* k_new = static_cast<const T*>(p.k);
-    const T* v_new = static_cast<const T*>(p.v);
-    const T* k_cache = static_cast<const T*>(p.k_cache);
-    const T* v_cache = static_cast<const T*>(p.v_cache);
+    const KvSource<T> kv_src = p.kv_source<T>(b, kvh, start);
 
     // Q tile; rows past seq_len are zero (computed, never written).
     for (int e = tid; e < kQ * kChunks; e += Tile::kThreads) {
         const int r = e / kChunks, c = e % kChunks;
         uint4 x = make_uint4(0, 0, 0, 0);
-        if (q0 + r < p.seq_len)
-            x = load16(q + ((b * p.seq_len + q0 + r) * p.num_q_heads + qh) * D + c * kVec);
+        if (blk.has_row(p, r)) x = load16(q + p.q_row(b, q0 + r, qh) + c * kVec);
         store16(&q_s[r * kStride + c * kVec], x);
     }
 
@@ -82,17 +80,17 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     float l = 0.0f;       // running sum of exp2(logit - m)
     const int64_t qpos = start + q0 + row;  // absolute position of this thread's query
 
-    for (int64_t k0 = 0; k0 < kv_end; k0 += kK) {
+    for (int64_t tile = 0; tile < blk.num_tiles; ++tile) {
+        const int64_t k0 = blk.lo + tile * kK;
         // K and V tile; rows at or past kv_end are zero so that P·V never touches NaN.
         for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
             const int r = e / kChunks, c = e % kChunks;
             const int64_t pos = k0 + r;
             uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
             if (pos < kv_end) {
-                bool cached;
-                const int64_t off = kv_row_offset<T, D>(p, b, kvh, pos, start, &cached) + c * kVec;
-                kx = load16((cached ? k_cache : k_new) + off);
-                vx = load16((cached ? v_cache : v_new) + off);
+                const KvRow<T> kv = kv_src.row(pos);
+                kx = load16(kv.k + c * kVec);
+                vx = load16(kv.v + c * kVec);
             }
             store16(&k_s[r * kStride + c * kVec], kx);
             store16(&v_s[r * kStride + c * kVec], vx);
@@ -165,10 +163,10 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
         __syncthreads();  // k_s, v_s and p_s are overwritten by the next tile
     }
 
-    if (q0 + row < p.seq_len) {
+    if (blk.has_row(p, row)) {
         // Key 0 is visible to every query, so l >= 1 here.
         const float inv_l = 1.0f / l;
-        T* out = static_cast<T*>(p.out) + ((b * p.seq_len + q0 + row) * p.num_q_heads + qh) * D;
+        T* out = static_cast<T*>(p.out) + p.out_row(b, q0 + row, qh);
 #pragma unroll
         for (int i = 0; i < Tile::kChunksPerThread; ++i) {
             const int c = quad + 4 * i;
@@ -183,19 +181,10 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
 }
 
 template <typename T, int D>
-void launch_prefill(const AttnParams& p, cudaStream_t stream) {
+Kernel select_prefill(int smem_limit) {
     using Tile = PrefillTile<D>;
-    const dim3 grid(unsigned((p.seq_len + Tile::kQueries - 1) / Tile::kQueries),
-                    unsigned(p.num_q_heads), unsigned(p.chunk.count));
-    const dim3 block(Tile::kThreads);
-    GQA_LOG(GQA_LOG_DEBUG,
-            "cuda prefill_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
-            "static smem %d B, tile %d queries x %d keys",
-            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
-            int(sizeof(T) * (Tile::kQueries + 2 * Tile::kKeys) * Tile::kStride +
-                sizeof(float) * Tile::kQueries * (Tile::kKeys + 1)),
-            Tile::kQueries, Tile::kKeys);
-    prefill_kernel<T, D><<<grid, block, 0, stream>>>(p);
+    return first_fitting(smem_limit, kernel_variant<Tile, &prefill_kernel<T, D>>("prefill_kernel", D, 0,
+                                                                                 prefill_grid<Tile::kQueries>));
 }
 
 }  // namespace gpu

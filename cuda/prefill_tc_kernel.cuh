@@ -10,9 +10,7 @@
 //   O += P·V      (A = P straight from the S accumulators, B = V via ldmatrix.trans)
 // While a tile is computed, the next tile's K and V are already loading (cp.async, 2 stages).
 // Key rows past the block's last visible key are zero-filled, so P·V never touches stale data.
-//
-// Causal blocks are launched heaviest first (the last query tile has the most keys) so that
-// the long blocks do not all end up in the final wave.
+// The block's sequence, head and key range come from PrefillBlock (kv_tiles.cuh).
 #pragma once
 
 #include <cmath>
@@ -21,7 +19,6 @@
 #include "fragment_softmax.cuh"
 #include "kv_tiles.cuh"
 #include "launchers.hpp"
-#include "log.hpp"
 #include "tensor_core.cuh"
 
 namespace gqa {
@@ -40,7 +37,7 @@ struct PrefillTcTile {
     static constexpr int kSTiles = kN / 8;        // 8-key column tiles of S
     static constexpr int kOTiles = D / 8;         // 8-wide column tiles of O
     static constexpr int kStages = 2;
-    static constexpr size_t kSmemBytes = size_t(2) * (kM + 2 * kStages * kN) * kStride;
+    static constexpr size_t kSmemBytes = sizeof(uint16_t) * (kM + 2 * kStages * kN) * kStride;
     static_assert(D % 16 == 0, "the tensor-core prefill needs head_dim % 16 == 0");
     static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
     static_assert(kOTiles % 2 == 0 && kSTiles % 2 == 0, "ldmatrix.x4 loads two column tiles");
@@ -59,29 +56,21 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
     const int tid = threadIdx.x;
     const int warp = tid / 32, lane = tid % 32;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
-    const int64_t q_tile = p.causal ? int64_t(gridDim.x) - 1 - blockIdx.x : int64_t(blockIdx.x);
-    const int64_t q0 = q_tile * kM;
-    const int64_t qh = blockIdx.y;
-    const int bl = blockIdx.z;
-    const int64_t b = int64_t(p.chunk.first) + bl;
-    const int64_t kvh = qh / p.group;
-    const int64_t start = p.has_cache ? int64_t(p.chunk.start[bl]) : 0;
-    const int64_t kv_len = start + p.seq_len;
-    // Keys at or past kv_end are masked for every query of this block.
-    const int64_t kv_end = p.causal ? min(kv_len, start + q0 + kM) : kv_len;
-    const int64_t num_tiles = (kv_end + kN - 1) / kN;
-
-    const T* q = static_cast<const T*>(p.q);
+    const PrefillBlock<kM, kN, true> blk(p);
+    const int64_t q0 = blk.q0, qh = blk.qh, b = blk.b, kvh = blk.kvh, start = blk.start;
+    const int64_t kv_end = blk.hi;  // keys at or past kv_end are masked for every query here
+    const int64_t num_tiles = blk.num_tiles;
 
     // Q tile; rows past seq_len are zero (computed, never written).
+    const T* q = static_cast<const T*>(p.q);
     for (int e = tid; e < kM * kChunks; e += Tile::kThreads) {
         const int r = e / kChunks, c = e % kChunks;
-        const bool valid = q0 + r < p.seq_len;
-        const T* src = valid ? q + ((b * p.seq_len + q0 + r) * p.num_q_heads + qh) * D + c * kVec : q;
+        const bool valid = blk.has_row(p, r);
+        const T* src = valid ? q + p.q_row(b, q0 + r, qh) + c * kVec : q;
         cp_async_16(&q_s[r * kStride + c * kVec], src, valid);
     }
     auto load_kv = [&](int64_t tile, int stage) {
-        load_kv_rows<T, D, kN, kStride, Tile::kThreads>(p, b, kvh, start, tile * kN, kv_end,
+        load_kv_rows<T, D, kN, kStride, Tile::kThreads>(p, b, kvh, start, blk.lo + tile * kN, kv_end,
                                                         k_s + stage * kN * kStride,
                                                         v_s + stage * kN * kStride, tid);
     };
@@ -134,7 +123,7 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
 
         // Scale to base 2, mask, online softmax. Only the tail tile and the causal diagonal
         // need the mask; rows group and group+8 are shared by the 4 lanes of a quad.
-        const int64_t k0 = tile * kN;
+        const int64_t k0 = blk.lo + tile * kN;
         const bool needs_mask = k0 + kN > kv_end || (p.causal && k0 + kN - 1 > warp_q0);
 #pragma unroll
         for (int i = 0; i < Tile::kSTiles; ++i)
@@ -184,27 +173,17 @@ __global__ void __launch_bounds__(PrefillTcTile<D>::kThreads)
     T* out = static_cast<T*>(p.out);
     for (int e = lane; e < 16 * kChunks; e += 32) {
         const int r = e / kChunks, c = e % kChunks;
-        const int64_t row = q0 + 16 * warp + r;
-        if (row < p.seq_len)
-            store16(out + ((b * p.seq_len + row) * p.num_q_heads + qh) * D + c * kVec,
+        if (blk.has_row(p, 16 * warp + r))
+            store16(out + p.out_row(b, q0 + 16 * warp + r, qh) + c * kVec,
                     *reinterpret_cast<const uint4*>(&o_s[r * kStride + c * kVec]));
     }
 }
 
 template <typename T, int D>
-void launch_prefill_tc(const AttnParams& p, cudaStream_t stream) {
+Kernel select_prefill_tc(int smem_limit) {
     using Tile = PrefillTcTile<D>;
-    const dim3 grid(unsigned((p.seq_len + Tile::kM - 1) / Tile::kM), unsigned(p.num_q_heads),
-                    unsigned(p.chunk.count));
-    const dim3 block(Tile::kThreads);
-    const int smem = int(Tile::kSmemBytes);
-    if (!allow_dynamic_smem(&prefill_tc_kernel<T, D>, smem)) return;
-    GQA_LOG(GQA_LOG_DEBUG,
-            "cuda prefill_tc_kernel<hd%d>: sequences %d..%d grid (%u,%u,%u) block %u "
-            "dynamic smem %d B, tile %d queries x %d keys, %d stages",
-            D, p.chunk.first, p.chunk.first + p.chunk.count - 1, grid.x, grid.y, grid.z, block.x,
-            smem, Tile::kM, Tile::kN, Tile::kStages);
-    prefill_tc_kernel<T, D><<<grid, block, smem, stream>>>(p);
+    return first_fitting(smem_limit, kernel_variant<Tile, &prefill_tc_kernel<T, D>>(
+                                         "prefill_tc_kernel", D, Tile::kStages, prefill_grid<Tile::kM>));
 }
 
 }  // namespace gpu

@@ -1,5 +1,5 @@
 // cuda_unavailable.cpp: the CUDA backend of a build made without a CUDA compiler.
-// Every CUDA request is answered with GQA_STATUS_DEVICE_UNAVAILABLE by the API layer.
+// Every CUDA request is answered with GQA_STATUS_DEVICE_UNAVAILABLE.
 #include "backend.hpp"
 
 namespace gqa {
