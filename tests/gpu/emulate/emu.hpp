@@ -1,16 +1,18 @@
-// emu.hpp: runs libgqa's SIMT CUDA kernels on the CPU, for machines without a GPU.
+// emu.hpp: runs libgqa's CUDA kernels on the CPU, for machines without a GPU.
 //
-// Force-included (g++ -include) before each cuda/*.cu file compiled as C++. A launch runs its
-// blocks one after another; each block runs one std::thread per CUDA thread, so the kernels'
-// indexing, masking and barrier placement really execute: __syncthreads and __syncwarp are
-// std::barrier waits, shuffles go through a per-warp exchange array, __shared__ variables become
-// function statics (one block at a time shares them). With -fsanitize=thread a missing barrier
-// shows as a data race; with -fsanitize=address an out-of-bounds access as a heap overflow.
-// Tensor-core and async primitives (mma.sync, ldmatrix, cp.async: cuda/tensor_core.cuh) are
-// warp collectives here too: each lane posts its fragment or row address, then computes its own
-// result by the PTX ISA's fragment layouts. cp.async copies are deferred until the
-// cp.async.wait_group that covers them, so reading shared memory too early reads stale bytes.
-// It does NOT model the GPU memory model, timing, occupancy or bank conflicts.
+// Force-included (g++ -include) before each cuda/*.cu file compiled as C++. A launch
+// (cuda/launch.cu calls emu_launch under GQA_EMULATE) runs its blocks one after another; each
+// block runs one std::thread per CUDA thread, so the kernels' indexing, masking and barrier
+// placement really execute: __syncthreads and __syncwarp are std::barrier waits, shuffles go
+// through a per-warp exchange array. Shared memory is the launch's dynamic shared memory only
+// (the kernels use no static __shared__), NaN-poisoned (0xff) before every block. mma.sync,
+// ldmatrix and cp.async are warp collectives (emu_tensor_core.hpp); a cp.async poisons its
+// destination when issued and copies at the wait_group that covers it, and emu_smem.hpp checks
+// that no thread touches a cp.async destination between its issue and a barrier after its wait.
+// The emulated devices (SM count, shared memory per block) are set by tests (emu_control.h).
+// With -fsanitize=thread a missing barrier also shows as a data race; with -fsanitize=address
+// an out-of-bounds access as a heap overflow. It does NOT model the GPU memory model, timing,
+// occupancy or bank conflicts.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -32,8 +34,10 @@
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 #define __grid_constant__
+// Static shared memory is not emulated (it could not be poisoned per block): a kernel that
+// declares some does not compile here. Use dynamic shared memory (dynamic_smem()).
 #undef __shared__
-#define __shared__ static
+#define __shared__ static_shared_memory_is_not_emulated_use_dynamic_smem
 
 namespace emu {
 inline thread_local uint3 thread_idx;
@@ -46,7 +50,17 @@ extern uint32_t fragments[32][32][6];     // per warp, per lane: mma A (4) and B
 extern const void* row_address[32][32];  // per warp, per lane: ldmatrix row addresses
 extern unsigned char* dynamic_smem;       // the running block's dynamic shared memory
 extern size_t dynamic_smem_bytes;
+extern const char* running_kernel;        // name of the kernel being emulated, for messages
 [[noreturn]] void die(const char* what);
+[[noreturn]] void die_in_block(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Barrier intervals: the number of __syncthreads this thread has passed in its block.
+inline thread_local int epoch = 0;
+
+// emu_runtime.cpp: the launch-time checks a real device makes.
+int allowed_dynamic_smem(const void* kernel);  // 48 KB, or what cudaFuncSetAttribute allowed
+void set_last_error(cudaError_t e);
+bool accept_launch();  // counts the launch; false when a test made it fail (emu_fail_launch)
 }  // namespace emu
 #define GQA_EMULATE 1
 
@@ -55,7 +69,10 @@ extern size_t dynamic_smem_bytes;
 #define blockDim emu::block_dim
 #define gridDim emu::grid_dim
 
-inline void __syncthreads() { emu::block_barrier->arrive_and_wait(); }
+inline void __syncthreads() {
+    emu::block_barrier->arrive_and_wait();
+    ++emu::epoch;
+}
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::warp_barrier[threadIdx.x / 32]->arrive_and_wait(); }
 inline float __shfl_xor_sync(unsigned, float x, int lane_mask) {
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -72,120 +89,38 @@ namespace emu {
 inline int warp_id() { return int(thread_idx.x / 32); }
 inline int lane_id() { return int(thread_idx.x % 32); }
 inline void warp_sync() { warp_barrier[warp_id()]->arrive_and_wait(); }
-inline void check_smem(const void* p, size_t bytes, const char* what) {
-    const auto* c = static_cast<const unsigned char*>(p);
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) die(what);
-    if (c < dynamic_smem || c + bytes > dynamic_smem + dynamic_smem_bytes) die(what);
-}
-template <typename T>
-float to_float(uint16_t bits) {
-    if constexpr (std::is_same<T, __half>::value) {
-        __half_raw raw;
-        raw.x = bits;
-        return __half2float(__half(raw));
-    } else {
-        const uint32_t u = uint32_t(bits) << 16;
-        float f;
-        std::memcpy(&f, &u, 4);
-        return f;
-    }
-}
-inline uint16_t half_of(uint32_t reg, int which) { return uint16_t(which ? reg >> 16 : reg & 0xffffu); }
-
-struct PendingCopy {
-    void* dst;
-    const void* src;
-    bool valid;
-    int group;  // commit group the copy belongs to
-};
-// Inline (one definition in every translation unit), not extern: UBSan's null check misfires on
-// GCC's wrapper for an extern thread_local of another translation unit.
-inline thread_local std::vector<PendingCopy> pending_copies;
-inline thread_local int committed_groups = 0;
 }  // namespace emu
 
-namespace gqa {
-namespace gpu {
-inline unsigned char* dynamic_smem() { return emu::dynamic_smem; }
+#include "emu_smem.hpp"
+#include "emu_tensor_core.hpp"
 
-template <typename T>
-void mma_16x8x16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-    const int w = emu::warp_id(), lane = emu::lane_id();
-    for (int i = 0; i < 4; ++i) emu::fragments[w][lane][i] = a[i];
-    emu::fragments[w][lane][4] = b0;
-    emu::fragments[w][lane][5] = b1;
-    emu::warp_sync();
-    const int group = lane / 4, t = lane % 4;
-    for (int e = 0; e < 4; ++e) {
-        const int row = group + 8 * (e / 2), col = 2 * t + (e & 1);
-        double acc = 0.0;
-        for (int k = 0; k < 16; ++k) {
-            const uint32_t areg = emu::fragments[w][(row % 8) * 4 + (k % 8) / 2][(row / 8) + 2 * (k / 8)];
-            const uint32_t breg = emu::fragments[w][col * 4 + (k % 8) / 2][4 + k / 8];
-            acc += double(emu::to_float<T>(emu::half_of(areg, k % 2))) *
-                   double(emu::to_float<T>(emu::half_of(breg, k % 2)));
-        }
-        d[e] = float(double(d[e]) + acc);
+// What cuda/launch.cu does instead of kernel<<<grid, block, smem, stream>>>(p): the checks of a
+// real launch (shared memory over the kernel's allowance, block size), then every block.
+template <class Params>
+void emu_launch(void (*kernel)(Params), dim3 grid, dim3 block, const Params& p, size_t smem_bytes,
+                const char* name) {
+    if (!emu::accept_launch()) {
+        emu::set_last_error(cudaErrorLaunchOutOfResources);
+        return;
     }
-    emu::warp_sync();  // nobody overwrites the fragments before everyone has read
-}
-
-// ldmatrix .x4 (and .trans): see tensor_core.cuh for which lane gets which elements.
-inline void ldmatrix_x4_impl(uint32_t (&r)[4], const void* row, bool trans) {
-    emu::check_smem(row, 16, "ldmatrix: row address not 16-byte aligned or outside shared memory");
-    const int w = emu::warp_id(), lane = emu::lane_id();
-    emu::row_address[w][lane] = row;
-    emu::warp_sync();
-    for (int j = 0; j < 4; ++j) {
-        uint16_t e[2];
-        for (int h = 0; h < 2; ++h) {
-            const int r8 = trans ? 2 * (lane % 4) + h : lane / 4;  // row of matrix j
-            const int c8 = trans ? lane / 4 : 2 * (lane % 4) + h;  // column
-            std::memcpy(&e[h], static_cast<const uint16_t*>(emu::row_address[w][8 * j + r8]) + c8, 2);
-        }
-        r[j] = uint32_t(e[0]) | (uint32_t(e[1]) << 16);
+    if (smem_bytes > size_t(emu::allowed_dynamic_smem(reinterpret_cast<const void*>(kernel))) ||
+        block.x < 1 || block.x > 1024 || block.y != 1 || block.z != 1) {
+        emu::set_last_error(cudaErrorInvalidValue);
+        return;
     }
-    emu::warp_sync();
-}
-inline void ldmatrix_x4(uint32_t (&r)[4], const void* row) { ldmatrix_x4_impl(r, row, false); }
-inline void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) { ldmatrix_x4_impl(r, row, true); }
-
-inline void cp_async_16(void* dst, const void* src, bool valid) {
-    emu::check_smem(dst, 16, "cp.async: destination not 16-byte aligned or outside shared memory");
-    if (valid && reinterpret_cast<uintptr_t>(src) % 16 != 0) emu::die("cp.async: source not 16-byte aligned");
-    emu::pending_copies.push_back({dst, src, valid, emu::committed_groups});
-}
-inline void cp_async_commit() { ++emu::committed_groups; }
-template <int N>
-void cp_async_wait() {
-    // Completes every copy of the groups older than the newest N; later ones stay pending.
-    auto& q = emu::pending_copies;
-    size_t kept = 0;
-    for (size_t i = 0; i < q.size(); ++i) {
-        if (q[i].group < emu::committed_groups - N) {
-            if (q[i].valid) std::memcpy(q[i].dst, q[i].src, 16);
-            else std::memset(q[i].dst, 0, 16);
-        } else {
-            q[kept++] = q[i];
-        }
-    }
-    q.resize(kept);
-}
-}  // namespace gpu
-}  // namespace gqa
-
-// Replaces `kernel<<<grid, block, 0, stream>>>(p)` (emulate.sh rewrites the launch lines).
-template <class Kernel, class Params>
-void emu_launch(Kernel kernel, dim3 grid, dim3 block, const Params& p, size_t smem_bytes = 0) {
-    std::vector<unsigned char> smem(smem_bytes + 1, 0xff);  // NaN in f16 and bf16: stale reads show
+    std::vector<unsigned char> smem(smem_bytes + 1);
     emu::dynamic_smem = smem.data();
     emu::dynamic_smem_bytes = smem_bytes;
+    emu::running_kernel = name;
     emu::block_dim = block;
     emu::grid_dim = grid;
     const int threads = int(block.x);
     for (unsigned z = 0; z < grid.z; ++z)
         for (unsigned y = 0; y < grid.y; ++y)
             for (unsigned x = 0; x < grid.x; ++x) {
+                emu::block_idx = make_uint3(x, y, z);  // for messages from this thread
+                std::fill(smem.begin(), smem.end(), 0xff);  // NaN in f16 and bf16: stale reads show
+                emu::smem_shadow_reset(smem_bytes);
                 std::barrier<> block_barrier(threads);
                 emu::block_barrier = &block_barrier;
                 std::vector<std::barrier<>*> warps;
@@ -198,9 +133,10 @@ void emu_launch(Kernel kernel, dim3 grid, dim3 block, const Params& p, size_t sm
                     pool.emplace_back([&, t] {
                         emu::thread_idx = make_uint3(unsigned(t), 0, 0);
                         emu::block_idx = make_uint3(x, y, z);
+                        emu::epoch = 0;
                         kernel(p);
                         if (!emu::pending_copies.empty())
-                            emu::die("a thread ended with cp.async copies never waited for");
+                            emu::die_in_block("thread %d ended with cp.async copies never waited for", t);
                         emu::committed_groups = 0;
                     });
                 for (auto& th : pool) th.join();

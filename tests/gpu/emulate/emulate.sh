@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # tests/gpu/emulate/emulate.sh [plain|thread|address]: checks the CUDA kernels WITHOUT a GPU.
 #
-# Compiles cuda/*.cu as host C++ with emu.hpp (one std::thread per CUDA thread, std::barrier for
-# __syncthreads; mma.sync, ldmatrix and cp.async emulated as warp collectives), links them with
-# the API layer (src/*.cpp) and emu_runtime.cpp, and runs tests/c/test_gpu_basic.c and sweep.c
-# against the float64 reference.
+# Compiles cuda/*.cu as host C++ with emu.hpp force-included (one std::thread per CUDA thread,
+# std::barrier for __syncthreads; mma.sync, ldmatrix and cp.async emulated as warp collectives;
+# cuda/launch.cu's one launch call runs the kernel there), links them with the API layer
+# (src/*.cpp) and emu_runtime.cpp (emulated devices), and runs emu_selftest.cpp (the emulator's
+# own checks), tests/c/test_gpu_basic.c, limits.c (devices with less shared memory or fewer SMs,
+# host work per call) and sweep.c (many shapes against the float64 reference).
 #   plain    optimised build                          (about 6 minutes on 2 free cores)
 #   thread   -fsanitize=thread: a missing barrier or shared-memory race is reported
 #   address  -fsanitize=address,undefined: an out-of-bounds access is reported
+# Environment (for scripted checks such as barrier_check.sh):
+#   EMU_CUDA_DIR  the kernel sources to compile (default: cuda/ of this checkout)
+#   EMU_RUN       the programs to run (default "emu_selftest test_gpu_basic limits sweep")
+#   EMU_CACHE     object cache, keyed by the preprocessed source (default /tmp/gqa-emulate-cache-MODE)
 # Needs g++ >= 12 and the CUDA headers (nvcc's include folder); no driver, no GPU.
 # What it cannot show: GPU memory-model effects, performance, anything the real hardware does
 # differently (warp scheduling, bank conflicts); the GPU run (tests/gpu/run.sh) is the real test.
@@ -27,45 +33,58 @@ case "$MODE" in
     *) echo "usage: $0 [plain|thread|address]" >&2; exit 2 ;;
 esac
 
+CUDA_SRC=${EMU_CUDA_DIR:-$ROOT/cuda}
+RUN=${EMU_RUN:-emu_selftest test_gpu_basic limits sweep}
+CACHE=${EMU_CACHE:-/tmp/gqa-emulate-cache-$MODE}
 rm -rf "$WORK"
-mkdir -p "$WORK/cuda/instances" "$WORK/obj"
-# Kernel launches become emu_launch(kernel, grid, block, p, smem).
-for f in "$ROOT"/cuda/*.cuh "$ROOT"/cuda/*.hpp "$ROOT"/cuda/*.cu "$ROOT"/cuda/instances/*.cu; do
-    sed -E 's/([A-Za-z_:<>, 0-9]+)<<<([^,]+), ([^,]+), ([^,]+), stream>>>\(p\);/emu_launch(\1, dim3(\2), dim3(\3), p, \4);/' \
-        "$f" >"$WORK/cuda/${f#"$ROOT"/cuda/}"
-done
-if grep -q "<<<" "$WORK"/cuda/*.cu "$WORK"/cuda/*.cuh; then
-    echo "emulate.sh: a kernel launch was not rewritten (expected 'kernel<<<grid, block, smem, stream>>>(p);')" >&2
-    exit 1
-fi
+mkdir -p "$WORK/obj" "$CACHE"
 
-CXX=(g++ -std=c++20 -pthread $FLAGS -w -I"$HERE" -I"$WORK/cuda" -I"$ROOT/src" -I"$ROOT/include"
+CXX=(g++ -std=c++20 -pthread $FLAGS -w -I"$HERE" -I"$CUDA_SRC" -I"$ROOT/src" -I"$ROOT/include"
      -isystem "$CUDA_INC")
-# Compile in parallel, one object per source; a failed compile fails the script.
-pids=()
+# Compile in parallel, one object per source, reusing the cached object of an identical
+# preprocessed source; a failed compile fails the script.
 n=0
 compile() {
     n=$((n + 1))
-    "${CXX[@]}" "$@" -c -o "$WORK/obj/$n.o" &
-    pids+=($!)
+    local obj="$WORK/obj/$n.o"
+    (
+        key=$({ echo "$FLAGS"; "${CXX[@]}" -E -P "$@"; } | sha1sum | cut -c1-40)
+        if [ ! -f "$CACHE/$key.o" ]; then
+            "${CXX[@]}" "$@" -c -o "$obj" && cp "$obj" "$CACHE/$key.o.$BASHPID" &&
+                mv "$CACHE/$key.o.$BASHPID" "$CACHE/$key.o"
+        else
+            cp "$CACHE/$key.o" "$obj"
+        fi
+    ) || touch "$WORK/compile-failed" &
     while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do sleep 0.1; done
 }
-for f in "$WORK"/cuda/*.cu "$WORK"/cuda/instances/*.cu; do compile -x c++ -include "$HERE/emu.hpp" "$f"; done
+for f in "$CUDA_SRC"/*.cu "$CUDA_SRC"/instances/*.cu; do compile -x c++ -include "$HERE/emu.hpp" "$f"; done
 for f in "$ROOT"/src/*.cpp "$HERE/cpu_stub.cpp" "$HERE/emu_runtime.cpp"; do
     case "$f" in *cuda_unavailable.cpp) ;; *) compile "$f" ;; esac
 done
-for pid in "${pids[@]}"; do wait "$pid"; done
-# The C test toolkit (tests/support/gqa_test.h) the two programs share.
+wait
+if [ -e "$WORK/compile-failed" ]; then echo "emulate.sh: a compile failed" >&2; exit 1; fi
+# The C test toolkit (tests/support/gqa_test.h) the C programs share.
 gcc -std=c99 $FLAGS -I"$ROOT/include" -c "$ROOT/tests/support/gqa_test.c" -o "$WORK/gqa_test.o"
-for src in "$ROOT/tests/c/test_gpu_basic.c" "$HERE/sweep.c"; do
-    name=$(basename "$src" .c)
-    gcc -std=c99 $FLAGS -I"$ROOT/include" -I"$ROOT/tests/support" -isystem "$CUDA_INC" -c "$src" -o "$WORK/$name.o"
+for name in $RUN; do
+    if [ -f "$HERE/$name.cpp" ]; then  # the emulator's own tests: C++ with emu.hpp
+        "${CXX[@]}" -include "$HERE/emu.hpp" -c "$HERE/$name.cpp" -o "$WORK/$name.o"
+    else
+        src="$HERE/$name.c"
+        [ -f "$src" ] || src="$ROOT/tests/c/$name.c"
+        gcc -std=c99 $FLAGS -I"$ROOT/include" -I"$ROOT/tests/support" -I"$HERE" -isystem "$CUDA_INC" -c "$src" -o "$WORK/$name.o"
+    fi
     "${CXX[@]}" -o "$WORK/$name" "$WORK/$name.o" "$WORK/gqa_test.o" "$WORK"/obj/*.o -lm
 done
 
 status=0
-"$WORK/test_gpu_basic" || status=1
-"$WORK/sweep" >"$WORK/sweep.log" || status=1
-grep -E "^FAIL|^decode kernel|cases," "$WORK/sweep.log"
+for name in $RUN; do
+    if [ "$name" = sweep ]; then  # long: its log goes to a file, its failures to the terminal
+        "$WORK/sweep" >"$WORK/sweep.log" 2>&1 || status=1
+        grep -E "^FAIL|^decode kernel|cases,|emulated kernel error" "$WORK/sweep.log"
+    else
+        "$WORK/$name" || status=1
+    fi
+done
 echo "emulate.sh $MODE: $([ $status -eq 0 ] && echo PASS || echo FAIL)"
 exit $status
