@@ -7,7 +7,8 @@
 #   4. pytest -m gpu over tests/python                            -> pytest.log, pytest-junit.xml
 #   5. compute-sanitizer memcheck, racecheck, initcheck, synccheck over tests/c/test_gpu_basic
 #      and the small pytest subset (tests named test_small_*)     -> sanitizer.log
-#   6. both GPU benchmarks, python -m gqa.bench {decode,prefill} --device cuda
+#   6. the GPU benchmarks, python -m gqa.bench {overhead,decode,prefill} --device cuda
+#      (overhead first: seconds, so a run cut short still has the host cost per call)
 #                                                                 -> bench/ (logs, JSON, PNG, RESULTS.md)
 #   7. a summary with counts                                      -> summary.txt (also printed)
 #
@@ -21,7 +22,7 @@
 #                  second device call on the same warm machine can run GQA_STEPS=sanitizers alone.
 #                  Without "python", Python uses python/gqa with GQA_LIBRARY=$GQA_BUILD_DIR/libgqa.so
 #                  (saves the package's second CUDA compile; the device plan in cuda/README.md)
-#   GQA_BENCH_ARGS     extra options for both benchmarks, e.g. "--quick" or "--no-graph"
+#   GQA_BENCH_ARGS     extra options for the benchmarks, e.g. "--quick" or "--no-graph"
 #   GQA_BENCH_TIMEOUT  seconds per benchmark (default 900)
 #   GQA_SKIP_SANITIZERS=1   skip step 5
 #   GQA_SANITIZER_TIMEOUT   seconds per sanitizer run (default 240)
@@ -163,7 +164,7 @@ if want bench; then
         BENCH_DIR="$OUT_DIR/bench"
         mkdir -p "$BENCH_DIR"
         [ -f "$BENCH_DIR/RESULTS.md" ] || cp "$ROOT/benchmarks/RESULTS.md" "$BENCH_DIR/RESULTS.md"
-        for mode in decode prefill; do
+        for mode in overhead decode prefill; do
             : >"$BENCH_DIR/bench-$mode.log"
             # shellcheck disable=SC2086
             step "bench-$mode" "$BENCH_DIR/bench-$mode.log" timeout "${GQA_BENCH_TIMEOUT:-900}" \
@@ -188,6 +189,7 @@ fi
     echo "steps: ${#NAMES[@]}, failed: $FAILS"
     grep -E "^(FAIL|FAILED|ERROR)" "$OUT_DIR/pytest.log" 2>/dev/null | head -20
     grep -E "ERROR SUMMARY" "$OUT_DIR/sanitizer.log" 2>/dev/null | sort | uniq -c
-    grep -hE "^gqa.bench .*(configs,|WRONG|ERROR)" "$OUT_DIR"/bench/bench-*.log 2>/dev/null
+    grep -hE "^gqa.bench .*(configs,|WRONG|ERROR)|^gqa.bench overhead: libgqa C ABI: decode, " \
+        "$OUT_DIR"/bench/bench-*.log 2>/dev/null
 } | tee "$OUT_DIR/summary.txt"
 grep -q "failed: 0$" "$OUT_DIR/summary.txt"

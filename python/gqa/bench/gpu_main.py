@@ -1,12 +1,14 @@
-"""python -m gqa.bench {decode,prefill,all} --device cuda: libgqa vs torch SDPA on one GPU.
+"""python -m gqa.bench {decode,prefill,overhead,all} --device cuda: libgqa vs torch SDPA on one GPU.
 
 decode: Qwen2.5-0.5B 14:2 d64, Phi-3-mini 32:32 d96, Llama-3-8B 32:8 d128 x batch
 1, 16, 64 x cache 1k, 8k, 32k x fp16, bf16, against SDPA flash, cuDNN and mem-efficient, plain
 and in CUDA graphs; GB/s against the device's own copy bandwidth.
 prefill: the same models x S 512, 2048, 8192 (batch 16384 // S), causal, plus chunked
 rows (libgqa only); TFLOP/s against the device's own matmul rate.
-Writes benchmarks/gpu-{decode,prefill}-bench.json and .png and its own sections of
-benchmarks/RESULTS.md. Exit status: 0; 1 when libgqa failed or was wrong on some config;
+overhead: host µs per call (libgqa's C ABI and Python API, torch SDPA, a bare torch launch);
+see gpu_overhead.py.
+Writes benchmarks/gpu-{decode,prefill,overhead}-bench.json, the decode and prefill PNGs and its
+own sections of benchmarks/RESULTS.md. Exit status: 0; 1 when libgqa failed or was wrong on some config;
 2 when there is no CUDA device (one line on stderr, nothing written).
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 from . import gpu_configs, gpu_report
 from .progress import progress
 
-MODES = ("decode", "prefill", "all")
+MODES = ("decode", "prefill", "overhead", "all")
 ROTATION_FACTOR, MAX_COPIES = 4.0, 256
 
 
@@ -156,6 +158,12 @@ def _first_line(e: Exception) -> str:
     return text.splitlines()[0][:160] if text else ""
 
 
+def _shown(path: Path, root: Path) -> str:
+    """path relative to the checkout when inside it (for the report)."""
+    path = path.resolve()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def _run_mode(op: str, args, timer, meta_base: dict, root: Path) -> int:
     import torch
 
@@ -169,12 +177,8 @@ def _run_mode(op: str, args, timer, meta_base: dict, root: Path) -> int:
     json_path = args.out_dir / f"gpu-{op}-bench.json"
     png_path = args.out_dir / f"gpu-{op}-bench.png"
 
-    def shown(p: Path) -> str:
-        p = p.resolve()
-        return str(p.relative_to(root)) if p.is_relative_to(root) else str(p)
-
     meta = {**meta_base, "op": op, "mode_command": f"python -m gqa.bench {op} --device cuda",
-            "json": shown(json_path), "png": shown(png_path)}
+            "json": _shown(json_path, root), "png": _shown(png_path, root)}
     if op == "decode":
         meta["copy"] = gpu_timing.copy_bandwidth(timer, torch.cuda.mem_get_info()[0])
     else:
@@ -228,6 +232,30 @@ def publish(meta: dict, rows: list[dict], results_md: Path, png_path: Path) -> i
     return 1 if failed else 0
 
 
+def _run_overhead(args, meta_base: dict, root: Path) -> int:
+    """The host-overhead table (gpu_overhead.py): JSON and its RESULTS.md section."""
+    import dataclasses
+
+    from . import gpu_overhead
+    from .__main__ import _cpu_name  # the CPU benchmark's one reader of the CPU model
+
+    calls, rounds = (100, 5) if args.quick else (200, 15)
+    shape = gpu_overhead.Shape()
+    json_path = args.out_dir / "gpu-overhead-bench.json"
+    rows = gpu_overhead.measure(shape, calls, rounds)
+    meta = {**meta_base, "op": "overhead", "shape": dataclasses.asdict(shape), "calls": calls, "rounds": rounds,
+            "cpu": _cpu_name(), "json": _shown(json_path, root)}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1, default=str))
+    gpu_report.write_section(args.results_md, gpu_overhead.markdown(meta, rows), gpu_overhead.MARKERS)
+    for label, title in gpu_overhead.ROWS:
+        entry = rows.get(label, {})
+        shown = f"n/a ({entry['na']})" if "na" in entry else f"{entry.get('us', float('nan')):.2f} µs"
+        print(f"gqa.bench overhead: {title}: {shown}", file=sys.stderr)
+    print(f"wrote {json_path}, {args.results_md}", file=sys.stderr)
+    return 1 if any("na" in rows.get(label, {}) for label in ("c_decode", "c_decode_split", "c_prefill_cache")) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(argv)
@@ -239,6 +267,11 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"gqa.bench: {args.from_json} is not a GPU benchmark JSON ({type(e).__name__}: {e})", file=sys.stderr)
             return 2
+        if meta["op"] == "overhead":
+            from . import gpu_overhead
+
+            gpu_report.write_section(args.results_md, gpu_overhead.markdown(meta, rows), gpu_overhead.MARKERS)
+            return 0
         return publish(meta, rows, args.results_md, args.from_json.with_suffix(".png"))
     why = no_device_reason()
     if why:
@@ -268,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         "peers": not args.no_peers,
     }
     status = 0
-    for op in ("decode", "prefill") if args.mode == "all" else (args.mode,):
-        status = max(status, _run_mode(op, args, timer, meta_base, root))
+    for op in ("decode", "prefill", "overhead") if args.mode == "all" else (args.mode,):
+        run = _run_overhead(args, meta_base, root) if op == "overhead" else _run_mode(op, args, timer, meta_base, root)
+        status = max(status, run)
     return status
