@@ -22,7 +22,8 @@ def _meta():
             "json": "benchmarks/gpu-overhead-bench.json",
             "device": {"name": "NVIDIA H200", "capability": "90", "sm_count": 132},
             "shape": {"batch": 1, "num_q_heads": 32, "num_kv_heads": 8, "head_dim": 128, "cache_len": 512,
-                      "max_seq_len": 1024, "prefill_len": 16}}
+                      "max_seq_len": 1024, "prefill_len": 16, "batch_many": 256, "heads_many": [8, 1, 64],
+                      "max_seq_many": 32}}
 
 
 def test_markdown_lists_every_row_in_order_with_na_reasons():

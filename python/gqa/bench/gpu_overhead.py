@@ -26,6 +26,7 @@ MARKERS = ("<!-- gqa-bench:gpu-overhead:start -->", "<!-- gqa-bench:gpu-overhead
 ROWS = [
     ("c_decode", "libgqa C ABI: decode, 1 launch"),
     ("c_decode_split", "libgqa C ABI: decode with split-KV, 2 launches"),
+    ("c_decode_batch", "libgqa C ABI: decode of 256 sequences (cache_lens), 1 launch"),
     ("c_prefill_cache", "libgqa C ABI: prefill with caches, 2 launches"),
     ("c_workspace_size", "libgqa C ABI: gqa_decode_workspace_size, no launch"),
     ("py_decode", "gqa.decode (Python API), 1 launch"),
@@ -44,6 +45,10 @@ class Shape:
     cache_len: int = 512
     max_seq_len: int = 1024
     prefill_len: int = 16
+    # The many-sequence row: per-sequence cache_lens (host work per sequence), tiny GPU work.
+    batch_many: int = 256
+    heads_many: tuple = (8, 1, 64)  # num_q_heads, num_kv_heads, head_dim
+    max_seq_many: int = 32
 
 
 def per_call_us(fn: Callable[[], object], calls: int, rounds: int, spin: Callable[[float], None],
@@ -78,7 +83,9 @@ def markdown(meta: dict, rows: dict) -> str:
              f"libgqa {meta['gqa_version']}; CPU: {meta['cpu']}",
              f"- Date: {meta['date']}; commit: `{meta['commit']}`",
              f"- Shape: decode B={s['batch']} {s['num_q_heads']}:{s['num_kv_heads']} d{s['head_dim']} fp16, cache "
-             f"{s['cache_len']} of {s['max_seq_len']}; prefill S={s['prefill_len']} at the same cache position.",
+             f"{s['cache_len']} of {s['max_seq_len']}; prefill S={s['prefill_len']} at the same cache position; "
+             f"the {s['batch_many']}-sequence decode: {s['heads_many'][0]}:{s['heads_many'][1]} d{s['heads_many'][2]}, "
+             f"cache_lens below {s['max_seq_many']}.",
              f"- Method: {meta['calls']} calls back to back behind a spin kernel (the GPU never makes the host "
              f"wait), wall time / calls; median and min of {meta['rounds']} rounds.",
              "", "| call | median µs | min µs |", "| --- | ---: | ---: |"]
@@ -125,6 +132,16 @@ def measure(shape: Shape, calls: int, rounds: int) -> dict:
         return cfg
 
     plain = decode_config(1)
+    bm, (hqm, hkvm, dm), sm = shape.batch_many, shape.heads_many, shape.max_seq_many
+    many = ffi.new("gqa_decode_config*")
+    lib.gqa_decode_config_init(many)
+    many.dtype, many.device = lib.GQA_DTYPE_F16, lib.GQA_DEVICE_CUDA
+    many.batch_size, many.num_q_heads, many.num_kv_heads, many.head_dim = bm, hqm, hkvm, dm
+    lens = ffi.new("int32_t[]", [b_ % (sm - 1) for b_ in range(bm)])
+    many.max_seq_len, many.cache_lens, many.num_splits = sm, lens, 1
+    mq, mk, mv = (torch.randn(bm, 1, h, dm, device=dev, dtype=dt) for h in (hqm, hkvm, hkvm))
+    mkc, mvc = (torch.randn(bm, sm, hkvm, dm, device=dev, dtype=dt) for _ in range(2))
+    mout = torch.empty_like(mq)
     split = decode_config(4)
     size = ffi.new("uint64_t*")
     if lib.gqa_decode_workspace_size(split, size) != lib.GQA_STATUS_OK:
@@ -144,9 +161,11 @@ def measure(shape: Shape, calls: int, rounds: int) -> dict:
     # Pointers cast once: the C rows measure libgqa and cffi's call, not Python conversions.
     dec = [ptr(t) for t in (out, q, k, v, kc, vc)]
     pre_args = [ptr(t) for t in (pout, pq, pk, pv, kc, vc)]
+    many_args = [ptr(t) for t in (mout, mq, mk, mv, mkc, mvc)]
     calls_of = {
         "c_decode": lambda: checked(lib.gqa_attention_decode(*dec, plain, stream)),
         "c_decode_split": lambda: checked(lib.gqa_attention_decode(*dec, split, stream)),
+        "c_decode_batch": lambda: checked(lib.gqa_attention_decode(*many_args, many, stream)),
         "c_prefill_cache": lambda: checked(lib.gqa_attention_prefill(*pre_args, pre, stream)),
         "c_workspace_size": lambda: checked(lib.gqa_decode_workspace_size(split, size)),
         "py_decode": lambda: gqa.decode(q, k, v, kc, vc, past, out=out),
@@ -164,10 +183,13 @@ def measure(shape: Shape, calls: int, rounds: int) -> dict:
     small = torch.zeros(16, device=dev)
     calls_of["torch_launch"] = lambda: small.add_(1)
 
-    cycles_per_s = _spin_rate(torch)
+    from .gpu_timing import Timer
+
+    cycles_per_us = Timer().cycles_per_us  # None without torch.cuda._sleep: no spin
 
     def spin(seconds):
-        torch.cuda._sleep(int(seconds * cycles_per_s))
+        if cycles_per_us:
+            torch.cuda._sleep(int(seconds * 1e6 * cycles_per_us))
 
     rows = {}
     for label, _ in ROWS:
@@ -180,17 +202,3 @@ def measure(shape: Shape, calls: int, rounds: int) -> dict:
         except Exception as e:  # noqa: BLE001 - one failing row must not lose the others
             rows[label] = {"na": f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"}
     return rows
-
-
-def _spin_rate(torch) -> float:
-    """Clock cycles of torch.cuda._sleep per second."""
-    cycles = 1_000_000
-    rates = []
-    for _ in range(3):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        torch.cuda._sleep(cycles)
-        e.record()
-        e.synchronize()
-        rates.append(cycles / (s.elapsed_time(e) * 1e-3))
-    return statistics.median(rates[1:])
