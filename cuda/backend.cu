@@ -121,6 +121,8 @@ Kernel attention_kernel(Kind kind, bool tensor_cores, int64_t head_dim, int smem
 // deepest variant that fits the device's shared memory; the other kernel when none fits and
 // the choice was not forced; else UNSUPPORTED.
 Kernel pick_attention(const Problem& p, const DeviceFacts& dev) {
+    if (p.kind == Kind::Batch)  // validate_batch.cpp rejects it for CUDA until its kernels exist
+        fail(GQA_STATUS_INTERNAL_ERROR, "the batched op reached the CUDA backend, which has no kernels for it");
     const bool prefill = p.kind == Kind::Prefill;
     const char* variable = prefill ? "GQA_CUDA_PREFILL" : "GQA_CUDA_DECODE";
     const KernelChoice choice = kernel_choice(variable);
