@@ -10,7 +10,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _args, _logging, _variants
+from . import _args, _configs, _logging, _variants
 from ._arrays import CUDA, Tensor, as_buffer, as_tensor, common_device_and_dtype, empty_float32, empty_like
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
@@ -59,8 +59,76 @@ def _scale(scale: float | None) -> float:
     return 0.0 if scale is None else _args.float32("scale", scale)
 
 
+# ---- the plain NumPy call: no variants, no stream, contiguous arrays of one dtype --------------
+# It needs none of the adapters: one expression checks the arrays (when it is False the general
+# path below runs and names what is wrong), the config is a copy of the one made for this shape,
+# and the arrays go to C through ffi.from_buffer. The C library checks the values as always.
+_NUMPY_DTYPES = {np.dtype(np.float16): lib.GQA_DTYPE_F16, np.dtype(np.float32): lib.GQA_DTYPE_F32}
+try:
+    import ml_dtypes
+
+    _NUMPY_DTYPES[np.dtype(ml_dtypes.bfloat16)] = lib.GQA_DTYPE_BF16
+except ImportError:  # pragma: no cover - ml_dtypes is a dependency
+    pass
+_ND = np.ndarray
+_NO_WINDOW = (-1, -1)
+
+
+def _plain_numpy(q, k, v, k_cache, v_cache, out, kv_shape, cache_shape) -> bool:
+    dtype = q.dtype
+    return (type(k) is _ND and type(v) is _ND and type(out) is _ND and dtype in _NUMPY_DTYPES
+            and k.dtype == v.dtype == out.dtype == dtype
+            and k.shape == kv_shape and v.shape == kv_shape and out.shape == q.shape
+            and q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous
+            and out.flags.c_contiguous and out.flags.writeable
+            and ((k_cache is None and v_cache is None)
+                 or (type(k_cache) is _ND and type(v_cache) is _ND and k_cache.dtype == v_cache.dtype == dtype
+                     and k_cache.shape == cache_shape and v_cache.shape == cache_shape
+                     and k_cache.flags.c_contiguous and v_cache.flags.c_contiguous
+                     and k_cache.flags.writeable and v_cache.flags.writeable)))
+
+
+def _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, scale, out):
+    """prefill on plain NumPy arrays, or None when this is not such a call."""
+    try:
+        B, S, Hq, D = q.shape
+        Hkv = k.shape[2]
+        max_seq_len = k_cache.shape[1] if k_cache is not None else 0
+        out = np.empty(q.shape, q.dtype) if out is None else out
+        if not _plain_numpy(q, k, v, k_cache, v_cache, out, (B, S, Hkv, D), (B, max_seq_len, Hkv, D)):
+            return None
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    cfg = _configs.config(("prefill", _NUMPY_DTYPES[q.dtype], lib.GQA_DEVICE_CPU, B, S, Hq, Hkv, D, max_seq_len))
+    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
+    buffer = ffi.from_buffer
+    caches = (buffer(k_cache), buffer(v_cache)) if k_cache is not None else (ffi.NULL, ffi.NULL)
+    _logging.sync_level()
+    _check_status(lib.gqa_attention_prefill(buffer(out), buffer(q), buffer(k), buffer(v), *caches, cfg, ffi.NULL))
+    return out
+
+
+def _plain_decode(q, k, v, k_cache, v_cache, cache_len, scale, num_splits, out):
+    """decode on plain NumPy arrays with one cache_len (an int), or None when this is not such a call."""
+    try:
+        B, one, Hq, D = q.shape
+        Hkv, max_seq_len = k.shape[2], k_cache.shape[1]
+        out = np.empty(q.shape, q.dtype) if out is None else out
+        if one != 1 or not _plain_numpy(q, k, v, k_cache, v_cache, out, (B, 1, Hkv, D), (B, max_seq_len, Hkv, D)):
+            return None
+    except (AttributeError, ValueError, IndexError, TypeError):
+        return None
+    cfg = _configs.config(("decode", _NUMPY_DTYPES[q.dtype], lib.GQA_DEVICE_CPU, B, Hq, Hkv, D, max_seq_len))
+    cfg.cache_len, cfg.scale, cfg.num_splits = cache_len, scale, num_splits
+    buffer = ffi.from_buffer
+    _logging.sync_level()
+    _check_status(lib.gqa_attention_decode(buffer(out), buffer(q), buffer(k), buffer(v), buffer(k_cache),
+                                           buffer(v_cache), cfg, ffi.NULL))
+    return out
+
+
 def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
-            scale: float | None = None, window=(-1, -1), softcap: float = 0.0, sinks=None,
+            scale: float | None = None, window=_NO_WINDOW, softcap: float = 0.0, sinks=None,
             return_lse: bool = False, out=None, stream=None):
     """Causal (or not) attention of seq_len new tokens per sequence, writing their K/V into the
     caches at [start_pos, start_pos + seq_len) when caches are given.
@@ -74,6 +142,11 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     ``start_pos`` is an int (or NumPy integer), never a float, not even 2.0; ``causal`` a bool.
     """
     start_pos, causal, c_scale = _args.int32("start_pos", start_pos), _args.flag("causal", causal), _scale(scale)
+    if (type(q) is _ND and stream is None and sinks is None and not return_lse and softcap == 0.0
+            and (window is _NO_WINDOW or (type(window) is tuple and window == _NO_WINDOW))):
+        done = _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, c_scale, out)
+        if done is not None:
+            return done
     tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, None, None, None], "q is [batch, seq_len, num_q_heads, head_dim]")
     B, S, Hq, D = tq.shape
@@ -117,7 +190,7 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     return (out, lse) if return_lse else out
 
 
-def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, window=(-1, -1),
+def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, window=_NO_WINDOW,
            softcap: float = 0.0, sinks=None, return_lse: bool = False, out=None, num_splits: int = 0,
            stream=None, workspace=None):
     """One new token per sequence: append k/v at cache_len (an int, or one per sequence) and
@@ -131,6 +204,11 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
     c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
+    if (type(q) is _ND and type(cache_len) is int and stream is None and workspace is None and sinks is None
+            and not return_lse and softcap == 0.0 and (window is _NO_WINDOW or (type(window) is tuple and window == _NO_WINDOW))):
+        done = _plain_decode(q, k, v, k_cache, v_cache, _args.int32("cache_len", cache_len), c_scale, num_splits, out)
+        if done is not None:
+            return done
     tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, 1, None, None], "q is [batch, 1, num_q_heads, head_dim]")
     B, _, Hq, D = tq.shape

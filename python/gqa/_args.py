@@ -50,6 +50,8 @@ def _integer(name: str, value: Any, meaning: str) -> int:
 
 def int32(name: str, value: Any) -> int:
     """An int32 parameter (see the module docstring)."""
+    if type(value) is int and INT32_MIN <= value <= INT32_MAX:  # the common case, checked cheaply
+        return value
     n = _integer(name, value, f"an integer: {_INTEGER_RULE}")
     if not INT32_MIN <= n <= INT32_MAX:
         raise InvalidArgumentError(f"{name} ({n}) does not fit in int32 ({INT32_MIN} .. {INT32_MAX})")
@@ -86,6 +88,8 @@ def address(name: str, value: Any) -> int:
 
 def flag(name: str, value: Any) -> bool:
     """A boolean parameter: True/False (also NumPy's), or the integer 0 or 1."""
+    if value is True or value is False:
+        return value
     if _is_bool(value) and np.ndim(value) == 0:
         return bool(value)
     try:
@@ -99,6 +103,8 @@ def flag(name: str, value: Any) -> bool:
 
 def float32(name: str, value: Any) -> float:
     """A real parameter that C takes as a float: an int or float (also NumPy's) within fp32."""
+    if type(value) is float and -FLOAT32_MAX <= value <= FLOAT32_MAX:  # the common case
+        return value
     if isinstance(value, np.ndarray) and value.ndim == 0:
         value = value[()]
     if _is_bool(value) or not isinstance(value, numbers.Real):

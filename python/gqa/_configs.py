@@ -1,12 +1,13 @@
 """What a libgqa call needs that does not change between calls of one shape: a config made once
 per shape (a call copies it and fills in the positions), and the entry points with integer
-pointer parameters. Shared by the NumPy API and gqa.torch."""
+pointer parameters. Shared by the NumPy API (its plain contiguous NumPy calls) and gqa.torch."""
 
 from __future__ import annotations
 
 import threading
 
 from ._ffi import ffi, lib
+from ._variants import new_config
 
 # The entry points seen with integer pointer parameters, so an address goes in as it is (no
 # ffi.cast per tensor). uintptr_t and void* are passed alike by every ABI libgqa builds for.
@@ -23,8 +24,7 @@ _lock = threading.Lock()
 
 
 def _prefill_template(dtype, device, B, S, Hq, Hkv, D, max_seq_len):
-    cfg = ffi.new(PREFILL_CONFIG)
-    lib.gqa_prefill_config_init(cfg)
+    cfg = new_config("prefill")
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
     cfg.max_seq_len = max_seq_len
@@ -32,8 +32,7 @@ def _prefill_template(dtype, device, B, S, Hq, Hkv, D, max_seq_len):
 
 
 def _decode_template(dtype, device, B, Hq, Hkv, D, max_seq_len):
-    cfg = ffi.new(DECODE_CONFIG)
-    lib.gqa_decode_config_init(cfg)
+    cfg = new_config("decode")
     cfg.dtype, cfg.device = dtype, device
     cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
     cfg.max_seq_len = max_seq_len

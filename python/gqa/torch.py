@@ -43,7 +43,7 @@ DTYPES = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
 _LIB = torch.library.Library("gqa", "DEF")
 
 
-def _operator(name: str, schema: str, check, run) -> None:
+def _operator(name: str, schema: str, check, run, explain) -> None:
     """Define torch.ops.gqa.<name>. ``check(*args)`` validates the arguments from their
     metadata alone (it also runs under fake tensors, where sizes may be symbolic) and returns
     what ``run`` needs; ``run(checked, *args)`` calls libgqa on real tensors. Every output is
@@ -53,7 +53,8 @@ def _operator(name: str, schema: str, check, run) -> None:
     def kernel(*args):
         run(check(*args), *args)
 
-    def fake(*args):
+    def fake(*args):  # also meta tensors, which the fast predicate cannot tell from CPU ones
+        explain(*args[:6])
         check(*args)
 
     for key in ("CPU", "CUDA"):
@@ -122,15 +123,15 @@ def _inputs(q, k, v, kv_shape, where, layout):
 def _matches(q, out, k, v, k_cache, v_cache, kv_shape, cache_shape) -> bool:
     """The common case in one expression: every tensor as expected, no grad to refuse. When it
     is False the detailed checks run and raise the error that says what is wrong."""
-    dtype, device = q.dtype, q.device
-    return (dtype in DTYPES and device.type in _DEVICE_TYPES
+    dtype, device = q.dtype, q.get_device()  # an int: -1 for the CPU (and meta: the fake kernel re-checks)
+    return (dtype in DTYPES and (device < 0 or q.is_cuda)
             and out.shape == q.shape and k.shape == kv_shape and v.shape == kv_shape
             and out.dtype == k.dtype == v.dtype == dtype
-            and out.device == k.device == v.device == device and out.is_contiguous()
+            and out.get_device() == k.get_device() == v.get_device() == device and out.is_contiguous()
             and ((k_cache is None and v_cache is None)
                  or (k_cache.shape == cache_shape and v_cache.shape == cache_shape
                      and k_cache.dtype == v_cache.dtype == dtype
-                     and k_cache.device == v_cache.device == device
+                     and k_cache.get_device() == v_cache.get_device() == device
                      and k_cache.is_contiguous() and v_cache.is_contiguous()))
             and not (torch.is_grad_enabled() and (
                 q.requires_grad or k.requires_grad or v.requires_grad
@@ -229,7 +230,8 @@ def _run_prefill(key, out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
 
 
 _operator("prefill", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!)? k_cache, "
-          "Tensor(c!)? v_cache, int start_pos, bool causal, float scale) -> ()", _check_prefill, _run_prefill)
+          "Tensor(c!)? v_cache, int start_pos, bool causal, float scale) -> ()", _check_prefill, _run_prefill,
+          _explain_prefill)
 
 
 def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
@@ -301,7 +303,7 @@ def _run_decode(key, out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scal
 
 _operator("decode", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!) k_cache, Tensor(c!) v_cache, "
           "int cache_len, Tensor? cache_lens, float scale, int num_splits, Tensor(d!)? workspace) -> ()",
-          _check_decode, _run_decode)
+          _check_decode, _run_decode, _explain_decode)
 
 
 def _cache_lens(cache_len, q):
