@@ -13,12 +13,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <numeric>
 #include <utility>
 #include <vector>
 
 #include "backend.hpp"
 #include "cpu/convert.hpp"
+#include "cpu/decode.hpp"
 #include "cpu/isa.hpp"
 #include "cpu/kernel.hpp"
 #include "cpu/thread_pool.hpp"
@@ -40,9 +42,6 @@ constexpr int64_t kMinKeysPerSplit = 256;
 // Batched op: a sequence with at most this many new tokens (a decode step, a speculative
 // verification) runs the decode way, split over its cache; longer ones are tiled as prefill.
 constexpr int64_t kDecodeMaxQueries = 8;
-// Decode visits all KV heads of a chunk of cache positions spanning about this many bytes
-// before moving on (see run_decode and decode_chunk).
-constexpr int64_t kDecodeChunkBytes = 64 * 1024;
 
 std::atomic<int32_t> g_requested_threads{0};  // 0: automatic
 std::atomic<int32_t> g_automatic_threads{0};  // 0: not yet computed
@@ -313,15 +312,6 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
     }
 }
 
-// Cache positions per decode chunk: 32..128, fewer when one position (all heads) is large.
-// Measured (1 thread, NOTES.md 3): 32 beats 128 by ~20% for Phi-3/Llama-3 bf16 (2-6 KiB per
-// position); 128 beats 32 by ~15% for Qwen (256 B per position).
-int64_t decode_chunk(const Problem& p) {
-    const int64_t position_bytes = p.num_kv_heads * p.head_dim * dtype_bytes(p.dtype);
-    const int64_t fit = kDecodeChunkBytes / position_bytes / 16 * 16;
-    return std::max<int64_t>(32, std::min<int64_t>(128, fit));
-}
-
 int64_t decode_splits(const Problem& p, int64_t sequences, int64_t kv_len) {
     int64_t splits;
     if (p.num_splits > 0) {
@@ -333,56 +323,76 @@ int64_t decode_splits(const Problem& p, int64_t sequences, int64_t kv_len) {
     return std::max<int64_t>(1, std::min(splits, kv_len));
 }
 
-// One decode task: a range of cache positions of one sequence, for every KV head. Its softmax
-// state for head h is the rows first_row + h * rows .. of the partial states (rows = the
-// sequence's q_len * group).
+// One decode task: a range of cache positions of one sequence, for every KV head. With more
+// than one split, its softmax state for head h is the rows first_row + h * rows .. of the
+// partial states (rows = the sequence's q_len * group); first_task is the sequence's split 0.
 struct DecodeTask {
-    int64_t b, split, splits, key_begin, key_end, first_row, rows;
+    int64_t b, split, splits, key_begin, key_end, first_row, rows, first_task;
 };
 
-// Asks for the K and V rows of positions [j0, j0 + n) of a tile to be brought into L1.
-void prefetch_rows(const cpu::Tile& t, int64_t j0, int64_t n) {
-    const int64_t es = dtype_bytes(t.dtype);
-    for (int64_t j = j0, run; j < j0 + n; j += run) {
-        run = cpu::key_run(t, j, j0 + n - j);
-        const char* k = static_cast<const char*>(t.k) + cpu::key_offset(t, j) * es;
-        const char* v = static_cast<const char*>(t.v) + cpu::value_offset(t, j) * es;
-        for (int64_t r = 0; r < run; ++r, k += t.kv_stride * es, v += cpu::value_step(t) * es) {
-            for (int64_t b = 0; b < t.head_dim * es; b += 64) {
-                __builtin_prefetch(k + b);
-                __builtin_prefetch(v + b);
+// The decode kernel of an ISA: the SIMD ones stream the cache (decode_simd.inl); the bf16/AMX
+// prefill paths run on AVX-512 CPUs, so they decode with AVX-512.
+struct DecodePath {
+    cpu::DecodeKernel kernel;
+    const char* name;
+};
+DecodePath decode_path(const cpu::IsaChoice& isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    switch (isa.isa) {
+        case cpu::Isa::Scalar: return {&cpu::decode_scalar, "scalar"};
+        case cpu::Isa::Avx2: return {&cpu::decode_avx2, "avx2"};
+        default: return {&cpu::decode_avx512, "avx512"};
+    }
+#else
+    (void)isa;
+    return {&cpu::decode_scalar, "scalar"};
+#endif
+}
+
+// Merges the splits of one sequence (tasks first .. first + splits - 1) into its output, in
+// split order: fixed, so the bits do not depend on which thread merges.
+void merge_splits(const Problem& p, const std::vector<DecodeTask>& tasks, size_t first, const float* acc,
+                  const float* maxes, const float* sums, float* merged) {
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    const int64_t d = p.head_dim;
+    const int64_t b = tasks[first].b;
+    const int64_t splits = tasks[first].splits;
+    const int64_t rows = tasks[first].rows;
+    for (int64_t h = 0; h < p.num_kv_heads; ++h) {
+        const cpu::Tile t = make_tile(p, b, h, 0, p.q_len(b), 0, 0);
+        for (int64_t r = 0; r < rows; ++r) {
+            auto state_row = [&](int64_t s) { return tasks[first + static_cast<size_t>(s)].first_row + h * rows + r; };
+            // The sink joins here, once for all splits: one more partial, max = sink, sum = 1.
+            const float sink = t.sinks ? t.sinks[r % p.group] : neg_inf;
+            float global_max = sink;
+            for (int64_t s = 0; s < splits; ++s) global_max = std::fmax(global_max, maxes[state_row(s)]);
+            const float base = global_max == neg_inf ? 0.0f : global_max;
+            float total = sink == neg_inf ? 0.0f : std::exp(sink - base);
+            std::fill(merged, merged + d, 0.0f);
+            for (int64_t s = 0; s < splits; ++s) {
+                const float m = maxes[state_row(s)];
+                const float sum = sums[state_row(s)];
+                // A split whose logits were all -inf has sum 0 and adds nothing; a NaN
+                // anywhere in a split's state must still reach the output.
+                const float weight = m == neg_inf ? 0.0f : std::exp(m - base);
+                if (weight == 0.0f && sum == sum) continue;
+                total += sum * weight;
+                const float* a = acc + state_row(s) * d;
+                for (int64_t e = 0; e < d; ++e) merged[e] += a[e] * weight;
             }
+            const float inv = total == 0.0f ? 0.0f : 1.0f / total;
+            // Row r is query r / group, head r % group of this KV head.
+            const int64_t o = r / p.group * t.out_stride + r % p.group * t.out_head_stride;
+            cpu::store_row_f32(t.out, o, merged, d, inv, p.dtype);
+            if (t.lse) t.lse[r % p.group * t.lse_head_stride + r / p.group] = total == 0.0f ? neg_inf : base + std::log(total);
         }
     }
 }
 
-// Prefetch [offset, offset + bytes) of base toward L2 (locality 1, not into L1: a whole chunk
-// would evict the block being computed). One prefetch per 64-byte line.
-void prefetch_span_l2(const void* base, int64_t offset, int64_t bytes) {
-    const char* p = static_cast<const char*>(base) + offset;
-    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(p + b, 0, 1);
-}
-
-// Part `part` of `parts` of the K and V rows (all heads) of positions [j0, j1) toward L2: each
-// run of consecutive rows is one contiguous span, cut into `parts` equal pieces.
-void prefetch_positions_l2(const cpu::Tile& all_heads, int64_t j0, int64_t j1, int64_t position_bytes,
-                           int64_t part, int64_t parts) {
-    const int64_t es = dtype_bytes(all_heads.dtype);
-    for (int64_t j = j0, run; j < j1; j += run) {
-        run = cpu::key_run(all_heads, j, j1 - j);
-        const int64_t offset = cpu::key_offset(all_heads, j) * es, bytes = run * position_bytes;
-        const int64_t lo = bytes * part / parts, hi = bytes * (part + 1) / parts;
-        prefetch_span_l2(all_heads.k, offset + lo, hi - lo);
-        prefetch_span_l2(all_heads.v, offset + lo, hi - lo);
-    }
-}
-
 // Decode of the given sequences (q_len >= 1 each, usually 1): their caches are cut into splits
-// (split-KV) and each split walks its positions chunk by chunk, visiting every KV head of a
-// chunk of decode_chunk() positions before the next chunk. One head's rows are
-// num_kv_heads * head_dim elements apart (6 KiB for Phi-3), so walking one head down the whole
-// cache touches a new page per key and ran at half the bandwidth (NOTES.md); chunk by chunk,
-// all heads read one contiguous span (per cache page). The splits are merged in split order.
+// (split-KV); each split is one kernel call that streams its positions for every KV head
+// (decode.hpp). A sequence of one split writes its output directly; otherwise the task that
+// finishes its sequence's last split merges them, so no merge runs serially after the join.
 void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const cpu::IsaChoice& isa,
                 int32_t threads) {
     std::vector<DecodeTask> tasks;
@@ -394,96 +404,55 @@ void run_decode(const Problem& p, const std::vector<int64_t>& sequences, const c
         const auto [lo, hi] = key_range(p, b, 0, p.q_len(b));
         const int64_t splits = decode_splits(p, count, hi - lo);
         const int64_t rows = p.q_len(b) * p.group;
+        const int64_t first_task = static_cast<int64_t>(tasks.size());
         max_splits = std::max(max_splits, splits);
         for (int64_t s = 0; s < splits; ++s) {
             // Even cut of [lo, hi); the last split holds the new tokens.
             tasks.push_back({b, s, splits, lo + (hi - lo) * s / splits, lo + (hi - lo) * (s + 1) / splits, state_rows,
-                             rows});
-            state_rows += p.num_kv_heads * rows;
+                             rows, first_task});
+            if (splits > 1) state_rows += p.num_kv_heads * rows;
         }
     }
-    GQA_LOG(GQA_LOG_DEBUG,
-            "cpu decode: isa=%s threads=%d splits=%lld (requested %d) chunk=%lld key_block=%lld tasks=%lld",
-            isa.name, threads, static_cast<long long>(max_splits), p.num_splits,
-            static_cast<long long>(decode_chunk(p)), static_cast<long long>(cpu::kKeyBlock),
-            static_cast<long long>(tasks.size()));
+    const DecodePath path = decode_path(isa);
+    cpu::DecodeWork example;
+    example.head0 = make_tile(p, sequences.front(), 0, 0, p.q_len(sequences.front()), 0, 0);
+    example.num_kv_heads = p.num_kv_heads;
+    GQA_LOG(GQA_LOG_DEBUG, "cpu decode: isa=%s threads=%d splits=%lld (requested %d) block=%lld tasks=%lld",
+            path.name, threads, static_cast<long long>(max_splits), p.num_splits,
+            static_cast<long long>(cpu::decode_block(example)), static_cast<long long>(tasks.size()));
 
     const int64_t d = p.head_dim;
-    const int64_t chunk = decode_chunk(p);
-    const int64_t position_bytes = p.num_kv_heads * d * dtype_bytes(p.dtype);
-    // Split states (every element is written before it is read), kept by the calling thread.
+    // Split states (every element is written before it is read) and the count of splits each
+    // sequence has left, kept by the calling thread.
     thread_local std::vector<float> states;
     const size_t state_floats = static_cast<size_t>(state_rows * (d + 2));
     if (states.size() < state_floats) states.resize(state_floats);
     float* const acc = states.data();
     float* const maxes = acc + state_rows * d;
     float* const sums = maxes + state_rows;
+    const std::unique_ptr<std::atomic<int32_t>[]> pending(new std::atomic<int32_t>[tasks.size()]);
+    for (const DecodeTask& task : tasks) pending[task.first_task].store(static_cast<int32_t>(task.splits));
     cpu::thread_pool().run(static_cast<int64_t>(tasks.size()), threads, [&](int64_t index, int32_t /*worker*/) {
         const DecodeTask& task = tasks[static_cast<size_t>(index)];
-        const int64_t nq = p.q_len(task.b);
-        const cpu::Tile all_heads = make_tile(p, task.b, 0, 0, nq, 0, 0);  // KV head 0: addresses positions
-        for (int64_t c0 = task.key_begin; c0 < task.key_end; c0 += chunk) {
-            const int64_t c1 = std::min(task.key_end, c0 + chunk);
-            const int64_t next_end = std::min(task.key_end, c1 + chunk);
-            for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-                // One head's share of the next chunk's K and V spans, into L2: by the time this
-                // task reaches that chunk it is all in cache. Prefetching only the next key
-                // block just in time left decode stalled on memory (NOTES.md section 3c).
-                prefetch_positions_l2(all_heads, c1, next_end, position_bytes, h, p.num_kv_heads);
-                cpu::Tile t = make_tile(p, task.b, h, 0, nq, c0, c1);
-                if (h + 1 < p.num_kv_heads) {  // the next head's first block, while this one computes
-                    prefetch_rows(make_tile(p, task.b, h + 1, 0, nq, c0, c1), c0, std::min(cpu::kKeyBlock, c1 - c0));
-                }
-                const int64_t row = task.first_row + h * task.rows;
-                t.out = nullptr;  // partials: the merge below adds the sink once and writes lse
-                t.sinks = nullptr;
-                t.lse = nullptr;
-                t.part_acc = acc + row * d;
-                t.part_max = maxes + row;
-                t.part_sum = sums + row;
-                t.resume = c0 != task.key_begin;
-                isa.kernel(t, thread_scratch(cpu::tile_scratch_floats(t)));
-            }
+        cpu::DecodeWork w;
+        w.head0 = make_tile(p, task.b, 0, 0, p.q_len(task.b), task.key_begin, task.key_end);
+        w.num_kv_heads = p.num_kv_heads;
+        if (task.splits > 1) {  // partials: the merge adds the sink once and writes lse
+            w.head0.out = nullptr;
+            w.head0.sinks = nullptr;
+            w.head0.lse = nullptr;
+            w.part_acc = acc + task.first_row * d;
+            w.part_max = maxes + task.first_row;
+            w.part_sum = sums + task.first_row;
+        }
+        float* scratch = thread_scratch(cpu::decode_scratch_floats(w));
+        path.kernel(w, scratch);
+        // The last split of a sequence merges it; acq_rel orders every split's partials
+        // before the merge that reads them.
+        if (task.splits > 1 && pending[task.first_task].fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            merge_splits(p, tasks, static_cast<size_t>(task.first_task), acc, maxes, sums, scratch);
         }
     });
-
-    // Merge the splits of each (sequence, head) in split order: fixed, so deterministic.
-    const float neg_inf = -std::numeric_limits<float>::infinity();
-    std::vector<float> merged(static_cast<size_t>(d));
-    for (size_t first = 0; first < tasks.size(); first += static_cast<size_t>(tasks[first].splits)) {
-        const int64_t b = tasks[first].b;
-        const int64_t splits = tasks[first].splits;
-        const int64_t rows = tasks[first].rows;
-        for (int64_t h = 0; h < p.num_kv_heads; ++h) {
-            const cpu::Tile t = make_tile(p, b, h, 0, p.q_len(b), 0, 0);
-            for (int64_t r = 0; r < rows; ++r) {
-                auto state_row = [&](int64_t s) { return tasks[first + static_cast<size_t>(s)].first_row + h * rows + r; };
-                // The sink joins here, once for all splits: one more partial, max = sink, sum = 1.
-                const float sink = t.sinks ? t.sinks[r % p.group] : neg_inf;
-                float global_max = sink;
-                for (int64_t s = 0; s < splits; ++s) global_max = std::fmax(global_max, maxes[state_row(s)]);
-                const float base = global_max == neg_inf ? 0.0f : global_max;
-                float total = sink == neg_inf ? 0.0f : std::exp(sink - base);
-                std::fill(merged.begin(), merged.end(), 0.0f);
-                for (int64_t s = 0; s < splits; ++s) {
-                    const float m = maxes[state_row(s)];
-                    const float sum = sums[state_row(s)];
-                    // A split whose logits were all -inf has sum 0 and adds nothing; a NaN
-                    // anywhere in a split's state must still reach the output.
-                    const float weight = m == neg_inf ? 0.0f : std::exp(m - base);
-                    if (weight == 0.0f && sum == sum) continue;
-                    total += sum * weight;
-                    const float* a = acc + state_row(s) * d;
-                    for (int64_t e = 0; e < d; ++e) merged[static_cast<size_t>(e)] += a[e] * weight;
-                }
-                const float inv = total == 0.0f ? 0.0f : 1.0f / total;
-                // Row r is query r / group, head r % group of this KV head.
-                const int64_t o = r / p.group * t.out_stride + r % p.group * t.out_head_stride;
-                cpu::store_row_f32(t.out, o, merged.data(), d, inv, p.dtype);
-                if (t.lse) t.lse[r % p.group * t.lse_head_stride + r / p.group] = total == 0.0f ? neg_inf : base + std::log(total);
-            }
-        }
-    }
 }
 
 }  // namespace

@@ -119,6 +119,7 @@ struct Simd {
 }  // namespace gqa
 
 #include "cpu/kernel_simd.inl"
+#include "cpu/decode_simd.inl"
 
 namespace gqa {
 namespace cpu {
@@ -127,5 +128,6 @@ void pack_kv_avx2_f32(const Tile& t, int64_t first_block, int64_t num_blocks, vo
     pack_kv<FmaMma>(t, first_block, num_blocks, blocks, v_nonfinite);
 }
 void prefill_tile_avx2_f32(const Tile& t, float* scratch) { prefill_lanes<FmaMma>(t, scratch); }
+void decode_avx2(const DecodeWork& w, float* scratch) { decode_simd(w, scratch); }
 }  // namespace cpu
 }  // namespace gqa

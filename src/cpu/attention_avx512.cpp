@@ -3,6 +3,7 @@
 // CPUID check.
 #include "cpu/simd_avx512.hpp"
 #include "cpu/kernel_simd.inl"
+#include "cpu/decode_simd.inl"
 
 namespace gqa {
 namespace cpu {
@@ -11,5 +12,6 @@ void pack_kv_avx512_f32(const Tile& t, int64_t first_block, int64_t num_blocks, 
     pack_kv<FmaMma>(t, first_block, num_blocks, blocks, v_nonfinite);
 }
 void prefill_tile_avx512_f32(const Tile& t, float* scratch) { prefill_lanes<FmaMma>(t, scratch); }
+void decode_avx512(const DecodeWork& w, float* scratch) { decode_simd(w, scratch); }
 }  // namespace cpu
 }  // namespace gqa

@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "cpu/convert.hpp"
+#include "cpu/decode.hpp"
 #include "cpu/kernel.hpp"
 
 namespace gqa {
@@ -76,6 +77,10 @@ void attend_tile_scalar(const Tile& t, float* /*scratch*/) {
             }
         }
     }
+}
+
+void decode_scalar(const DecodeWork& w, float* scratch) {
+    for (int64_t h = 0; h < w.num_kv_heads; ++h) attend_tile_scalar(decode_head_tile(w, h), scratch);
 }
 
 }  // namespace cpu

@@ -1,0 +1,262 @@
+// decode_simd.inl: the SIMD decode kernel (decode.hpp), written once over `Simd` and compiled
+// per ISA (attention_avx2.cpp, attention_avx512.cpp). Include after kernel_simd.inl, whose
+// helpers (visible_end, load_row, finish_row, round_up, ...) it uses.
+//
+// One call per DecodeWork (a split of one sequence, every KV head). Positions are walked in
+// blocks of decode_block() positions; each block visits every KV head before the next block, so
+// the K and V rows of a block (all heads of a position are one contiguous row) are read as one
+// stream, prefetched into L2 one block ahead. Every query row's online softmax state (scaled q,
+// accumulator, max, sum) lives in scratch for the whole split.
+//
+// head_dim is the vector axis: a dot product per (row, key), then P.V with all G rows of a KV
+// head sharing every V load. Rows are read straight from the cache and converted in registers
+// (no copy): V always, K when one row reads it (G = 1) or when it is f32. K in bf16/f16 read by
+// G > 1 rows is converted once per block into fp32 scratch instead of once per row. A head_dim
+// that is not a whole number of vectors stages both (zero padded), so no load crosses a row.
+//
+// Keys a row does not see (causal mask, window) are never read for that row: its visible range
+// bounds the loops, so a NaN/Inf there cannot reach it. Softcap applies to the scaled logits
+// (softcap_scores), sinks start the row state (init_row_state) and the lse is written with the
+// output (finish_row): the same helpers as the prefill kernel.
+#include "cpu/decode.hpp"
+
+namespace gqa {
+namespace cpu {
+namespace {
+
+// W consecutive elements of a row in dtype T, as fp32.
+template <DType T>
+inline Reg load_elems(const char* p) {
+    if (T == DType::F32) return Simd::load(reinterpret_cast<const float*>(p));
+    if (T == DType::BF16) return Simd::load_bf16(reinterpret_cast<const uint16_t*>(p));
+    return Simd::load_f16(reinterpret_cast<const uint16_t*>(p));
+}
+
+// n rows of one head: row jj's vector c (elements c*W .. c*W + W - 1) at base + jj * stride
+// bytes, in dtype T: the cache itself, or fp32 rows staged in scratch.
+template <DType T>
+struct Rows {
+    const char* base;
+    int64_t stride;
+    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(base + jj * stride + c * W * (T == DType::F32 ? 4 : 2)); }
+};
+
+// s[jj] = q . row jj for jj < n, C vectors of q held in registers, 4 rows per reduction.
+template <int C, typename R>
+inline void dots_fixed(const float* q, const R& k, int64_t n, float* s) {
+    Reg qv[C];
+#pragma GCC unroll 16
+    for (int c = 0; c < C; ++c) qv[c] = Simd::load(q + c * W);
+    int64_t jj = 0;
+    for (; jj + 4 <= n; jj += 4) {
+        Reg a0 = Simd::mul(qv[0], k.load(jj, 0)), a1 = Simd::mul(qv[0], k.load(jj + 1, 0));
+        Reg a2 = Simd::mul(qv[0], k.load(jj + 2, 0)), a3 = Simd::mul(qv[0], k.load(jj + 3, 0));
+#pragma GCC unroll 16
+        for (int c = 1; c < C; ++c) {
+            a0 = Simd::fmadd(qv[c], k.load(jj, c), a0);
+            a1 = Simd::fmadd(qv[c], k.load(jj + 1, c), a1);
+            a2 = Simd::fmadd(qv[c], k.load(jj + 2, c), a2);
+            a3 = Simd::fmadd(qv[c], k.load(jj + 3, c), a3);
+        }
+        Simd::reduce_add4(a0, a1, a2, a3, s + jj);
+    }
+    for (; jj < n; ++jj) {
+        Reg a = Simd::mul(qv[0], k.load(jj, 0));
+#pragma GCC unroll 16
+        for (int c = 1; c < C; ++c) a = Simd::fmadd(qv[c], k.load(jj, c), a);
+        s[jj] = Simd::reduce_add(a);
+    }
+}
+
+// The same for any number of vectors (q read from L1): head dims without a fixed kernel.
+template <typename R>
+inline void dots_any_width(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
+    for (int64_t jj = 0; jj < n; ++jj) {
+        Reg a = Simd::mul(Simd::load(q), k.load(jj, 0));
+        for (int64_t c = 1; c < vectors; ++c) a = Simd::fmadd(Simd::load(q + c * W), k.load(jj, c), a);
+        s[jj] = Simd::reduce_add(a);
+    }
+}
+
+template <typename R>
+inline void dots(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
+    switch (vectors) {
+        case 4: dots_fixed<4>(q, k, n, s); break;
+        case 6: dots_fixed<6>(q, k, n, s); break;
+        case 8: dots_fixed<8>(q, k, n, s); break;
+        default: dots_any_width(q, vectors, k, n, s); break;
+    }
+}
+
+// acc[r] = acc[r] * correction[r] + sum_jj p[r][jj] * V[jj] for NR rows sharing every V load.
+template <int NR, typename R>
+inline void pv_rows(const R& v, int64_t vectors, int64_t n, const float* p, int64_t p_stride, float* acc,
+                    int64_t acc_stride, const float* correction) {
+    for (int64_t c = 0; c < vectors; ++c) {
+        Reg a[NR];
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) a[r] = Simd::mul(Simd::load(acc + r * acc_stride + c * W), Simd::set1(correction[r]));
+        for (int64_t jj = 0; jj < n; ++jj) {
+            const Reg x = v.load(jj, c);
+#pragma GCC unroll 8
+            for (int r = 0; r < NR; ++r) a[r] = Simd::fmadd(Simd::set1(p[r * p_stride + jj]), x, a[r]);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) Simd::store(acc + r * acc_stride + c * W, a[r]);
+    }
+}
+
+template <typename R>
+inline void pv(int64_t rows, const R& v, int64_t vectors, int64_t n, const float* p, int64_t p_stride, float* acc,
+               int64_t acc_stride, const float* correction) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) pv_rows<8>(v, vectors, n, p + r * p_stride, p_stride, acc + r * acc_stride, acc_stride, correction + r);
+    const float* pr = p + r * p_stride;
+    float* ar = acc + r * acc_stride;
+    switch (rows - r) {
+        case 7: pv_rows<7>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 6: pv_rows<6>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 5: pv_rows<5>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 4: pv_rows<4>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 3: pv_rows<3>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 2: pv_rows<2>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        case 1: pv_rows<1>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
+        default: break;
+    }
+}
+
+// One row's online-softmax step over its `visible` scores s[0..visible) of a block: s becomes
+// the probabilities relative to the new running max; returns the factor the row's earlier
+// accumulator and sum must be multiplied by. A NaN score stays NaN (and poisons the row); while
+// every logit so far is -inf the base is 0, so exp(-inf - -inf) never makes a NaN.
+inline float softmax_step(float* s, int64_t visible, float& running_max, float& running_sum) {
+    int64_t jj;
+    for (jj = visible; jj < round_up(visible, W); ++jj) s[jj] = kNegInf;  // whole vectors
+    Reg block_max = Simd::set1(kNegInf);
+    for (jj = 0; jj < visible; jj += W) block_max = Simd::max(block_max, Simd::load(s + jj));
+    const float new_max = __builtin_fmaxf(running_max, Simd::reduce_max(block_max));
+    const float base = new_max == kNegInf ? 0.0f : new_max;
+    const float correction = __builtin_expf(running_max - base);
+    Reg sum = Simd::zero();
+    const Reg base_v = Simd::set1(base);
+    for (jj = 0; jj < visible; jj += W) {
+        const Reg p = Simd::exp(Simd::sub(Simd::load(s + jj), base_v));
+        Simd::store(s + jj, p);
+        sum = Simd::add(sum, p);
+    }
+    running_sum = running_sum * correction + Simd::reduce_add(sum);
+    running_max = new_max;
+    return correction;
+}
+
+// Prefetch toward L2 the K and V rows (all heads: each row spans kv_stride elements) of
+// positions [j0, j0 + n), part `part` of `parts` of each run of consecutive rows, one prefetch
+// per 64-byte line.
+inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t part, int64_t parts) {
+    const int64_t es = elem_bytes(t.dtype);
+    for (int64_t j = j0, run; j < j0 + n; j += run) {
+        run = key_run(t, j, j0 + n - j);
+        const int64_t k_bytes = run * t.kv_stride * es, v_bytes = run * value_step(t) * es;
+        const char* k = static_cast<const char*>(t.k) + key_offset(t, j) * es;
+        const char* v = static_cast<const char*>(t.v) + value_offset(t, j) * es;
+        for (int64_t b = k_bytes * part / parts; b < k_bytes * (part + 1) / parts; b += 64) _mm_prefetch(k + b, _MM_HINT_T1);
+        for (int64_t b = v_bytes * part / parts; b < v_bytes * (part + 1) / parts; b += 64) _mm_prefetch(v + b, _MM_HINT_T1);
+    }
+}
+
+template <DType T>
+void decode_heads(const DecodeWork& w, float* scratch) {
+    const Tile& t0 = w.head0;
+    const int64_t d = t0.head_dim, dp = round_up(d, W), vectors = dp / W;
+    const int64_t g_len = t0.group, nq = t0.num_queries, rows = nq * g_len, heads = w.num_kv_heads;
+    const int64_t es = elem_bytes(T), k_stride = t0.kv_stride * es, v_stride = value_step(t0) * es;
+    const bool direct_v = d % W == 0;
+    const bool direct_k = direct_v && (T == DType::F32 || g_len == 1);
+    const int64_t sp = kKeyBlock;           // score row stride
+    float* qf = align64(scratch);           // [heads * rows][dp] scaled queries
+    float* acc = qf + heads * rows * dp;    // [heads * rows][dp]
+    float* run_max = acc + heads * rows * dp;
+    float* run_sum = run_max + heads * rows;
+    float* correction = run_sum + heads * rows;  // [rows] of the head being computed
+    float* sc = correction + rows;               // [rows][sp] scores, then probabilities
+    float* kb = sc + rows * sp;                  // [kKeyBlock][dp] staged K
+    float* vb = kb + kKeyBlock * dp;             // [kKeyBlock][dp] staged V
+
+    for (int64_t h = 0; h < heads; ++h) {  // the row state: scaled queries, an empty softmax (or the sink)
+        const Tile th = decode_head_tile(w, h);
+        for (int64_t r = 0; r < rows; ++r) {
+            float* q = qf + (h * rows + r) * dp;
+            load_row(th.q, r / g_len * th.q_stride + r % g_len * th.q_head_stride, T, d, dp, q);
+            for (int64_t c = 0; c < dp; c += W) {
+                Simd::store(q + c, Simd::mul(Simd::load(q + c), Simd::set1(th.scale)));
+                Simd::store(acc + (h * rows + r) * dp + c, Simd::zero());
+            }
+            init_row_state(th, r, run_max + h * rows + r, run_sum + h * rows + r);
+        }
+    }
+
+    const int64_t block = decode_block(w);
+    const int64_t last_end = visible_end(t0, nq - 1);
+    for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
+        n = key_run(t0, j0, min64(block, last_end - j0));  // consecutive rows: one stride
+        const int64_t next = min64(block, last_end - j0 - n);
+        const char* k0 = static_cast<const char*>(t0.k) + key_offset(t0, j0) * es;
+        const char* v0 = static_cast<const char*>(t0.v) + value_offset(t0, j0) * es;
+        for (int64_t h = 0; h < heads; ++h) {
+            // Head h's share of the next block, so the whole next block is in L2 by the time the
+            // heads of this one are done.
+            prefetch_positions(t0, j0 + n, next, h, heads);
+            const Rows<T> k_rows{k0 + h * d * es, k_stride}, v_rows{v0 + h * d * es, v_stride};
+            if (!direct_k) {
+                for (int64_t jj = 0; jj < n; ++jj) load_row(k_rows.base + jj * k_stride, 0, T, d, dp, kb + jj * dp);
+            }
+            if (!direct_v) {
+                for (int64_t jj = 0; jj < n; ++jj) load_row(v_rows.base + jj * v_stride, 0, T, d, dp, vb + jj * dp);
+            }
+            for (int64_t i = 0; i < nq; ++i) {
+                // Keys [j0 + lo, j0 + lo + visible) of this block are the ones query i sees.
+                const int64_t lo = visible_begin(t0, i) > j0 ? visible_begin(t0, i) - j0 : 0;
+                const int64_t visible = min64(n, visible_end(t0, i) - j0) - lo;
+                if (visible <= 0) continue;
+                const Rows<T> k_seen{k_rows.base + lo * k_stride, k_stride}, v_seen{v_rows.base + lo * v_stride, v_stride};
+                const Rows<DType::F32> k_staged{reinterpret_cast<const char*>(kb + lo * dp), dp * 4};
+                const Rows<DType::F32> v_staged{reinterpret_cast<const char*>(vb + lo * dp), dp * 4};
+                const int64_t r0 = i * g_len, state = h * rows + r0;
+                for (int64_t r = 0; r < g_len; ++r) {
+                    float* s = sc + (r0 + r) * sp;
+                    if (direct_k) {
+                        dots(qf + (state + r) * dp, vectors, k_seen, visible, s);
+                    } else {
+                        dots(qf + (state + r) * dp, vectors, k_staged, visible, s);
+                    }
+                    if (t0.softcap > 0.0f) softcap_scores(s, round_up(visible, W), 1.0f, t0.softcap);  // q is pre-scaled
+                    correction[r0 + r] = softmax_step(s, visible, run_max[state + r], run_sum[state + r]);
+                }
+                if (direct_v) {
+                    pv(g_len, v_seen, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
+                } else {
+                    pv(g_len, v_staged, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
+                }
+            }
+        }
+    }
+
+    for (int64_t h = 0; h < heads; ++h) {
+        const Tile th = decode_head_tile(w, h);
+        for (int64_t r = 0; r < rows; ++r) {
+            finish_row(th, r, acc + (h * rows + r) * dp, run_max[h * rows + r], run_sum[h * rows + r]);
+        }
+    }
+}
+
+void decode_simd(const DecodeWork& w, float* scratch) {
+    switch (w.head0.dtype) {
+        case DType::F32: decode_heads<DType::F32>(w, scratch); break;
+        case DType::BF16: decode_heads<DType::BF16>(w, scratch); break;
+        case DType::F16: decode_heads<DType::F16>(w, scratch); break;
+    }
+}
+
+}  // namespace
+}  // namespace cpu
+}  // namespace gqa
