@@ -68,15 +68,18 @@ static inline int64_t decode_block(const DecodeWork& w) {
     return fit < 16 ? 16 : fit > kKeyBlock ? kKeyBlock : fit;
 }
 
-// fp32 scratch a decode kernel may use for one DecodeWork.
+// fp32 scratch a decode kernel may use for one DecodeWork (or for one head's Tile, which a
+// group that fills the lanes runs through the tile kernel).
 static inline int64_t decode_scratch_floats(const DecodeWork& w) {
     const int64_t rows = w.head0.num_queries * w.head0.group;
     const int64_t dp = (w.head0.head_dim + 15) / 16 * 16;
-    return 2 * w.num_kv_heads * rows * dp  // scaled queries and accumulators of every row
-           + 4 * w.num_kv_heads * rows     // running max / sum / correction
-           + rows * kKeyBlock              // one head's scores of a block
-           + 2 * kKeyBlock * dp            // one head's K and V block, staged in fp32 when needed
-           + 64;                           // alignment slack
+    const int64_t own = 2 * w.num_kv_heads * rows * dp  // scaled queries and accumulators of every row
+                        + 4 * w.num_kv_heads * rows     // running max / sum / correction
+                        + rows * kKeyBlock              // one head's scores of a block
+                        + 2 * kKeyBlock * dp            // one head's K and V block, staged in fp32 when needed
+                        + 64;                           // alignment slack
+    const int64_t tile = tile_scratch_floats(w.head0);
+    return own > tile ? own : tile;
 }
 
 // Scalar: every head's Tile through attend_tile_scalar (the oracle). SIMD: decode_simd.inl.

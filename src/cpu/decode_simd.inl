@@ -2,7 +2,9 @@
 // per ISA (attention_avx2.cpp, attention_avx512.cpp). Include after kernel_simd.inl, whose
 // helpers (visible_end, load_row, finish_row, round_up, ...) it uses.
 //
-// One call per DecodeWork (a split of one sequence, every KV head). Positions are walked in
+// One call per DecodeWork (a split of one sequence, every KV head). A group with at least as
+// many query rows as lanes (G >= 16 on AVX-512) goes to the rows-in-lanes kernel instead
+// (prefill_lanes.inl), one head at a time over the whole split: no horizontal sums there. Positions are walked in
 // blocks of decode_block() positions; each block visits every KV head before the next block, so
 // the K and V rows of a block (all heads of a position are one contiguous row) are read as one
 // stream, prefetched into L2 one block ahead. Every query row's online softmax state (scaled q,
@@ -250,6 +252,10 @@ void decode_heads(const DecodeWork& w, float* scratch) {
 }
 
 void decode_simd(const DecodeWork& w, float* scratch) {
+    if (w.head0.num_queries * w.head0.group >= W) {  // a group that fills the lanes: rows in lanes
+        for (int64_t h = 0; h < w.num_kv_heads; ++h) prefill_lanes<FmaMma>(decode_head_tile(w, h), scratch);
+        return;
+    }
     switch (w.head0.dtype) {
         case DType::F32: decode_heads<DType::F32>(w, scratch); break;
         case DType::BF16: decode_heads<DType::BF16>(w, scratch); break;
