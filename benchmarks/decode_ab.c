@@ -7,12 +7,15 @@
  *     -c Hq:Hkv:D:B:L:dtype   a config (repeatable; dtype f32|bf16|f16); default: the CPU grid
  *     -t N                    threads for every library (default 2)
  *     -r N                    rounds (default 15); each round: every library in rotating order,
- *                             10 ms of sleep, one untimed call, a burst of timed calls
+ *                             a settle sleep, one untimed call, a burst of timed calls
+ *     -s MS                   the settle sleep (default 30: longer than a pool's polling, so the
+ *                             previous library's workers are asleep)
  *     -g MS                   idle-gap mode: sleep MS before each timed call (no burst)
  *
  * Prints per config and library: min and median wall time per call, GB/s of K+V at the
- * median, and process CPU time per call (all threads; shows spinning). Each library keeps its
- * own thread pool: the 10 ms pause lets the previous library's workers go back to sleep. */
+ * median, process CPU time per call (all threads), and in idle-gap mode the CPU cores the
+ * process kept busy while it slept (a pool that polls while idle shows here). Each library keeps its
+ * own thread pool: the settle sleep lets the previous library's workers go back to sleep. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>
@@ -89,7 +92,7 @@ static int parse_config(const char* s, Config* c) {
 int main(int argc, char** argv) {
     Config configs[64];
     int nconfigs = 0, threads = 2, rounds = 15;
-    double gap_ms = -1;
+    double gap_ms = -1, settle_ms = 30;
     Lib libs[8];
     int nlibs = 0;
     for (int i = 1; i < argc; ++i) {
@@ -99,6 +102,8 @@ int main(int argc, char** argv) {
             threads = atoi(argv[++i]);
         } else if (!strcmp(argv[i], "-r") && i + 1 < argc) {
             rounds = atoi(argv[++i]);
+        } else if (!strcmp(argv[i], "-s") && i + 1 < argc) {
+            settle_ms = atof(argv[++i]);
         } else if (!strcmp(argv[i], "-g") && i + 1 < argc) {
             gap_ms = atof(argv[++i]);
         } else if (nlibs < 8) {
@@ -135,10 +140,10 @@ int main(int argc, char** argv) {
         fill(kc, cn, c.dtype, 4);
         fill(vc, cn, c.dtype, 5);
         const double kv_bytes = 2.0 * (double)cn * (double)es;
-        double wall[8][4096], cpu[8];
+        double wall[8][4096], cpu[8], idle_cpu[8], idle_wall[8];
         int n[8] = {0};
         int burst = 1;
-        for (int li = 0; li < nlibs; ++li) cpu[li] = 0;
+        for (int li = 0; li < nlibs; ++li) cpu[li] = idle_cpu[li] = idle_wall[li] = 0;
         for (int r = 0; r < rounds; ++r) {
             for (int j = 0; j < nlibs; ++j) {
                 const int li = (j + r) % nlibs;
@@ -152,7 +157,7 @@ int main(int argc, char** argv) {
                 cfg.head_dim = c.d;
                 cfg.max_seq_len = c.l + 1;
                 cfg.cache_len = c.l;
-                sleep_ms(10);
+                sleep_ms(settle_ms);
                 if (libs[li].decode(out, q, k, v, kc, vc, &cfg, NULL) != GQA_STATUS_OK) {
                     return fprintf(stderr, "%s: decode failed\n", libs[li].path), 1;
                 }
@@ -163,7 +168,12 @@ int main(int argc, char** argv) {
                     burst = gap_ms >= 0 ? 1 : t > 5e-3 ? 1 : (int)(5e-3 / t) > 32 ? 32 : (int)(5e-3 / t);
                 }
                 for (int b = 0; b < burst && n[li] < 4096; ++b) {
-                    if (gap_ms > 0) sleep_ms(gap_ms);
+                    if (gap_ms > 0) {
+                        const double i0 = now(CLOCK_PROCESS_CPUTIME_ID), w0 = now(CLOCK_MONOTONIC);
+                        sleep_ms(gap_ms);
+                        idle_cpu[li] += now(CLOCK_PROCESS_CPUTIME_ID) - i0;
+                        idle_wall[li] += now(CLOCK_MONOTONIC) - w0;
+                    }
                     const double c0 = now(CLOCK_PROCESS_CPUTIME_ID), t0 = now(CLOCK_MONOTONIC);
                     libs[li].decode(out, q, k, v, kc, vc, &cfg, NULL);
                     wall[li][n[li]++] = now(CLOCK_MONOTONIC) - t0;
@@ -174,9 +184,11 @@ int main(int argc, char** argv) {
         for (int li = 0; li < nlibs; ++li) {
             qsort(wall[li], (size_t)n[li], sizeof(double), compare);
             const double med = wall[li][n[li] / 2];
-            printf("%2d:%-2d d%-3d B=%d L=%-5d %-4s  lib%d  min %8.1f us  med %8.1f us  %6.1f GB/s  cpu/call %8.1f us\n",
+            printf("%2d:%-2d d%-3d B=%d L=%-5d %-4s  lib%d  min %8.1f us  med %8.1f us  %6.1f GB/s  cpu/call %8.1f us",
                    c.hq, c.hkv, c.d, c.b, c.l, dtype_names[c.dtype], li, 1e6 * wall[li][0], 1e6 * med,
                    kv_bytes / med / 1e9, 1e6 * cpu[li] / n[li]);
+            if (idle_wall[li] > 0) printf("  idle cores %.3f", idle_cpu[li] / idle_wall[li]);
+            printf("\n");
         }
         fflush(stdout);
         free(q), free(k), free(v), free(out), free(kc), free(vc);

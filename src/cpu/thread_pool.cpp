@@ -2,9 +2,15 @@
 #include "cpu/thread_pool.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 
+#include <chrono>
+#include <cstdlib>
 #include <exception>
 #include <new>
+
+#include "gqa.h"
+#include "log.hpp"
 
 namespace gqa {
 namespace cpu {
@@ -17,26 +23,68 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::stop_workers() {
     {
         std::lock_guard<std::mutex> lock(state_mutex_);
-        stopping_ = true;
+        stopping_.store(true, std::memory_order_release);
     }
     wake_.notify_all();
     for (std::thread& t : threads_) t.join();
     threads_.clear();
-    std::lock_guard<std::mutex> lock(state_mutex_);
-    stopping_ = false;
+    stopping_.store(false, std::memory_order_release);
+}
+
+int64_t ThreadPool::spin_ns() {
+    static std::atomic<int64_t> cached{-1};
+    int64_t ns = cached.load(std::memory_order_relaxed);
+    if (ns >= 0) return ns;
+    ns = kDefaultSpinUs * 1000;
+    const char* env = std::getenv("GQA_CPU_SPIN_US");
+    bool bad = false;
+    if (env && *env) {
+        char* end = nullptr;
+        const long long us = std::strtoll(env, &end, 10);
+        if (end != env && *end == '\0' && us >= 0 && us <= 1000000) {
+            ns = us * 1000;
+        } else {
+            bad = true;
+        }
+    }
+    int64_t unset = -1;
+    if (cached.compare_exchange_strong(unset, ns) && bad) {  // only the first reader warns
+        GQA_LOG(GQA_LOG_WARNING, "GQA_CPU_SPIN_US='%s' is not 0..1000000 microseconds; using %lld", env,
+                static_cast<long long>(kDefaultSpinUs));
+    }
+    return cached.load(std::memory_order_relaxed);
+}
+
+template <typename Ready>
+bool ThreadPool::poll(const Ready& ready) {
+    const int64_t limit = spin_ns();
+    const auto start = std::chrono::steady_clock::now();
+    bool yielding = false;
+    for (uint32_t i = 0;; ++i) {
+        if (ready()) return true;
+        if (i % 64 == 0) {  // the clock costs ~20 ns: read it now and then
+            const int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                std::chrono::steady_clock::now() - start).count();
+            if (elapsed >= limit) return false;
+            yielding = elapsed >= kPauseNs;
+        }
+        if (yielding) {
+            sched_yield();
+        } else {
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+    }
 }
 
 void ThreadPool::resize(int32_t workers) {
     if (static_cast<int32_t>(threads_.size()) == workers) return;
     stop_workers();
     // A new worker must not act on the generation of a run that is already over (it would read
-    // a stale active_workers_ and decrement busy_ of the next run): it starts from the current
+    // a stale ticket and decrement busy_ of the next run): it starts from the current
     // generation and joins only runs set up after it exists.
-    uint64_t current;
-    {
-        std::lock_guard<std::mutex> lock(state_mutex_);
-        current = generation_;
-    }
+    const uint64_t current = generation_of(ticket_.load(std::memory_order_acquire));
     for (int32_t w = 0; w < workers; ++w) threads_.emplace_back(&ThreadPool::worker_loop, this, w + 1, current);
 }
 
@@ -49,17 +97,26 @@ void ThreadPool::work(int32_t worker) {
 }
 
 void ThreadPool::worker_loop(int32_t worker, uint64_t seen) {
+    const auto ready = [&] {
+        return stopping_.load(std::memory_order_acquire) ||
+               generation_of(ticket_.load(std::memory_order_acquire)) != seen;
+    };
     for (;;) {
-        {
+        if (!poll(ready)) {  // idle for spin_ns(): sleep until the next run
             std::unique_lock<std::mutex> lock(state_mutex_);
-            wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-            if (stopping_) return;
-            seen = generation_;
-            if (worker > active_workers_) continue;  // not needed for this run
+            wake_.wait(lock, ready);
         }
+        if (stopping_.load(std::memory_order_acquire)) return;
+        // A run cannot end before its workers took part, so the ticket read here is the run
+        // this worker was woken for, or a later one if it was not needed for that one.
+        const uint64_t ticket = ticket_.load(std::memory_order_acquire);
+        seen = generation_of(ticket);
+        if (worker > active_of(ticket)) continue;  // not needed for this run
         work(worker);
-        std::lock_guard<std::mutex> lock(state_mutex_);
-        if (--busy_ == 0) done_.notify_one();
+        if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+            std::lock_guard<std::mutex> lock(state_mutex_);  // the caller may be asleep on done_
+            done_.notify_one();
+        }
     }
 }
 
@@ -86,22 +143,24 @@ void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
             if (!failure) failure = std::current_exception();
         }
     };
+    const int32_t active = static_cast<int32_t>(useful) - 1;
     {
         std::lock_guard<std::mutex> lock(state_mutex_);
         task_ = &guarded;
         num_tasks_ = num_tasks;
         next_.store(0, std::memory_order_relaxed);
-        active_workers_ = static_cast<int32_t>(useful) - 1;
-        busy_ = active_workers_;
-        ++generation_;
+        busy_.store(active, std::memory_order_relaxed);
+        const uint64_t generation = generation_of(ticket_.load(std::memory_order_relaxed)) + 1;
+        ticket_.store(generation << kActiveBits | static_cast<uint64_t>(active), std::memory_order_release);
     }
-    wake_.notify_all();
+    wake_.notify_all();  // no system call when every worker is polling
     work(0);
-    {
+    const auto done = [&] { return busy_.load(std::memory_order_acquire) == 0; };
+    if (!poll(done)) {
         std::unique_lock<std::mutex> lock(state_mutex_);
-        done_.wait(lock, [&] { return busy_ == 0; });
-        task_ = nullptr;
+        done_.wait(lock, done);
     }
+    task_ = nullptr;
     if (failure) std::rethrow_exception(failure);
 }
 

@@ -5,6 +5,14 @@
 // (as worker 0). Which worker runs a task never changes the result: each task writes its own
 // outputs and kernels are deterministic.
 //
+// Waiting: after a run, a worker stays awake for a bounded time (like OpenMP's blocktime): it
+// polls for the next run with pause for kPauseNs, then with sched_yield (another runnable
+// thread on its core gets the core) until spin_ns() has passed since its last task, and only
+// then sleeps on a condition variable. A call after a short idle gap (between two layers of a
+// model) so finds its workers awake instead of paying a wake-up; a process idle for longer costs
+// at most spin_ns() of CPU per worker. The caller waits for the last task the same way.
+// spin_ns(): GQA_CPU_SPIN_US microseconds (0: sleep at once), default kDefaultSpinUs.
+//
 // Concurrency: one call owns the pool at a time. A call that finds the pool busy (another user
 // thread, or a log callback that calls back into libgqa) does not wait: it runs all its tasks
 // inline on its own thread. Same results, only slower.
@@ -39,6 +47,12 @@ public:
     // After fork(), in the child (its only thread): switch to a fresh pool. See thread_pool.cpp.
     static void after_fork_in_child();
 
+    static constexpr int64_t kDefaultSpinUs = 20000;
+    static constexpr int64_t kPauseNs = 50000;
+    // How long a worker (or the waiting caller) polls before it sleeps, from GQA_CPU_SPIN_US
+    // (read once; a value that is not 0..10^6 logs a WARNING and keeps the default).
+    static int64_t spin_ns();
+
 private:
     friend struct PoolOwner;
 
@@ -46,17 +60,27 @@ private:
     void stop_workers();           // pool_mutex_ held
     void worker_loop(int32_t worker, uint64_t seen);
     void work(int32_t worker);
+    // Polls (pause, then yield) until ready() or spin_ns() has passed; false if it timed out.
+    template <typename Ready>
+    static bool poll(const Ready& ready);
 
     std::mutex pool_mutex_;  // one call at a time owns the workers
 
+    // A run is published by a new ticket_, stored under state_mutex_ (a sleeping worker waits
+    // on wake_ under it); polling workers read ticket_ and stopping_ without the lock. The
+    // ticket is the run's generation and, in its low kActiveBits, how many workers (excluding
+    // the caller) take part: one atomic, so a worker never pairs one run's generation with
+    // another's count.
+    static constexpr int kActiveBits = 16;
+    static uint64_t generation_of(uint64_t ticket) { return ticket >> kActiveBits; }
+    static int32_t active_of(uint64_t ticket) { return static_cast<int32_t>(ticket & ((1u << kActiveBits) - 1)); }
     std::mutex state_mutex_;
     std::condition_variable wake_;
     std::condition_variable done_;
     std::vector<std::thread> threads_;
-    uint64_t generation_ = 0;
-    bool stopping_ = false;
-    int32_t active_workers_ = 0;  // workers (excluding the caller) taking part in this run
-    int32_t busy_ = 0;            // of those, still working
+    std::atomic<uint64_t> ticket_{0};
+    std::atomic<bool> stopping_{false};
+    std::atomic<int32_t> busy_{0};  // workers of this run still working
 
     const Task* task_ = nullptr;
     int64_t num_tasks_ = 0;

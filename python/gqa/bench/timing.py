@@ -67,11 +67,13 @@ def _once(fn: Callable[[], object]) -> float:
 
 
 def interleaved(backends: dict[str, Timed], *, budget_s: float = 1.0, min_rounds: int = 5,
-                max_rounds: int = 40, burst_s: float = 0.005, settle_s: float = 0.003) -> dict[str, Stats]:
+                max_rounds: int = 40, burst_s: float = 0.01, settle_s: float = 0.025) -> dict[str, Stats]:
     """Rounds over the backends in a rotating order; in each round a backend gets an untimed
     reset and warm-up call, then a burst of timed calls (enough for ~burst_s, at most its
     max_burst). Rounds go on until min_rounds are done and budget_s has passed (or max_rounds).
-    settle_s of sleep before each burst lets the previous backend's spinning workers stop."""
+    settle_s of sleep before each burst lets the previous backend's polling workers go to sleep
+    (libgqa polls for 20 ms after a call, GQA_CPU_SPIN_US; OpenMP, onnxruntime and TBB poll
+    too), so no backend is timed while another one's workers still hold a core."""
     names = list(backends)
     burst = {}
     for name, b in backends.items():
