@@ -160,7 +160,9 @@ def stateful_runner(inputs: Inputs, threads: int) -> Runner:
             request.infer()
         return Runner(call, lambda: _output(request, cfg.dtype), note=note, keep=keep)
 
-    past = {name: _tensor(a[:, :, :cfg.cache_len], cfg.dtype, keep)
+    # The cached positions: a view (region of interest) of the BHSD caches, no copy.
+    cached = [cfg.batch, cfg.num_kv_heads, cfg.cache_len, cfg.head_dim]
+    past = {name: ov.Tensor(_tensor(a, cfg.dtype, keep), [0, 0, 0, 0], cached)
             for name, a in (("k_cache", k), ("v_cache", v))}
 
     def reset():
