@@ -109,7 +109,7 @@ def test_rows_with_a_wide_spread_are_flagged_noisy():
 # ---- the Markdown section ---------------------------------------------------------------------------
 def _meta():
     return {**META, "cpu": "Test CPU 9000", "isa_flags": ["avx512f", "amx_bf16"], "cores": 2, "l2_per_core": 2 << 20,
-            "threads": 2, "forced_isa": "", "date": "2026-01-01 00:00 UTC", "commit": "abc1234", "command": "python -m gqa.bench",
+            "threads": 2, "forced_isa": "", "spin_us": "", "date": "2026-01-01 00:00 UTC", "commit": "abc1234", "command": "python -m gqa.bench",
             "loadavg_start": "0.1 0.1 0.1", "loadavg_end": "0.2 0.1 0.1", "noisy_spread": 0.1, "matmul_n": 2048,
             "versions": {"gqa": "0.1.0", "torch": "2.13.0", "openvino": "2026.4.0", "onnxruntime": "1.31.0", "numpy": "2.4"},
             "json": "cpu-bench.json", "png": "cpu-bench.png", "peer_notes": {"torch, prefill": "enable_gqa=True"}}

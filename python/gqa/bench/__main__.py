@@ -52,6 +52,7 @@ def _run_meta(args, threads: int, argv: list[str]) -> dict:
         "l2_bytes": machine.l2_bytes_per_core() * threads,
         "threads": threads,
         "forced_isa": os.environ.get("GQA_CPU_ISA", ""),
+        "spin_us": os.environ.get("GQA_CPU_SPIN_US", ""),
         "versions": machine.versions(),
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": machine.commit(gqa_root if (gqa_root / "include" / "gqa.h").is_file() else Path.cwd()),

@@ -177,7 +177,7 @@ def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None) -> str:
         f"L2 {meta['l2_per_core'] // 2**10} KiB per core",
         f"- {meta['threads']} threads for every backend; libgqa ISA path: "
         + ", ".join(f"{op} {'/'.join(sorted(s))}" for op, s in isa.items())
-        + f" (GQA_CPU_ISA={meta['forced_isa'] or 'unset'})",
+        + f" (GQA_CPU_ISA={meta['forced_isa'] or 'unset'}, GQA_CPU_SPIN_US={meta.get('spin_us') or 'unset'})",
         f"- Versions: libgqa {v['gqa']}, torch {v['torch']}, OpenVINO {v['openvino']}, onnxruntime {v['onnxruntime']}, "
         f"NumPy {v['numpy']}",
         f"- Date: {meta['date']}; commit `{meta['commit']}`; command: `{meta['command']}`; "
