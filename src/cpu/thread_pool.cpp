@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
@@ -56,26 +57,34 @@ int64_t ThreadPool::spin_ns() {
 }
 
 template <typename Ready>
-bool ThreadPool::poll(const Ready& ready) {
-    const int64_t limit = spin_ns();
-    const auto start = std::chrono::steady_clock::now();
-    bool yielding = false;
-    for (uint32_t i = 0;; ++i) {
-        if (ready()) return true;
-        if (i % 64 == 0) {  // the clock costs ~20 ns: read it now and then
-            const int64_t elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                std::chrono::steady_clock::now() - start).count();
-            if (elapsed >= limit) return false;
-            yielding = elapsed >= kPauseNs;
+ThreadPool::Polled ThreadPool::poll(const Ready& ready, int64_t limit, const std::atomic<int>* avoid_cpu) {
+    if (limit == 0) return ready() ? Polled::Ready : Polled::TimedOut;
+    using Clock = std::chrono::steady_clock;
+    const auto ns = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
+    const Clock::time_point start = Clock::now();
+    Clock::time_point last = start;
+    for (uint32_t i = 1;; ++i) {
+        if (ready()) return Polled::Ready;
+        if (i % 64 == 0) {  // the clock (~20 ns) once per 64 pauses
+            const Clock::time_point now = Clock::now();
+            if (ns(now - last) >= kPreemptedNs) return Polled::Preempted;
+            if (ns(now - start) >= limit) return Polled::TimedOut;
+            if (avoid_cpu && sched_getcpu() == avoid_cpu->load(std::memory_order_relaxed)) return Polled::Preempted;
+            last = now;
         }
-        if (yielding) {
-            sched_yield();
-        } else {
 #if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
+        __builtin_ia32_pause();
 #endif
-        }
     }
+}
+
+int64_t ThreadPool::adapt_poll_ns(int64_t used, Polled result) {
+    const int64_t ceiling = spin_ns(), floor = std::min(ceiling, kMinPollNs);
+    int64_t next = used;
+    if (result == Polled::Preempted) next = std::max(floor, used / 4);
+    if (result == Polled::Ready) next = std::min(ceiling, std::max(floor, used + kMinPollNs));
+    poll_ns_.store(next, std::memory_order_relaxed);
+    return next;
 }
 
 void ThreadPool::resize(int32_t workers) {
@@ -102,7 +111,11 @@ void ThreadPool::worker_loop(int32_t worker, uint64_t seen) {
                generation_of(ticket_.load(std::memory_order_acquire)) != seen;
     };
     for (;;) {
-        if (!poll(ready)) {  // idle for spin_ns(): sleep until the next run
+        int64_t budget = poll_ns_.load(std::memory_order_relaxed);
+        if (budget < 0) budget = spin_ns();
+        const Polled polled = poll(ready, budget, &caller_cpu_);
+        adapt_poll_ns(budget, polled);
+        if (polled != Polled::Ready) {  // idle for the whole budget, or lost the core: sleep
             std::unique_lock<std::mutex> lock(state_mutex_);
             wake_.wait(lock, ready);
         }
@@ -144,6 +157,7 @@ void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
         }
     };
     const int32_t active = static_cast<int32_t>(useful) - 1;
+    caller_cpu_.store(sched_getcpu(), std::memory_order_relaxed);
     {
         std::lock_guard<std::mutex> lock(state_mutex_);
         task_ = &guarded;
@@ -155,8 +169,10 @@ void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
     }
     wake_.notify_all();  // no system call when every worker is polling
     work(0);
+    // Briefly: a worker still busy may have lost its core, and this thread polling on could
+    // keep it from getting one back.
     const auto done = [&] { return busy_.load(std::memory_order_acquire) == 0; };
-    if (!poll(done)) {
+    if (poll(done, std::min(spin_ns(), kCallerPollNs), nullptr) != Polled::Ready) {
         std::unique_lock<std::mutex> lock(state_mutex_);
         done_.wait(lock, done);
     }

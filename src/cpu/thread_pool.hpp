@@ -6,12 +6,18 @@
 // outputs and kernels are deterministic.
 //
 // Waiting: after a run, a worker stays awake for a bounded time (like OpenMP's blocktime): it
-// polls for the next run with pause for kPauseNs, then with sched_yield (another runnable
-// thread on its core gets the core) until spin_ns() has passed since its last task, and only
-// then sleeps on a condition variable. A call after a short idle gap (between two layers of a
-// model) so finds its workers awake instead of paying a wake-up; a process idle for longer costs
-// at most spin_ns() of CPU per worker. The caller waits for the last task the same way.
-// spin_ns(): GQA_CPU_SPIN_US microseconds (0: sleep at once), default kDefaultSpinUs.
+// polls for the next run (with pause), and sleeps on a condition variable only when nothing
+// came for its poll budget. A call after a short idle gap (between two layers of a model) so
+// finds its workers awake instead of paying a wake-up; a process idle for longer costs at most
+// the budget of CPU per worker. The budget adapts to the machine: GQA_CPU_SPIN_US (spin_ns(),
+// default kDefaultSpinUs; 0: sleep at once) while pollers keep their cores, cut by 4 (down to
+// kMinPollNs) each time a poller finds it lost its core for kPreemptedNs: then there are more
+// runnable threads than cores, a poller takes a core from threads with work (its own caller's
+// too), and a sleeper woken by the next run gets a core sooner than a poller waiting for its
+// turn. A poller that finds itself on the core its caller last ran on counts as having lost
+// it. Each poll that saw its run arrive adds kMinPollNs back (slow growth, fast cuts). The
+// caller polls for the workers' last tasks for at most kCallerPollNs before it sleeps: a
+// worker that lost its core mid-task needs that core back.
 //
 // Concurrency: one call owns the pool at a time. A call that finds the pool busy (another user
 // thread, or a log callback that calls back into libgqa) does not wait: it runs all its tasks
@@ -48,7 +54,9 @@ public:
     static void after_fork_in_child();
 
     static constexpr int64_t kDefaultSpinUs = 20000;
-    static constexpr int64_t kPauseNs = 50000;
+    static constexpr int64_t kPreemptedNs = 200000;
+    static constexpr int64_t kMinPollNs = 50000;
+    static constexpr int64_t kCallerPollNs = 50000;
     // How long a worker (or the waiting caller) polls before it sleeps, from GQA_CPU_SPIN_US
     // (read once; a value that is not 0..10^6 logs a WARNING and keeps the default).
     static int64_t spin_ns();
@@ -60,9 +68,13 @@ private:
     void stop_workers();           // pool_mutex_ held
     void worker_loop(int32_t worker, uint64_t seen);
     void work(int32_t worker);
-    // Polls (pause, then yield) until ready() or spin_ns() has passed; false if it timed out.
+    // Polls until ready() or limit_ns has passed, or until it finds it lost its core (or is on
+    // *avoid_cpu, when given).
+    enum class Polled { Ready, TimedOut, Preempted };
     template <typename Ready>
-    static bool poll(const Ready& ready);
+    static Polled poll(const Ready& ready, int64_t limit_ns, const std::atomic<int>* avoid_cpu);
+    // The next poll budget after a poll of `used` ns ended with `result` (see Waiting above).
+    int64_t adapt_poll_ns(int64_t used, Polled result);
 
     std::mutex pool_mutex_;  // one call at a time owns the workers
 
@@ -81,6 +93,8 @@ private:
     std::atomic<uint64_t> ticket_{0};
     std::atomic<bool> stopping_{false};
     std::atomic<int32_t> busy_{0};  // workers of this run still working
+    std::atomic<int64_t> poll_ns_{-1};  // the workers' poll budget; -1: spin_ns() (not read yet)
+    std::atomic<int> caller_cpu_{-1};   // the CPU the caller of the latest run started it on
 
     const Task* task_ = nullptr;
     int64_t num_tasks_ = 0;
