@@ -39,7 +39,6 @@ using DecodeKernel = void (*)(const DecodeWork& work, float* scratch);
 // static: internal linkage in each translation unit (see key_offset in kernel.hpp).
 static inline Tile decode_head_tile(const DecodeWork& w, int64_t h) {
     Tile t = w.head0;
-    if (h == 0) return t;
     const int64_t es = t.dtype == DType::F32 ? 4 : 2;
     const int64_t first = h * t.group;  // head h's first query head
     const int64_t rows = t.num_queries * t.group;

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gqa
-from conftest_gqa import DTYPES, TOL, max_err, poisoned, rand
+from gqa_testing import DTYPES, TOL, max_err, poisoned, rand
 
 # (Hq, Hkv, D): G = 1, 2, 4, 7 and 8; head dims of 4, 5, 6, 8, 12.5 and 0.25 AVX-512 vectors.
 SHAPES = [(32, 32, 96), (6, 3, 64), (32, 8, 128), (14, 2, 64), (8, 1, 80), (5, 5, 200), (4, 2, 4), (16, 16, 128)]
