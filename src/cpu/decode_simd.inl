@@ -200,7 +200,11 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     const int64_t block = decode_block(w);
     const int64_t last_end = visible_end(t0, nq - 1);
     for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
-        n = key_run(t0, j0, min64(block, last_end - j0));  // consecutive rows: one stride
+        // Blocks never depend on the page layout (a paged cache gives the dense cache's bits):
+        // a block that spans pages is staged, which converts exactly as the direct loads do.
+        n = min64(block, last_end - j0);
+        const bool one_run = key_run(t0, j0, n) == n;
+        const bool k_direct = direct_k && one_run, v_direct = direct_v && one_run;
         const int64_t next = min64(block, last_end - j0 - n);
         const char* k0 = static_cast<const char*>(t0.k) + key_offset(t0, j0) * es;
         const char* v0 = static_cast<const char*>(t0.v) + value_offset(t0, j0) * es;
@@ -209,11 +213,11 @@ void decode_heads(const DecodeWork& w, float* scratch) {
             // heads of this one are done.
             prefetch_positions(t0, j0 + n, next, h, heads);
             const Rows<T> k_rows{k0 + h * d * es, k_stride}, v_rows{v0 + h * d * es, v_stride};
-            if (!direct_k) {
-                for (int64_t jj = 0; jj < n; ++jj) load_row(k_rows.base + jj * k_stride, 0, T, d, dp, kb + jj * dp);
+            if (!k_direct) {
+                for (int64_t jj = 0; jj < n; ++jj) load_row(t0.k, key_offset(t0, j0 + jj) + h * d, T, d, dp, kb + jj * dp);
             }
-            if (!direct_v) {
-                for (int64_t jj = 0; jj < n; ++jj) load_row(v_rows.base + jj * v_stride, 0, T, d, dp, vb + jj * dp);
+            if (!v_direct) {
+                for (int64_t jj = 0; jj < n; ++jj) load_row(t0.v, value_offset(t0, j0 + jj) + h * d, T, d, dp, vb + jj * dp);
             }
             for (int64_t i = 0; i < nq; ++i) {
                 // Keys [j0 + lo, j0 + lo + visible) of this block are the ones query i sees.
@@ -226,7 +230,7 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 const int64_t r0 = i * g_len, state = h * rows + r0;
                 for (int64_t r = 0; r < g_len; ++r) {
                     float* s = sc + (r0 + r) * sp;
-                    if (direct_k) {
+                    if (k_direct) {
                         dots(qf + (state + r) * dp, vectors, k_seen, visible, s);
                     } else {
                         dots(qf + (state + r) * dp, vectors, k_staged, visible, s);
@@ -234,7 +238,7 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                     if (t0.softcap > 0.0f) softcap_scores(s, round_up(visible, W), 1.0f, t0.softcap);  // q is pre-scaled
                     correction[r0 + r] = softmax_step(s, visible, run_max[state + r], run_sum[state + r]);
                 }
-                if (direct_v) {
+                if (v_direct) {
                     pv(g_len, v_seen, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
                 } else {
                     pv(g_len, v_staged, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
