@@ -268,7 +268,11 @@ typedef struct gqa_merge_config {
     int32_t reserved;      /* must be 0                                          */
     const float* sinks;    /* optional [num_heads]; NULL: none                   */
 } gqa_merge_config;
-GQA_API void gqa_merge_config_init(gqa_merge_config* config);
+/* The defaults (f16, CPU, the rest 0 / NULL) over the first struct_size bytes of config, and
+ * config->struct_size = struct_size: pass sizeof(gqa_merge_config) of your gqa.h (the struct
+ * may grow; there is no unsized form). VERSION_MISMATCH, config untouched, for a size libgqa
+ * never published. */
+GQA_API gqa_status gqa_merge_config_init_sized(gqa_merge_config* config, uint32_t struct_size);
 GQA_API gqa_status gqa_merge_states(void* out, float* lse_out, const void* states, const float* lses,
                                     const gqa_merge_config* config, void* stream);
 

@@ -69,7 +69,7 @@ void require_published(uint32_t size) {
     if (!is_published<Spec>(size)) {
         fail(GQA_STATUS_VERSION_MISMATCH,
              "config->struct_size (%u) is not a size of %s this libgqa knows (%s); initialise the "
-             "config with %s_init() or %s of a gqa.h no newer than this libgqa",
+             "config with %s_init_sized() or %s of a gqa.h no newer than this libgqa",
              size, Spec::name, published_list<Spec>().c_str(), Spec::name, Spec::initializer);
     }
 }
@@ -98,8 +98,9 @@ Config read_config(const Config* caller) {
     return full;
 }
 
-// gqa_*_config_init(): the defaults, written over the oldest published size only, since the
-// caller may have been built against the oldest gqa.h. Its struct_size says so; the fields
+// gqa_prefill_config_init() / gqa_decode_config_init() (the structs of ABI 1; the newer ones
+// have only the sized form): the defaults, written over the oldest published size only, since
+// the caller may have been built against the oldest gqa.h. Its struct_size says so; the fields
 // appended since then keep their defaults when the config is read.
 template <typename Config, typename Spec = ConfigSpec<Config>>
 void init_config(Config* config) {

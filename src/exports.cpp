@@ -85,7 +85,11 @@ GQA_API int32_t gqa_get_num_threads(void) {
 
 GQA_API const char* gqa_last_error(void) { return gqa::last_error(); }
 
-GQA_API void gqa_merge_config_init(gqa_merge_config* config) { gqa::init_config(config); }
+GQA_API gqa_status gqa_merge_config_init_sized(gqa_merge_config* config, uint32_t struct_size) {
+    GQA_API_BEGIN("gqa_merge_config_init_sized")
+    gqa::init_config_sized(config, struct_size);
+    GQA_API_END()
+}
 
 GQA_API gqa_status gqa_merge_states(void* out, float* lse_out, const void* states, const float* lses,
                                     const gqa_merge_config* config, void* stream) {

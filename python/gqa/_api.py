@@ -279,7 +279,7 @@ def merge_states(states, lses, *, sinks=None, out=None, return_lse: bool = False
     if tl.device != device:
         raise InvalidArgumentError("lses must be on the device of states")
     cfg = ffi.new("gqa_merge_config*")
-    lib.gqa_merge_config_init(cfg)
+    _check_status(lib.gqa_merge_config_init_sized(cfg, ffi.sizeof("gqa_merge_config")))
     cfg.dtype, cfg.device = dtype, device
     cfg.num_states, cfg.batch_size, cfg.seq_len, cfg.num_heads, cfg.head_dim = N, B, S, H, D
     keepalive: list = []

@@ -51,8 +51,13 @@ int main(void) {
     CHECK(d.struct_size == 72 && memcmp((char*)&c + 4, (char*)&d + 4, 68) == 0, "plain decode init");
     gqa_merge_config e = GQA_MERGE_CONFIG_INIT, f;
     memset(&f, 0x7f, sizeof f);
-    gqa_merge_config_init(&f);
+    CHECK(gqa_merge_config_init_sized(&f, sizeof f) == GQA_STATUS_OK, "sized merge init: %s", gqa_last_error());
     CHECK(memcmp(&e, &f, sizeof e) == 0, "merge init differs from macro");
+    memset(&f, 0x7f, sizeof f);
+    CHECK(gqa_merge_config_init_sized(&f, 12) == GQA_STATUS_VERSION_MISMATCH && f.struct_size == 0x7f7f7f7fu,
+          "unpublished merge size: %s", gqa_last_error());
+    CHECK(strstr(gqa_last_error(), "struct_size (12)") != NULL, "message: %s", gqa_last_error());
+    CHECK(gqa_merge_config_init_sized(NULL, sizeof f) == GQA_STATUS_INVALID_ARGUMENT, "NULL merge config");
 
     /* Logging: level bounds, callback receives DEBUG call descriptions */
     CHECK(gqa_set_log_level(-1) == GQA_STATUS_INVALID_ARGUMENT, "negative level accepted");

@@ -95,13 +95,16 @@ def test_library_and_cffi_agree_on_struct_size():
         assert config.window_left == -1 and config.window_right == -1
         getattr(lib, name + "_init")(config)
         assert config.struct_size == abi1_size
-    config = ffi.new("gqa_merge_config*")
-    lib.gqa_merge_config_init(config)
-    assert config.struct_size == ffi.sizeof("gqa_merge_config")
-    config = ffi.new("gqa_batch_config*")  # only a sized initializer: the struct will grow
+    # The structs new in 0.2 have only a sized initializer: they will grow.
+    for name in ("gqa_merge_config", "gqa_batch_config"):
+        assert not hasattr(lib, name + "_init")
+        config = ffi.new(f"{name}*")
+        assert getattr(lib, name + "_init_sized")(config, ffi.sizeof(name)) == lib.GQA_STATUS_OK
+        assert config.struct_size == ffi.sizeof(name) and config.abi_version == lib.gqa_abi_version()
+        assert getattr(lib, name + "_init_sized")(config, 12) == lib.GQA_STATUS_VERSION_MISMATCH
+    config = ffi.new("gqa_batch_config*")
     assert lib.gqa_batch_config_init_sized(config, ffi.sizeof("gqa_batch_config")) == lib.GQA_STATUS_OK
-    assert config.struct_size == ffi.sizeof("gqa_batch_config") and config.window_left == -1
-    assert lib.gqa_batch_config_init_sized(config, 12) == lib.GQA_STATUS_VERSION_MISMATCH
+    assert config.window_left == -1 and config.causal == 1
 
 
 @pytest.mark.parametrize("language", ["c", "rust", "go"])

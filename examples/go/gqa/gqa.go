@@ -320,8 +320,12 @@ func MergeStates[T Element](out []T, lseOut []float32, states []T, lses []float3
 			return err
 		}
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var config C.gqa_merge_config
-	C.gqa_merge_config_init(&config)
+	if err := check(C.gqa_merge_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
+		return err
+	}
 	config.dtype = dtypeOf[T]()
 	config.device = C.GQA_DEVICE_CPU
 	config.num_states = C.int32_t(p.NumStates)
@@ -336,8 +340,6 @@ func MergeStates[T Element](out []T, lseOut []float32, states []T, lses []float3
 		config.sinks = cFloats(p.Sinks)
 		defer C.free(unsafe.Pointer(config.sinks))
 	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	return check(C.gqa_merge_states(pointer(out), (*C.float)(pointer(lseOut)), pointer(states),
 		(*C.float)(pointer(lses)), &config, nil))
 }

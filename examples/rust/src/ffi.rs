@@ -168,7 +168,7 @@ libgqa_functions! {
     fn gqa_decode_config_init(config: *mut gqa_decode_config);
     fn gqa_prefill_config_init_sized(config: *mut gqa_prefill_config, struct_size: u32) -> gqa_status;
     fn gqa_decode_config_init_sized(config: *mut gqa_decode_config, struct_size: u32) -> gqa_status;
-    fn gqa_merge_config_init(config: *mut gqa_merge_config);
+    fn gqa_merge_config_init_sized(config: *mut gqa_merge_config, struct_size: u32) -> gqa_status;
     fn gqa_merge_states(
         out: *mut c_void,
         lse_out: *mut f32,

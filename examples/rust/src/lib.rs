@@ -397,12 +397,7 @@ pub fn merge_states<T: Element>(
     expect_len("out", out.len(), row_elements)?;
     expect_len("states", states.len(), row_elements.and_then(|n| n.checked_mul(p.num_states.max(0) as usize)))?;
     expect_len("lses", lses.len(), rows.and_then(|n| n.checked_mul(p.num_states.max(0) as usize)))?;
-    let mut config = std::mem::MaybeUninit::<ffi::gqa_merge_config>::uninit();
-    // SAFETY: gqa_merge_config_init fills the whole struct (its only published size).
-    let mut config = unsafe {
-        ffi::gqa_merge_config_init(config.as_mut_ptr());
-        config.assume_init()
-    };
+    let mut config = sized_config(ffi::gqa_merge_config_init_sized)?;
     config.dtype = T::DTYPE;
     config.device = ffi::GQA_DEVICE_CPU;
     config.num_states = p.num_states;
