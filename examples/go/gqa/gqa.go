@@ -108,6 +108,31 @@ func expectLen(name string, got, want int) error {
 	return nil
 }
 
+// length is a slice's length and the length its shape needs.
+type length struct {
+	name      string
+	got, want int
+}
+
+// expectLens fails naming the first slice whose length is not the one its shape needs.
+func expectLens(lengths ...length) error {
+	for _, l := range lengths {
+		if err := expectLen(l.name, l.got, l.want); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// tensors are the six tensor arguments of gqa.h's attention calls.
+type tensors[T Element] struct{ out, q, k, v, kCache, vCache []T }
+
+// check: out and q hold qLen elements, k and v kvLen, each cache cacheLen.
+func (t tensors[T]) check(qLen, kvLen, cacheLen int) error {
+	return expectLens(length{"out", len(t.out), qLen}, length{"q", len(t.q), qLen}, length{"k", len(t.k), kvLen},
+		length{"v", len(t.v), kvLen}, length{"k_cache", len(t.kCache), cacheLen}, length{"v_cache", len(t.vCache), cacheLen})
+}
+
 func pointer[T Element](s []T) unsafe.Pointer {
 	if len(s) == 0 {
 		return nil // libgqa rejects a NULL tensor with a message naming it
@@ -130,15 +155,20 @@ type Variants struct {
 	LSE []float32
 }
 
-// cFloats copies xs to C memory (cgo forbids a Go pointer inside a C struct); nil for none.
-func cFloats(xs []float32) *C.float {
+// cCopy copies xs to C memory, since cgo forbids handing C a struct that holds a Go pointer;
+// nil for a nil slice. The caller frees it.
+func cCopy[E float32 | int32](xs []E) unsafe.Pointer {
 	if xs == nil {
 		return nil
 	}
-	p := (*C.float)(C.malloc(C.size_t(4 * len(xs))))
-	copy(unsafe.Slice((*float32)(unsafe.Pointer(p)), len(xs)), xs)
+	var zero E
+	p := C.malloc(C.size_t(unsafe.Sizeof(zero)) * C.size_t(len(xs)+1)) // +1: never malloc(0)
+	copy(unsafe.Slice((*E)(p), len(xs)), xs)
 	return p
 }
+
+func cFloats(xs []float32) *C.float { return (*C.float)(cCopy(xs)) }
+func cInt32s(xs []int32) *C.int32_t { return (*C.int32_t)(cCopy(xs)) }
 
 // apply checks the slices against the shape, fills the variant fields of a config and returns
 // what to do after the call (copy the lse back, free the C copies).
@@ -184,25 +214,16 @@ type PrefillParams struct {
 // [batch, seq_len, num_kv_heads, head_dim]; kCache, vCache (both nil for none):
 // [batch, max_seq_len, num_kv_heads, head_dim], receiving k, v at [StartPos, StartPos+SeqLen).
 func Prefill[T Element](out, q, k, v, kCache, vCache []T, p PrefillParams) error {
-	qLen := elements(p.BatchSize, p.SeqLen, p.NumQHeads, p.HeadDim)
-	kvLen := elements(p.BatchSize, p.SeqLen, p.NumKVHeads, p.HeadDim)
-	for _, c := range []struct {
-		name      string
-		got, want int
-	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen}} {
-		if err := expectLen(c.name, c.got, c.want); err != nil {
-			return err
-		}
-	}
+	cacheLen := 0 // no caches
 	if kCache != nil || vCache != nil {
-		cacheLen := elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)
-		if err := expectLen("k_cache", len(kCache), cacheLen); err != nil {
-			return err
-		}
-		if err := expectLen("v_cache", len(vCache), cacheLen); err != nil {
-			return err
-		}
+		cacheLen = elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)
 	}
+	if err := (tensors[T]{out, q, k, v, kCache, vCache}).check(elements(p.BatchSize, p.SeqLen, p.NumQHeads, p.HeadDim),
+		elements(p.BatchSize, p.SeqLen, p.NumKVHeads, p.HeadDim), cacheLen); err != nil {
+		return err
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var config C.gqa_prefill_config
 	if err := check(C.gqa_prefill_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
 		return err
@@ -227,8 +248,6 @@ func Prefill[T Element](out, q, k, v, kCache, vCache []T, p PrefillParams) error
 		return err
 	}
 	defer done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	return check(C.gqa_attention_prefill(pointer(out), pointer(q), pointer(k), pointer(v),
 		pointer(kCache), pointer(vCache), &config, nil))
 }
@@ -247,18 +266,12 @@ type DecodeParams struct {
 // [batch, 1, num_kv_heads, head_dim], written at cache position CacheLen (or CacheLens[b]);
 // kCache, vCache: [batch, max_seq_len, num_kv_heads, head_dim].
 func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
-	qLen := elements(p.BatchSize, p.NumQHeads, p.HeadDim)
-	kvLen := elements(p.BatchSize, p.NumKVHeads, p.HeadDim)
-	cacheLen := elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)
-	for _, c := range []struct {
-		name      string
-		got, want int
-	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen},
-		{"k_cache", len(kCache), cacheLen}, {"v_cache", len(vCache), cacheLen}} {
-		if err := expectLen(c.name, c.got, c.want); err != nil {
-			return err
-		}
+	if err := (tensors[T]{out, q, k, v, kCache, vCache}).check(elements(p.BatchSize, p.NumQHeads, p.HeadDim),
+		elements(p.BatchSize, p.NumKVHeads, p.HeadDim), elements(p.BatchSize, p.MaxSeqLen, p.NumKVHeads, p.HeadDim)); err != nil {
+		return err
 	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	var config C.gqa_decode_config
 	if err := check(C.gqa_decode_config_init_sized(&config, C.uint32_t(unsafe.Sizeof(config)))); err != nil {
 		return err
@@ -276,11 +289,8 @@ func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
 		if err := expectLen("cache_lens", len(p.CacheLens), elements(p.BatchSize)); err != nil {
 			return err
 		}
-		// cgo forbids handing C a Go struct that holds a Go pointer: copy the lengths to C memory.
-		lens := (*C.int32_t)(C.malloc(C.size_t(4 * len(p.CacheLens))))
-		defer C.free(unsafe.Pointer(lens))
-		copy(unsafe.Slice((*int32)(unsafe.Pointer(lens)), len(p.CacheLens)), p.CacheLens)
-		config.cache_lens = lens
+		config.cache_lens = cInt32s(p.CacheLens)
+		defer C.free(unsafe.Pointer(config.cache_lens))
 	}
 	done, err := p.Variants.apply(p.NumQHeads, elements(p.BatchSize, p.NumQHeads), &config.window_left,
 		&config.window_right, &config.softcap, (**C.float)(unsafe.Pointer(&config.sinks)), &config.lse)
@@ -288,8 +298,6 @@ func Decode[T Element](out, q, k, v, kCache, vCache []T, p DecodeParams) error {
 		return err
 	}
 	defer done()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	return check(C.gqa_attention_decode(pointer(out), pointer(q), pointer(k), pointer(v),
 		pointer(kCache), pointer(vCache), &config, nil))
 }
@@ -306,14 +314,10 @@ type MergeParams struct {
 // [batch, seq_len, heads, head_dim]; lseOut (nil for none): [batch, heads, seq_len].
 func MergeStates[T Element](out []T, lseOut []float32, states []T, lses []float32, p MergeParams) error {
 	rows := elements(p.BatchSize, p.SeqLen, p.NumHeads)
-	for _, c := range []struct {
-		name      string
-		got, want int
-	}{{"out", len(out), elements(rows, p.HeadDim)}, {"states", len(states), elements(p.NumStates, rows, p.HeadDim)},
-		{"lses", len(lses), elements(p.NumStates, rows)}} {
-		if err := expectLen(c.name, c.got, c.want); err != nil {
-			return err
-		}
+	if err := expectLens(length{"out", len(out), elements(rows, p.HeadDim)},
+		length{"states", len(states), elements(p.NumStates, rows, p.HeadDim)},
+		length{"lses", len(lses), elements(p.NumStates, rows)}); err != nil {
+		return err
 	}
 	if lseOut != nil {
 		if err := expectLen("lse_out", len(lseOut), rows); err != nil {
@@ -358,14 +362,6 @@ type BatchParams struct {
 	Scale                          float32 // 0 means 1/sqrt(HeadDim)
 }
 
-// cInt32s copies values to C memory (cgo forbids handing C a Go struct that holds Go pointers);
-// the caller frees the result.
-func cInt32s(values []int32) *C.int32_t {
-	p := (*C.int32_t)(C.malloc(C.size_t(4 * (len(values) + 1))))
-	copy(unsafe.Slice((*int32)(unsafe.Pointer(p)), len(values)), values)
-	return p
-}
-
 // BatchAttention runs the batched op on the CPU: q, out [total_q, num_q_heads, head_dim]; k, v
 // [total_q, num_kv_heads, head_dim], written at positions KVLens[b].. of their sequence; kCache,
 // vCache [num_pages, page_size, num_kv_heads, head_dim]. total_q is QIndptr[batch].
@@ -379,17 +375,9 @@ func BatchAttention[T Element](out, q, k, v, kCache, vCache []T, p BatchParams) 
 		return err
 	}
 	totalQ := int(p.QIndptr[batch])
-	qLen := elements(totalQ, p.NumQHeads, p.HeadDim)
-	kvLen := elements(totalQ, p.NumKVHeads, p.HeadDim)
-	cacheLen := elements(p.NumPages, p.PageSize, p.NumKVHeads, p.HeadDim)
-	for _, c := range []struct {
-		name      string
-		got, want int
-	}{{"out", len(out), qLen}, {"q", len(q), qLen}, {"k", len(k), kvLen}, {"v", len(v), kvLen},
-		{"k_cache", len(kCache), cacheLen}, {"v_cache", len(vCache), cacheLen}} {
-		if err := expectLen(c.name, c.got, c.want); err != nil {
-			return err
-		}
+	if err := (tensors[T]{out, q, k, v, kCache, vCache}).check(elements(totalQ, p.NumQHeads, p.HeadDim),
+		elements(totalQ, p.NumKVHeads, p.HeadDim), elements(p.NumPages, p.PageSize, p.NumKVHeads, p.HeadDim)); err != nil {
+		return err
 	}
 	var config C.gqa_batch_config
 	runtime.LockOSThread()

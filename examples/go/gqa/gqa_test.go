@@ -50,6 +50,15 @@ func filled[T Element](s storage[T], n int, x float32) []T {
 
 func idx(b, s, h, seq, heads int) int { return ((b*seq+s)*heads + h) * headDim }
 
+// step gives the tensors of an n-token step of every sequence: random q [batch, n, qHeads,
+// headDim], k and v [batch, n, kvHeads, headDim], and out poisoned with NaN.
+func step[T Element](r *rng, st storage[T], n int) (q, k, v, out []T) {
+	q = tensor(r, st, batch*n*qHeads*headDim)
+	k = tensor(r, st, batch*n*kvHeads*headDim)
+	v = tensor(r, st, batch*n*kvHeads*headDim)
+	return q, k, v, filled(st, len(q), float32(math.NaN()))
+}
+
 // writeCache copies new rows [batch, n, kvHeads, headDim] into a shadow cache at start[b].
 func writeCache[T Element](cache, rows []T, n int, start []int) {
 	row := kvHeads * headDim
@@ -127,10 +136,7 @@ func prefillThenDecode[T Element](t *testing.T, st storage[T]) {
 	// A 13-token prompt prefilled in two chunks: 8 tokens, then 5 at start_pos 8.
 	for _, chunk := range [][2]int{{0, 8}, {8, 5}} {
 		start, n := chunk[0], chunk[1]
-		q := tensor(&r, st, batch*n*qHeads*headDim)
-		k := tensor(&r, st, batch*n*kvHeads*headDim)
-		v := tensor(&r, st, batch*n*kvHeads*headDim)
-		out := filled(st, len(q), nan)
+		q, k, v, out := step(&r, st, n)
 		p := PrefillParams{BatchSize: batch, SeqLen: n, NumQHeads: qHeads, NumKVHeads: kvHeads,
 			HeadDim: headDim, MaxSeqLen: maxSeq, StartPos: start}
 		if err := Prefill(out, q, k, v, kc, vc, p); err != nil {
@@ -148,10 +154,7 @@ func prefillThenDecode[T Element](t *testing.T, st storage[T]) {
 
 	// Three decode steps for both sequences, then one with per-sequence lengths (16 and 9).
 	for _, lens := range [][]int{{13, 13}, {14, 14}, {15, 15}, {16, 9}} {
-		q := tensor(&r, st, batch*qHeads*headDim)
-		k := tensor(&r, st, batch*kvHeads*headDim)
-		v := tensor(&r, st, batch*kvHeads*headDim)
-		out := filled(st, len(q), nan)
+		q, k, v, out := step(&r, st, 1)
 		p := DecodeParams{BatchSize: batch, NumQHeads: qHeads, NumKVHeads: kvHeads, HeadDim: headDim,
 			MaxSeqLen: maxSeq, CacheLen: lens[0]}
 		if lens[0] != lens[1] {
@@ -298,12 +301,9 @@ func pagedThenDense[T Element](t *testing.T, st storage[T]) {
 		}
 		return view
 	}
-	for _, step := range [][2]int{{0, 8}, {8, 5}, {13, 1}, {14, 1}, {15, 2}} {
-		start, n := step[0], step[1]
-		q := tensor(&r, st, batch*n*qHeads*headDim)
-		k := tensor(&r, st, batch*n*kvHeads*headDim)
-		v := tensor(&r, st, batch*n*kvHeads*headDim)
-		out := filled(st, len(q), nan)
+	for _, span := range [][2]int{{0, 8}, {8, 5}, {13, 1}, {14, 1}, {15, 2}} {
+		start, n := span[0], span[1]
+		q, k, v, out := step(&r, st, n)
 		p := BatchParams{NumQHeads: qHeads, NumKVHeads: kvHeads, HeadDim: headDim, PageSize: pageSize,
 			NumPages: numPages, MaxPagesPerSeq: cols, QIndptr: []int32{0, int32(n), int32(2 * n)},
 			KVLens: []int32{int32(start), int32(start)}, PageTable: table}
