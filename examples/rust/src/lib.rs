@@ -80,7 +80,7 @@ fn bad_argument(message: String) -> Error {
     Error { status: ffi::GQA_STATUS_INVALID_ARGUMENT, message }
 }
 
-/// The library's version string, e.g. "0.1.0".
+/// The library's version string, e.g. "0.2.0".
 pub fn version() -> String {
     // SAFETY: no arguments; returns a static string.
     c_text(unsafe { ffi::gqa_version_string() })
@@ -128,6 +128,50 @@ fn sized_config<C>(init: unsafe fn(*mut C, u32) -> ffi::gqa_status) -> Result<C,
         check(init(config.as_mut_ptr(), std::mem::size_of::<C>() as u32))?;
         Ok(config.assume_init())
     }
+}
+
+/// gqa.h's attention calls: (out, q, k, v, k_cache, v_cache, config, stream) -> status.
+type AttentionFn<C> = unsafe fn(
+    *mut c_void,
+    *const c_void,
+    *const c_void,
+    *const c_void,
+    *mut c_void,
+    *mut c_void,
+    *const C,
+    *mut c_void,
+) -> ffi::gqa_status;
+
+/// Runs an attention call on the CPU (no stream). The callers have checked every slice
+/// against the shape in `config` (or the shape has a non-positive dim, which libgqa rejects
+/// before it touches memory), and whatever `config` points to outlives the call.
+fn attend<T: Element, C>(
+    call: AttentionFn<C>,
+    out: &mut [T],
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    (k_cache, v_cache): (*mut c_void, *mut c_void),
+    config: &C,
+) -> Result<(), Error> {
+    // SAFETY: as said above; libgqa validates the rest before it writes anything.
+    check(unsafe {
+        call(
+            out.as_mut_ptr() as *mut c_void,
+            q.as_ptr() as *const c_void,
+            k.as_ptr() as *const c_void,
+            v.as_ptr() as *const c_void,
+            k_cache,
+            v_cache,
+            config,
+            ptr::null_mut(),
+        )
+    })
+}
+
+/// A cache slice as libgqa's pointer.
+fn cache_ptr<T>(cache: &mut [T]) -> *mut c_void {
+    cache.as_mut_ptr() as *mut c_void
 }
 
 /// Fills the variant fields of a prefill or decode config (the same names in both).
@@ -269,7 +313,7 @@ pub fn prefill_with_lse<T: Element>(
             let cache_len = elements(&[p.batch_size, p.max_seq_len, p.num_kv_heads, p.head_dim]);
             expect_len("k_cache", kc.len(), cache_len)?;
             expect_len("v_cache", vc.len(), cache_len)?;
-            (kc.as_mut_ptr() as *mut c_void, vc.as_mut_ptr() as *mut c_void)
+            (cache_ptr(kc), cache_ptr(vc))
         }
         None => (ptr::null_mut(), ptr::null_mut()),
     };
@@ -286,21 +330,7 @@ pub fn prefill_with_lse<T: Element>(
     config.causal = p.causal as i32;
     config.scale = p.scale;
     set_variants!(config, p.variants, lse, p.num_q_heads, elements(&[p.batch_size, p.num_q_heads, p.seq_len]));
-    // SAFETY: every slice (sinks and lse included) has exactly the length its shape needs
-    // (checked above) or the shape has a non-positive dim, which libgqa rejects before it
-    // touches memory.
-    check(unsafe {
-        ffi::gqa_attention_prefill(
-            out.as_mut_ptr() as *mut c_void,
-            q.as_ptr() as *const c_void,
-            k.as_ptr() as *const c_void,
-            v.as_ptr() as *const c_void,
-            k_cache,
-            v_cache,
-            &config,
-            ptr::null_mut(),
-        )
-    })
+    attend(ffi::gqa_attention_prefill, out, q, k, v, (k_cache, v_cache), &config)
 }
 
 /// Decode on the CPU: one new token per sequence. `q`, `out` are [batch, 1, num_q_heads,
@@ -354,19 +384,8 @@ pub fn decode_with_lse<T: Element>(
     config.scale = p.scale;
     config.cache_lens = p.cache_lens.map_or(ptr::null(), |lens| lens.as_ptr());
     set_variants!(config, p.variants, lse, p.num_q_heads, elements(&[p.batch_size, p.num_q_heads]));
-    // SAFETY: as in prefill; cache_lens (when given) holds batch_size values and outlives the call.
-    check(unsafe {
-        ffi::gqa_attention_decode(
-            out.as_mut_ptr() as *mut c_void,
-            q.as_ptr() as *const c_void,
-            k.as_ptr() as *const c_void,
-            v.as_ptr() as *const c_void,
-            k_cache.as_mut_ptr() as *mut c_void,
-            v_cache.as_mut_ptr() as *mut c_void,
-            &config,
-            ptr::null_mut(),
-        )
-    })
+    // cache_lens (when given) holds batch_size values (checked above).
+    attend(ffi::gqa_attention_decode, out, q, k, v, (cache_ptr(k_cache), cache_ptr(v_cache)), &config)
 }
 
 /// Shape of a [`merge_states`] call (see `gqa_merge_config` in gqa.h).
@@ -485,13 +504,7 @@ pub fn batch_attention<T: Element>(
     expect_len("v", v.len(), kv_len)?;
     expect_len("k_cache", k_cache.len(), cache_len)?;
     expect_len("v_cache", v_cache.len(), cache_len)?;
-    let mut config = std::mem::MaybeUninit::<ffi::gqa_batch_config>::uninit();
-    let size = std::mem::size_of::<ffi::gqa_batch_config>() as u32;
-    // SAFETY: on success the initializer has filled all `size` bytes, every field of the struct.
-    let mut config = unsafe {
-        check(ffi::gqa_batch_config_init_sized(config.as_mut_ptr(), size))?;
-        config.assume_init()
-    };
+    let mut config = sized_config(ffi::gqa_batch_config_init_sized)?;
     config.dtype = T::DTYPE;
     config.device = ffi::GQA_DEVICE_CPU;
     config.batch_size = batch_i32;
@@ -507,18 +520,6 @@ pub fn batch_attention<T: Element>(
     config.q_indptr = p.q_indptr.as_ptr();
     config.kv_lens = p.kv_lens.as_ptr();
     config.page_table = p.page_table.as_ptr();
-    // SAFETY: every slice has the length its shape needs (checked above; libgqa validates the
-    // metadata's values before touching memory), and the metadata slices outlive the call.
-    check(unsafe {
-        ffi::gqa_attention_batch(
-            out.as_mut_ptr() as *mut c_void,
-            q.as_ptr() as *const c_void,
-            k.as_ptr() as *const c_void,
-            v.as_ptr() as *const c_void,
-            k_cache.as_mut_ptr() as *mut c_void,
-            v_cache.as_mut_ptr() as *mut c_void,
-            &config,
-            ptr::null_mut(),
-        )
-    })
+    // The metadata slices outlive the call; libgqa validates their values before it touches memory.
+    attend(ffi::gqa_attention_batch, out, q, k, v, (cache_ptr(k_cache), cache_ptr(v_cache)), &config)
 }

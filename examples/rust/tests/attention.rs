@@ -45,6 +45,16 @@ impl Rng {
             })
             .collect()
     }
+
+    /// The tensors of an n-token step of every sequence: q [BATCH, n, Q_HEADS, HEAD_DIM], k and
+    /// v [BATCH, n, KV_HEADS, HEAD_DIM], random; out of q's shape, NaN.
+    fn step<T: Storage>(&mut self, n: i32) -> (Vec<T>, Vec<T>, Vec<T>, Vec<T>) {
+        let q: Vec<T> = self.tensor((BATCH * n * Q_HEADS * HEAD_DIM) as usize);
+        let k = self.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
+        let v = self.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
+        let out = vec![T::nan(); q.len()];
+        (q, k, v, out)
+    }
 }
 
 fn idx(b: i32, s: i32, h: i32, seq: i32, heads: i32) -> usize {
@@ -112,10 +122,7 @@ fn prefill_then_decode<T: Storage>() {
 
     // Prefill a 13-token prompt in two chunks (8 then 5 tokens at start_pos 8).
     for (start, n) in [(0, 8), (8, 5)] {
-        let q: Vec<T> = rng.tensor((BATCH * n * Q_HEADS * HEAD_DIM) as usize);
-        let k: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
-        let v: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
-        let mut out = vec![T::nan(); q.len()];
+        let (q, k, v, mut out) = rng.step::<T>(n);
         let p = PrefillParams {
             batch_size: BATCH, seq_len: n, num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS,
             head_dim: HEAD_DIM, max_seq_len: MAX_SEQ, start_pos: start, ..Default::default()
@@ -130,10 +137,7 @@ fn prefill_then_decode<T: Storage>() {
 
     // Decode 3 steps for both sequences, then one with per-sequence lengths (16 and 9).
     for lens in [[13, 13], [14, 14], [15, 15], [16, 9]] {
-        let q: Vec<T> = rng.tensor((BATCH * Q_HEADS * HEAD_DIM) as usize);
-        let k: Vec<T> = rng.tensor((BATCH * KV_HEADS * HEAD_DIM) as usize);
-        let v: Vec<T> = rng.tensor((BATCH * KV_HEADS * HEAD_DIM) as usize);
-        let mut out = vec![T::nan(); q.len()];
+        let (q, k, v, mut out) = rng.step::<T>(1);
         let per_sequence = lens[0] != lens[1];
         let p = DecodeParams {
             batch_size: BATCH, num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS, head_dim: HEAD_DIM,
@@ -169,11 +173,9 @@ fn bf16_prefill_then_decode() {
 fn prefill_without_cache_attends_over_new_keys_only() {
     let n = 11;
     let mut rng = Rng(3);
-    let q: Vec<f32> = rng.tensor((BATCH * n * Q_HEADS * HEAD_DIM) as usize);
-    let k: Vec<f32> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
-    let v: Vec<f32> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
+    let (q, k, v, poisoned) = rng.step::<f32>(n);
     for causal in [true, false] {
-        let mut out = vec![f32::NAN; q.len()];
+        let mut out = poisoned.clone();
         let p = PrefillParams {
             batch_size: BATCH, seq_len: n, num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS,
             head_dim: HEAD_DIM, causal, ..Default::default()
@@ -309,10 +311,7 @@ fn paged_batch<T: Storage>() {
     };
     let mut rng = Rng(11);
     for (start, n) in [(0, 8), (8, 5), (13, 1), (14, 1), (15, 2)] {
-        let q: Vec<T> = rng.tensor((BATCH * n * Q_HEADS * HEAD_DIM) as usize);
-        let k: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
-        let v: Vec<T> = rng.tensor((BATCH * n * KV_HEADS * HEAD_DIM) as usize);
-        let mut out = vec![T::nan(); q.len()];
+        let (q, k, v, mut out) = rng.step::<T>(n);
         let (indptr, lens) = ([0, n, 2 * n], [start, start]);
         let p = gqa::BatchParams {
             num_q_heads: Q_HEADS, num_kv_heads: KV_HEADS, head_dim: HEAD_DIM, page_size: PAGE,
