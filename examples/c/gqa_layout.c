@@ -7,16 +7,29 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#define FIELD(type, name) \
-    printf("%s\"%s\": %zu", first ? "" : ", ", #name, offsetof(type, name)); first = 0;
+static int first_field;
+
+#define STRUCT(type, separator)                                                              \
+    printf("%s\"" #type "\": {\"size\": %zu, \"fields\": {", separator, sizeof(type)); \
+    first_field = 1;
+#define END_STRUCT printf("}}");
+#define FIELD(type, name)                                                               \
+    printf("%s\"%s\": %zu", first_field ? "" : ", ", #name, offsetof(type, name)); \
+    first_field = 0;
+
+/* The fields every config starts with. */
+#define HEADER_FIELDS(type) \
+    FIELD(type, struct_size) FIELD(type, abi_version) FIELD(type, dtype) FIELD(type, device)
+/* The variant fields of libgqa 0.2, appended alike to the prefill and decode configs. */
+#define STRIDE_FIELDS(type) \
+    FIELD(type, q_strides) FIELD(type, k_strides) FIELD(type, v_strides) FIELD(type, out_strides)
+#define VARIANT_FIELDS(type)                                                                  \
+    FIELD(type, window_left) FIELD(type, window_right) FIELD(type, softcap) FIELD(type, reserved2) \
+    FIELD(type, sinks) FIELD(type, lse) STRIDE_FIELDS(type)
 
 int main(void) {
-    int first = 1;
-    printf("{\"gqa_prefill_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_prefill_config));
-    FIELD(gqa_prefill_config, struct_size)
-    FIELD(gqa_prefill_config, abi_version)
-    FIELD(gqa_prefill_config, dtype)
-    FIELD(gqa_prefill_config, device)
+    STRUCT(gqa_prefill_config, "{")
+    HEADER_FIELDS(gqa_prefill_config)
     FIELD(gqa_prefill_config, batch_size)
     FIELD(gqa_prefill_config, seq_len)
     FIELD(gqa_prefill_config, num_q_heads)
@@ -27,22 +40,11 @@ int main(void) {
     FIELD(gqa_prefill_config, causal)
     FIELD(gqa_prefill_config, scale)
     FIELD(gqa_prefill_config, reserved)
-    FIELD(gqa_prefill_config, window_left)
-    FIELD(gqa_prefill_config, window_right)
-    FIELD(gqa_prefill_config, softcap)
-    FIELD(gqa_prefill_config, reserved2)
-    FIELD(gqa_prefill_config, sinks)
-    FIELD(gqa_prefill_config, lse)
-    FIELD(gqa_prefill_config, q_strides)
-    FIELD(gqa_prefill_config, k_strides)
-    FIELD(gqa_prefill_config, v_strides)
-    FIELD(gqa_prefill_config, out_strides)
-    first = 1;
-    printf("}}, \"gqa_decode_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_decode_config));
-    FIELD(gqa_decode_config, struct_size)
-    FIELD(gqa_decode_config, abi_version)
-    FIELD(gqa_decode_config, dtype)
-    FIELD(gqa_decode_config, device)
+    VARIANT_FIELDS(gqa_prefill_config)
+    END_STRUCT
+
+    STRUCT(gqa_decode_config, ", ")
+    HEADER_FIELDS(gqa_decode_config)
     FIELD(gqa_decode_config, batch_size)
     FIELD(gqa_decode_config, num_q_heads)
     FIELD(gqa_decode_config, num_kv_heads)
@@ -54,27 +56,17 @@ int main(void) {
     FIELD(gqa_decode_config, cache_lens)
     FIELD(gqa_decode_config, workspace)
     FIELD(gqa_decode_config, workspace_bytes)
-    FIELD(gqa_decode_config, window_left)
-    FIELD(gqa_decode_config, window_right)
-    FIELD(gqa_decode_config, softcap)
-    FIELD(gqa_decode_config, reserved2)
-    FIELD(gqa_decode_config, sinks)
-    FIELD(gqa_decode_config, lse)
-    FIELD(gqa_decode_config, q_strides)
-    FIELD(gqa_decode_config, k_strides)
-    FIELD(gqa_decode_config, v_strides)
-    FIELD(gqa_decode_config, out_strides)
-    first = 1;
-    printf("}}, \"gqa_strides\": {\"size\": %zu, \"fields\": {", sizeof(gqa_strides));
+    VARIANT_FIELDS(gqa_decode_config)
+    END_STRUCT
+
+    STRUCT(gqa_strides, ", ")
     FIELD(gqa_strides, batch)
     FIELD(gqa_strides, token)
     FIELD(gqa_strides, head)
-    first = 1;
-    printf("}}, \"gqa_merge_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_merge_config));
-    FIELD(gqa_merge_config, struct_size)
-    FIELD(gqa_merge_config, abi_version)
-    FIELD(gqa_merge_config, dtype)
-    FIELD(gqa_merge_config, device)
+    END_STRUCT
+
+    STRUCT(gqa_merge_config, ", ")
+    HEADER_FIELDS(gqa_merge_config)
     FIELD(gqa_merge_config, num_states)
     FIELD(gqa_merge_config, batch_size)
     FIELD(gqa_merge_config, seq_len)
@@ -82,12 +74,10 @@ int main(void) {
     FIELD(gqa_merge_config, head_dim)
     FIELD(gqa_merge_config, reserved)
     FIELD(gqa_merge_config, sinks)
-    first = 1;
-    printf("}}, \"gqa_batch_config\": {\"size\": %zu, \"fields\": {", sizeof(gqa_batch_config));
-    FIELD(gqa_batch_config, struct_size)
-    FIELD(gqa_batch_config, abi_version)
-    FIELD(gqa_batch_config, dtype)
-    FIELD(gqa_batch_config, device)
+    END_STRUCT
+
+    STRUCT(gqa_batch_config, ", ")
+    HEADER_FIELDS(gqa_batch_config)
     FIELD(gqa_batch_config, batch_size)
     FIELD(gqa_batch_config, total_q)
     FIELD(gqa_batch_config, max_q_len)
@@ -109,13 +99,11 @@ int main(void) {
     FIELD(gqa_batch_config, reserved)
     FIELD(gqa_batch_config, sinks)
     FIELD(gqa_batch_config, lse)
-    FIELD(gqa_batch_config, q_strides)
-    FIELD(gqa_batch_config, k_strides)
-    FIELD(gqa_batch_config, v_strides)
-    FIELD(gqa_batch_config, out_strides)
+    STRIDE_FIELDS(gqa_batch_config)
     FIELD(gqa_batch_config, workspace)
     FIELD(gqa_batch_config, workspace_bytes)
     FIELD(gqa_batch_config, error_flags)
-    printf("}}}\n");
+    END_STRUCT
+    printf("}\n");
     return 0;
 }
