@@ -156,7 +156,19 @@ with zipfile.ZipFile(sys.argv[1]) as wheel:
 print(text)
 assert "Root-Is-Purelib: false" in text and "Tag: py3-none-linux_" in text, "not a py3-none platform wheel"
 EOF
-    "$PYTHON" -m pip install -q --no-deps --target "$WHEEL_SITE" "$wheel" &&
+    # Its version is gqa.h's, the one home of the version (pyproject.toml reads it from there).
+    local version
+    version="$(sed -n 's/^#define GQA_VERSION_[A-Z]* \([0-9]*\)$/\1/p' "$ROOT/include/gqa.h" | paste -sd.)"
+    [[ "$(basename "$wheel")" == "libgqa-$version-"* ]] ||
+        { echo "the wheel's version is not gqa.h's ($version)"; return 1; }
+    "$PYTHON" -m pip install -q --no-deps --target "$WHEEL_SITE" "$wheel" || return 1
+    # ... and so are its metadata, gqa.__version__ and the library's (test_version.py against the
+    # pip install: none of its tests may skip but the library file name's, unversioned in a wheel).
+    (cd "$WORK" && PYTHONPATH="$WHEEL_SITE" "$PYTHON" -m pytest -q -rs -p no:cacheprovider \
+        "$ROOT/tests/python/test_version.py" | tee "$WORK/wheel-version.txt") || return 1
+    if grep -E "^SKIPPED" "$WORK/wheel-version.txt" | grep -v "carries no version"; then
+        echo "unexpected skips (above)"; return 1
+    fi
     for flag in --cflags --libs --include-dir --library --pkg-config-path; do
         echo "python -m gqa $flag: $(pip_gqa "$flag")" || return 1
     done
