@@ -158,9 +158,43 @@ inline int64_t packed_block_bytes(const PrefillPath& p, int64_t head_dim) {
     return 2 * kPrefillKeyBlock * packed_dim(p, head_dim) * p.elem_bytes;
 }
 
+// Query rows a rows-in-lanes kernel (prefill_lanes.inl) holds at once. A tile with more rows
+// (a group of hundreds of heads) runs in chunks of whole queries or, when one query's group
+// alone is larger, of that query's heads, so that the scratch of a tile stays bounded whatever
+// the group (a fuzzed 192767:1 group once asked for 1.6 GB per thread). The largest tile of a
+// group of at most 8 heads (224 rows at group 7) is one chunk.
+constexpr int64_t kMaxLaneRows = 256;
+
+// Queries [q0, q0 + nq), heads [g0, g0 + ng) of tile t as a tile of their own (nq == 1 when
+// ng < t.group, so that the sub-tile's partial rows stay consecutive). static: see key_offset.
+static inline Tile sub_tile(const Tile& t, int64_t q0, int64_t nq, int64_t g0, int64_t ng) {
+    const int64_t es = t.dtype == DType::F32 ? 4 : 2;
+    Tile s = t;
+    s.q = static_cast<const char*>(t.q) + (q0 * t.q_stride + g0 * t.q_head_stride) * es;
+    s.num_queries = nq;
+    s.group = ng;
+    s.first_visible_end += q0;
+    s.first_visible_begin += q0;
+    if (t.sinks) s.sinks += g0;
+    if (t.out) s.out = static_cast<char*>(t.out) + (q0 * t.out_stride + g0 * t.out_head_stride) * es;
+    if (t.lse) s.lse += g0 * t.lse_head_stride + q0;
+    const int64_t row = q0 * t.group + g0;  // partial rows are query * group + head
+    if (t.part_acc) s.part_acc += row * t.head_dim;
+    if (t.part_max) s.part_max += row;
+    if (t.part_sum) s.part_sum += row;
+    return s;
+}
+
+// Rows of one chunk of a rows-in-lanes tile (see kMaxLaneRows). static: see key_offset.
+static inline int64_t lane_chunk_rows(const Tile& t) {
+    const int64_t rows = t.num_queries * t.group;
+    if (rows <= kMaxLaneRows) return rows;
+    return t.group <= kMaxLaneRows ? kMaxLaneRows / t.group * t.group : kMaxLaneRows;
+}
+
 // fp32 scratch a kernel may use for one tile (the driver gives each worker this much).
 inline int64_t tile_scratch_floats(const Tile& t) {
-    const int64_t rows = t.num_queries * t.group;
+    const int64_t rows = lane_chunk_rows(t);
     const int64_t rp = (rows + 15) / 16 * 16;
     const int64_t dp = (t.head_dim + 31) / 32 * 32;  // the largest dim_align
     const int64_t keys = kPrefillKeyBlock > kKeyBlock ? kPrefillKeyBlock : kKeyBlock;

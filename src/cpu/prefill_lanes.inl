@@ -363,7 +363,7 @@ struct FmaMma {
 // ---------------------------------------------------------------- the tile
 
 template <class Mma>
-void prefill_lanes(const Tile& t, float* scratch) {
+void lanes_chunk(const Tile& t, float* scratch) {
     using Elem = typename Mma::Elem;
     const int64_t d_len = t.head_dim;
     const int64_t rows = t.num_queries * t.group;
@@ -419,6 +419,25 @@ void prefill_lanes(const Tile& t, float* scratch) {
     }
     Mma::end();
     finish_rows(t, rows, rp, dp, ot, row_max, row_sum, stage);
+}
+
+// A tile of at most kMaxLaneRows rows at once: a larger one in chunks of whole queries, or of
+// kMaxLaneRows heads of one query when its group alone is larger (kernel.hpp). Every row's
+// arithmetic stays lane-wise, and the chunks depend only on the tile: no thread dependence.
+template <class Mma>
+void prefill_lanes(const Tile& t, float* scratch) {
+    const int64_t chunk = lane_chunk_rows(t);
+    if (chunk == t.num_queries * t.group) return lanes_chunk<Mma>(t, scratch);
+    if (t.group <= kMaxLaneRows) {
+        const int64_t queries = chunk / t.group;
+        for (int64_t q0 = 0; q0 < t.num_queries; q0 += queries) {
+            lanes_chunk<Mma>(sub_tile(t, q0, min64(queries, t.num_queries - q0), 0, t.group), scratch);
+        }
+        return;
+    }
+    for (int64_t i = 0; i < t.num_queries; ++i) {
+        for (int64_t g0 = 0; g0 < t.group; g0 += chunk) lanes_chunk<Mma>(sub_tile(t, i, 1, g0, min64(chunk, t.group - g0)), scratch);
+    }
 }
 
 // The PackKernel of a path (kernel.hpp): blocks [first_block, first_block + num_blocks) of the
