@@ -26,24 +26,19 @@ inline __m256i load_bf16x16(const uint16_t* p, int64_t n) {
     return _mm256_maskz_loadu_epi16(static_cast<__mmask16>((1u << n) - 1u), p);
 }
 
-// The storage rows of key j (of t.k, of t.v) as bf16.
-inline const uint16_t* bf16_key_row(const Tile& t, int64_t j) {
-    return static_cast<const uint16_t*>(t.k) + key_offset(t, j);
-}
-inline const uint16_t* bf16_value_row(const Tile& t, int64_t j) {
-    return static_cast<const uint16_t*>(t.v) + value_offset(t, j);
-}
-
 // Keys [j0, j0 + n) of K and V into one packed bf16 block (layout above; keys past n are
 // zeros). Non-finite V values (exponent all ones) are stored as 0; returns whether there were any.
 inline bool pack_block_bf16(const Tile& t, int64_t j0, int64_t n, int64_t dp, uint16_t* block, float* stage) {
     const int64_t d_len = t.head_dim;
     uint16_t* kb = block;
-    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) prefetch_key(t, j0 + jj);
+    const uint16_t* k_rows = static_cast<const uint16_t*>(t.k);
+    const uint16_t* v_rows = static_cast<const uint16_t*>(t.v);
+    const BlockRows at(t, j0, n);
+    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) at.prefetch(t, jj);
     for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
-        if (jj < n) prefetch_key(t, j0 + jj + kPrefetchAhead);
+        if (jj < n) at.prefetch(t, jj + kPrefetchAhead);
         uint16_t* dst = kb + jj * dp;
-        const uint16_t* src = jj < n ? bf16_key_row(t, j0 + jj) : nullptr;
+        const uint16_t* src = jj < n ? k_rows + at.k[jj] : nullptr;
         for (int64_t d = 0; d < dp; d += 16) {
             const __m256i x = src && d < d_len ? load_bf16x16(src + d, min64(16, d_len - d)) : _mm256_setzero_si256();
             _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + d), x);
@@ -57,8 +52,8 @@ inline bool pack_block_bf16(const Tile& t, int64_t j0, int64_t n, int64_t dp, ui
     for (int64_t k0 = 0; k0 < kPrefillKeyBlock; k0 += 32) {
         for (int64_t pair = 0; pair < 16; ++pair) {
             const int64_t j = k0 + 2 * pair;
-            const uint16_t* lo = j < n ? bf16_value_row(t, j0 + j) : nullptr;
-            const uint16_t* hi = j + 1 < n ? bf16_value_row(t, j0 + j + 1) : nullptr;
+            const uint16_t* lo = j < n ? v_rows + at.v[j] : nullptr;
+            const uint16_t* hi = j + 1 < n ? v_rows + at.v[j + 1] : nullptr;
             for (int64_t d = 0; d < dp; d += 16) {
                 const int64_t m = d < d_len ? min64(16, d_len - d) : 0;
                 __m256i a = lo && m ? load_bf16x16(lo + d, m) : _mm256_setzero_si256();

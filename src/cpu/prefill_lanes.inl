@@ -167,12 +167,33 @@ inline void prefetch_row(const void* base, int64_t offset, const Tile& t) {
     const char* row = static_cast<const char*>(base) + offset * elem_bytes(t.dtype);
     for (int64_t b = 0; b < t.head_dim * elem_bytes(t.dtype); b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
 }
-// K and V rows of key j, if the tile has it.
-inline void prefetch_key(const Tile& t, int64_t j) {
-    if (j >= t.key_end) return;
-    prefetch_row(t.k, key_offset(t, j), t);
-    prefetch_row(t.v, key_offset(t, j), t);
-}
+// Where the K and V rows of the keys j0, j0 + 1, ... of one packed block (and the
+// kPrefetchAhead after it, for the prefetches) start in t.k / t.v: found by walking runs of
+// consecutive rows (key_run), one page-table lookup per run instead of a division and a modulo
+// per key and head.
+struct BlockRows {
+    int64_t k[kPrefillKeyBlock + kPrefetchAhead], v[kPrefillKeyBlock + kPrefetchAhead];
+    int64_t known;  // keys with offsets: up to the block plus kPrefetchAhead, clipped to key_end
+
+    BlockRows(const Tile& t, int64_t j0, int64_t n) {
+        known = min64(n + kPrefetchAhead, t.key_end - j0);
+        const int64_t v_step = value_step(t);
+        for (int64_t jj = 0, run; jj < known; jj += run) {
+            run = key_run(t, j0 + jj, known - jj);
+            int64_t ko = key_offset(t, j0 + jj), vo = value_offset(t, j0 + jj);
+            for (int64_t r = jj; r < jj + run; ++r, ko += t.kv_stride, vo += v_step) {
+                k[r] = ko;
+                v[r] = vo;
+            }
+        }
+    }
+    // K and V rows of key j0 + jj into L1, if the tile has it.
+    void prefetch(const Tile& t, int64_t jj) const {
+        if (jj >= known) return;
+        prefetch_row(t.k, k[jj], t);
+        prefetch_row(t.v, v[jj], t);
+    }
+};
 // Query row r of the tile, if it has it.
 inline int64_t query_offset(const Tile& t, int64_t r) { return (r / t.group) * t.q_stride + (r % t.group) * t.q_head_stride; }
 inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
@@ -184,11 +205,12 @@ inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
 inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
     float* kb = block;
     float* vt = block + kPrefillKeyBlock * dp;
-    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) prefetch_key(t, j0 + jj);
+    const BlockRows at(t, j0, n);
+    for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) at.prefetch(t, jj);
     for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
         if (jj < n) {
-            prefetch_key(t, j0 + jj + kPrefetchAhead);
-            load_row(t.k, key_offset(t, j0 + jj), t.dtype, t.head_dim, dp, kb + jj * dp);
+            at.prefetch(t, jj + kPrefetchAhead);
+            load_row(t.k, at.k[jj], t.dtype, t.head_dim, dp, kb + jj * dp);
         } else {
             for (int64_t d = 0; d < dp; d += W) Simd::store(kb + jj * dp + d, Simd::zero());
         }
@@ -198,7 +220,7 @@ inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, flo
         for (int64_t w = 0; w < W; ++w) {
             float* row = stage + w * dp;
             if (k0 + w < n) {
-                load_row(t.v, value_offset(t, j0 + k0 + w), t.dtype, t.head_dim, dp, row);
+                load_row(t.v, at.v[k0 + w], t.dtype, t.head_dim, dp, row);
                 for (int64_t d = 0; d < dp; d += W) poison = Simd::fmadd(Simd::load(row + d), Simd::zero(), poison);
             } else {
                 for (int64_t d = 0; d < dp; d += W) Simd::store(row + d, Simd::zero());
