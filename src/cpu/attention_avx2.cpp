@@ -38,6 +38,12 @@ struct Simd {
         const __m256i r = _mm256_blendv_epi8(rounded, quiet, nan);
         _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256(r, 1)));
     }
+    // x as a value the compiler must have rounded: no FMA contraction of the product that made
+    // it with what follows (softmax_block subtracts the max from a rounded logit).
+    static Reg rounded(Reg x) {
+        __asm__("" : "+x"(x));
+        return x;
+    }
     static Reg fmadd(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
     static Reg fmsub(Reg a, Reg b, Reg c) { return _mm256_fmsub_ps(a, b, c); }
     static Reg mul(Reg a, Reg b) { return _mm256_mul_ps(a, b); }

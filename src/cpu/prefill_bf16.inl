@@ -126,6 +126,7 @@ struct Bf16MmaBase {
         store_p_pair(pairs, rp, pair, rv, p0, p1);
     }
     static float probability(const void* pairs, int64_t rp, int64_t jj, int64_t r) { return p_of_pair(pairs, rp, jj, r); }
+    static Reg exp2(Reg t) { return Simd::exp2_bf16(t); }  // P is rounded to bf16
 };
 
 }  // namespace

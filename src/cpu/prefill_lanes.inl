@@ -41,7 +41,7 @@ inline void init_rows(const Tile& t, int64_t rows, int64_t rp, int64_t dp, float
         const bool live = r < rows;
         ends[r] = static_cast<int32_t>(live ? visible_end(t, r / t.group) : t.key_begin);
         begins[r] = static_cast<int32_t>(live ? visible_begin(t, r / t.group) : t.key_begin);
-        row_max[r] = kNegInf;
+        row_max[r] = live ? kNegInf : 0.0f;  // a padding lane sees nothing: any finite reference
         row_sum[r] = 0.0f;
         if (live) init_row_state(t, r, row_max + r, row_sum + r);
         const bool resume = t.resume && live;
@@ -72,61 +72,91 @@ inline Reg mask_score(Reg raw, bool masked, int64_t j, const int32_t* ends, int6
     return masked ? Simd::select_in(static_cast<int32_t>(j), ends + rp, ends, raw, Simd::set1(kNegInf)) : raw;
 }
 
+// How far (in powers of 2) a block's logits may rise above a row's reference max before
+// softmax_block takes the exact max: with the reference kept, p <= 2^kLazyHeadroom.
+constexpr float kLazyHeadroom = 8.0f;
+
 // One key block [j0, j0 + n) of raw scores st[jj][rp] -> probabilities, lane-wise online
-// softmax over logits (raw * scale, stored back into st; row_max in logit units).
-// p = 2^((logit - max) log2(e)), the difference taken on the stored, rounded logits: the largest
-// gives exactly 2^0 = 1 however large the logits are. (An FMA, raw * scale log2(e) - max log2(e)
-// or raw * scale - max, keeps the unrounded product and leaves a residual of about ulp(logit):
+// softmax over logits (raw * scale; row_max in logit units: the reference every p of the row
+// is taken against, its running max or, lazily, one close to it).
+// p = 2^((logit - reference) log2(e)), the difference taken on the rounded logit (Simd::rounded:
+// no FMA contraction): the largest gives exactly 2^0 = 1 however large the logits are. (An FMA,
+// raw * scale - max, keeps the unrounded product and leaves a residual of about ulp(logit):
 // > 100 once logits pass ~1e9, and the rows came out 0 or NaN; test_scale_bound.c.)
-// A lane whose logits are all -inf so far subtracts 0 instead of -inf: its
-// probabilities are 0, never NaN. O^T rows [0, d_len) are rescaled unless every lane's
-// correction is exactly 1 (then the product would change no bit). Mma::kPairedP: P goes to
-// `pairs` as bf16 pairs of keys ([n/2][rp] dwords, zero up to Mma::kKeyGranule keys);
-// otherwise P overwrites st in fp32.
+// Lazy reference: once every lane of a vector has one (a finite row_max), the block is done in
+// one pass against it, tracking the block's max on the way; only if some logit rose more than
+// kLazyHeadroom powers of 2 above it are the probabilities redone against the exact new max.
+// A kept reference needs no correction: the sum just grows and O^T is not rescaled. Lanes with
+// no reference yet (row_max -inf: every logit so far masked) take two passes, max first; such a
+// lane subtracts 0 instead of -inf: its probabilities are 0, never NaN. O^T rows [0, d_len) are
+// rescaled unless every lane's correction is exactly 1 (then the product would change no bit).
+// P goes to `pairs`: Mma::kPairedP as bf16 pairs of keys ([n/2][rp] dwords, zero up to
+// Mma::kKeyGranule keys), else fp32 [n][rp]. Mma::exp2 is the exponential of the probabilities
+// (to the precision P keeps).
 template <class Mma>
-inline void softmax_block(float* st, int64_t n, int64_t rp, float scale, bool masked, int64_t j0,
+inline void softmax_block(const float* st, int64_t n, int64_t rp, float scale, bool masked, int64_t j0,
                           const int32_t* ends, float* row_max, float* row_sum, float* ot, int64_t d_len,
                           void* pairs) {
     const Reg log2e = Simd::set1(1.44269504f);
     const Reg scale_v = Simd::set1(scale);
+    const Reg headroom = Simd::set1(kLazyHeadroom / 1.44269504f);  // in logit units
     for (int64_t rv = 0; rv < rp; rv += W) {
-        // Four independent max chains (one chain would wait 4 cycles per key) and two sums.
-        Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
-        for (int64_t jj = 0; jj < n; ++jj) {
-            float* s = st + jj * rp + rv;
-            const Reg logit = Simd::mul(mask_score(Simd::load(s), masked, j0 + jj, ends + rv, rp), scale_v);
-            Simd::store(s, logit);
-            block_max[jj % 4] = Simd::max(block_max[jj % 4], logit);
-        }
-        const Reg block = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
+        auto logit_of = [&](int64_t jj) {
+            return Simd::rounded(Simd::mul(mask_score(Simd::load(st + jj * rp + rv), masked, j0 + jj, ends + rv, rp), scale_v));
+        };
+        // Every p of the block against `base`, into P; returns their sum, and the block's max
+        // logit in *block when asked. Four independent max chains and two sums (one chain would
+        // wait on each add).
+        auto exponentiate = [&](Reg base, Reg* block) {
+            Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
+            auto p_of = [&](int64_t jj) {
+                const Reg logit = logit_of(jj);
+                if (block) block_max[jj % 4] = Simd::max(block_max[jj % 4], logit);
+                return Mma::exp2(Simd::mul(Simd::sub(logit, base), log2e));
+            };
+            Reg sum0 = Simd::zero(), sum1 = Simd::zero();
+            if constexpr (Mma::kPairedP) {
+                int64_t jj = 0;
+                for (; jj < n; jj += 2) {
+                    const Reg p0 = p_of(jj);
+                    const Reg p1 = jj + 1 < n ? p_of(jj + 1) : Simd::zero();
+                    sum0 = Simd::add(sum0, p0);
+                    sum1 = Simd::add(sum1, p1);
+                    Mma::store_pair(pairs, rp, jj / 2, rv, p0, p1);
+                }
+                for (; jj < round_up(n, Mma::kKeyGranule); jj += 2) Mma::store_pair(pairs, rp, jj / 2, rv, Simd::zero(), Simd::zero());
+            } else {
+                for (int64_t jj = 0; jj < n; ++jj) {
+                    const Reg p = p_of(jj);
+                    Simd::store(static_cast<float*>(pairs) + jj * rp + rv, p);
+                    if (jj % 2) {
+                        sum1 = Simd::add(sum1, p);
+                    } else {
+                        sum0 = Simd::add(sum0, p);
+                    }
+                }
+            }
+            if (block) *block = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
+            return Simd::add(sum0, sum1);
+        };
         const Reg old_max = Simd::load(row_max + rv);
+        Reg block;
+        if (Simd::all_equal(Simd::neg_inf_to_zero(old_max), old_max)) {  // every lane has a reference
+            const Reg sum = exponentiate(old_max, &block);
+            const Reg limit = Simd::add(old_max, headroom);
+            if (Simd::all_equal(Simd::max(block, limit), limit)) {  // kept (a NaN logit: kept, p NaN)
+                Simd::store(row_sum + rv, Simd::add(Simd::load(row_sum + rv), sum));
+                continue;
+            }
+        } else {
+            Reg block_max[4] = {Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf), Simd::set1(kNegInf)};
+            for (int64_t jj = 0; jj < n; ++jj) block_max[jj % 4] = Simd::max(block_max[jj % 4], logit_of(jj));
+            block = Simd::max(Simd::max(block_max[0], block_max[1]), Simd::max(block_max[2], block_max[3]));
+        }
         const Reg new_max = Simd::max(block, old_max);
         const Reg base = Simd::neg_inf_to_zero(new_max);
         const Reg correction = Simd::exp2(Simd::mul(Simd::sub(old_max, base), log2e));
-        auto p_of = [&](int64_t jj) { return Simd::exp2(Simd::mul(Simd::sub(Simd::load(st + jj * rp + rv), base), log2e)); };
-        Reg sum0 = Simd::zero(), sum1 = Simd::zero();
-        if constexpr (Mma::kPairedP) {
-            int64_t jj = 0;
-            for (; jj < n; jj += 2) {
-                const Reg p0 = p_of(jj);
-                const Reg p1 = jj + 1 < n ? p_of(jj + 1) : Simd::zero();
-                sum0 = Simd::add(sum0, p0);
-                sum1 = Simd::add(sum1, p1);
-                Mma::store_pair(pairs, rp, jj / 2, rv, p0, p1);
-            }
-            for (; jj < round_up(n, Mma::kKeyGranule); jj += 2) Mma::store_pair(pairs, rp, jj / 2, rv, Simd::zero(), Simd::zero());
-        } else {
-            for (int64_t jj = 0; jj < n; ++jj) {
-                const Reg p = p_of(jj);
-                Simd::store(st + jj * rp + rv, p);
-                if (jj % 2) {
-                    sum1 = Simd::add(sum1, p);
-                } else {
-                    sum0 = Simd::add(sum0, p);
-                }
-            }
-        }
-        const Reg sum = Simd::add(sum0, sum1);
+        const Reg sum = exponentiate(base, nullptr);
         Simd::store(row_sum + rv, Simd::fmadd(Simd::load(row_sum + rv), correction, sum));
         Simd::store(row_max + rv, new_max);
         if (!Simd::all_equal(correction, Simd::set1(1.0f))) {
@@ -378,6 +408,7 @@ struct FmaMma {
     static float probability(const void* p, int64_t rp, int64_t jj, int64_t r) {
         return static_cast<const float*>(p)[jj * rp + r];
     }
+    static Reg exp2(Reg t) { return Simd::exp2(t); }  // the probabilities stay fp32
     static void begin() {}
     static void end() {}
 };
@@ -394,8 +425,8 @@ void lanes_chunk(const Tile& t, float* scratch) {
     const int64_t block_elems = 2 * kPrefillKeyBlock * dp;
     float* q = align64(scratch);             // Mma's Q layout, at most dp * rp floats
     float* ot = q + dp * rp;                 // [dp][rp]   unnormalised outputs, transposed
-    float* st = ot + dp * rp;                // [kPrefillKeyBlock][rp] scores, then fp32 probabilities
-    float* pairs = st + kPrefillKeyBlock * rp;      // [kPrefillKeyBlock / 2][rp] bf16 pairs (kPairedP)
+    float* st = ot + dp * rp;                // [kPrefillKeyBlock][rp] raw scores
+    float* pairs = st + kPrefillKeyBlock * rp;      // P: [kPrefillKeyBlock][rp] fp32, or bf16 pairs (kPairedP)
     float* own = pairs + kPrefillKeyBlock * rp;     // one block packed here when t.packed is unset
     float* row_max = own + block_elems;      // [rp]
     float* row_sum = row_max + rp;           // [rp]
@@ -410,7 +441,7 @@ void lanes_chunk(const Tile& t, float* scratch) {
     const int64_t last_end = visible_end(t, t.num_queries - 1);
     const int64_t last_begin = visible_begin(t, t.num_queries - 1);  // the latest first key
     const float scale = t.softcap > 0.0f ? 1.0f : t.scale;  // softcap_scores applies it
-    const void* p = Mma::kPairedP ? static_cast<const void*>(pairs) : static_cast<const void*>(st);
+    const void* p = pairs;
     for (int64_t j0 = t.key_begin; j0 < last_end; j0 += kPrefillKeyBlock) {
         const int64_t n = min64(kPrefillKeyBlock, last_end - j0);
         const Elem* kb;

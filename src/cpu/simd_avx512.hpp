@@ -44,6 +44,12 @@ struct Simd {
         const __m512i quiet = _mm512_or_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(nan, rounded, quiet)));
     }
+    // x as a value the compiler must have rounded: no FMA contraction of the product that made
+    // it with what follows (softmax_block subtracts the max from a rounded logit).
+    static Reg rounded(Reg x) {
+        __asm__("" : "+v"(x));
+        return x;
+    }
     static Reg fmadd(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
     static Reg fmsub(Reg a, Reg b, Reg c) { return _mm512_fmsub_ps(a, b, c); }
     static Reg mul(Reg a, Reg b) { return _mm512_mul_ps(a, b); }
@@ -111,6 +117,19 @@ struct Simd {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242426872253f));
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+        const __mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN included
+        return _mm512_maskz_scalef_ps(live, p, n);
+    }
+    // exp2 to about bf16 precision: a degree-3 polynomial for 2^f (relative error < 8e-5, 50x
+    // below a bf16 rounding step), for probabilities that P.V rounds to bf16 anyway.
+    static Reg exp2_bf16(Reg t) {
+        const Reg tc = _mm512_min_ps(_mm512_set1_ps(128.0f), t);  // NaN kept (second operand)
+        const Reg n = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const Reg f = _mm512_sub_ps(tc, n);
+        Reg p = _mm512_set1_ps(0.05517132207751274f);
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24261054396629333f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932609677314758f));
+        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999281167984009f));
         const __mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN included
         return _mm512_maskz_scalef_ps(live, p, n);
     }
