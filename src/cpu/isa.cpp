@@ -34,6 +34,11 @@ bool cpuid7_bit(unsigned sub, int reg, int bit) {
     return (r[reg] >> bit) & 1u;
 }
 bool has_avx512_bf16() { return cpuid7_bit(1, 0, 5); }                         // leaf 7.1 EAX[5]
+// CPUID leaf 0 vendor "AuthenticAMD" (EBX, EDX, ECX).
+bool cpu_is_amd() {
+    unsigned a, b, c, d;
+    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+}
 bool has_amx_bf16() { return cpuid7_bit(0, 3, 22) && cpuid7_bit(0, 3, 24); }  // 7.0 EDX: AMX-BF16, AMX-TILE
 
 // Linux hands out AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, kernel 5.16+):
@@ -113,11 +118,25 @@ constexpr struct {
     {"scalar", Isa::Scalar}, {"avx2", Isa::Avx2}, {"avx512", Isa::Avx512},
     {"avx512_bf16", Isa::Avx512Bf16}, {"amx_bf16", Isa::AmxBf16}};
 
-// The best supported ISA. Checked best first, so that AMX state is requested from the OS only
-// when AMX is what will run.
+// Whether the automatic choice may take `isa`: avx512_bf16 only on AMD. Its vdpbf16ps products
+// should double the MAC rate of fp32 FMAs where a zmm FMA issues once a cycle (Zen 4; not
+// measured here), but an Intel core with two 512-bit FMA ports runs the fp32 FMA path faster
+// (Sapphire Rapids: avx512_bf16 takes 1.19-1.55x the time; benchmarks/NOTES.md section 10), as
+// it would where Linux refuses AMX state. Forcing it with GQA_CPU_ISA works wherever it runs.
+bool automatic(Isa isa) {
+#if defined(__x86_64__) || defined(_M_X64)
+    return isa != Isa::Avx512Bf16 || cpu_is_amd();
+#else
+    (void)isa;
+    return true;
+#endif
+}
+
+// The best supported ISA the automatic choice may take. Checked best first, so that AMX state is
+// requested from the OS only when AMX is what will run.
 IsaChoice best() {
     for (int i = static_cast<int>(sizeof kNames / sizeof kNames[0]) - 1; i > 0; --i) {
-        if (supported(kNames[i].isa)) return make(kNames[i].isa);
+        if (automatic(kNames[i].isa) && supported(kNames[i].isa)) return make(kNames[i].isa);
     }
     return make(Isa::Scalar);
 }

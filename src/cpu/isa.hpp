@@ -6,8 +6,9 @@
 namespace gqa {
 namespace cpu {
 
-// Best first: amx_bf16 > avx512_bf16 > avx512 > avx2 > scalar. The two bf16 ISAs differ from
-// avx512 only in their bf16 prefill path; decode and the f16/f32 paths are avx512's.
+// Best first: amx_bf16 > avx512_bf16 > avx512 > avx2 > scalar (avx512_bf16 chosen automatically
+// on AMD only, see isa.cpp). The two bf16 ISAs differ from avx512 only in their bf16 prefill
+// path; decode and the f16/f32 paths are avx512's.
 enum class Isa { Scalar, Avx2, Avx512, Avx512Bf16, AmxBf16 };
 
 struct IsaChoice {

@@ -3,7 +3,8 @@
  * the float64 tolerances, and the debug log names the ISA and the prefill path that ran. A name
  * this CPU (or, for AMX, the OS) cannot run logs a WARNING and falls back to the best available
  * path, never SIGILL; so does an unknown name; and so does amx_bf16 when Linux refuses AMX tile
- * state (a child whose signal stack is too small for it). */
+ * state (a child whose signal stack is too small for it). Unset, and in every fallback, the
+ * automatic choice runs: the best path, avx512_bf16 only on AMD (src/cpu/isa.cpp). */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,6 +113,22 @@ static int cpu_runs(const char* isa) {
 #endif
 }
 
+/* The ISA the automatic choice takes (isa.cpp: best first, avx512_bf16 only on AMD); without AMX
+ * when Linux refuses it tile state. */
+static const char* automatic_isa(int amx_refused) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    const int amd = __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+    if (!amx_refused && cpu_runs("amx_bf16")) return "amx_bf16";
+    if (amd && cpu_runs("avx512_bf16")) return "avx512_bf16";
+    if (cpu_runs("avx512")) return "avx512";
+    if (cpu_runs("avx2")) return "avx2";
+#else
+    (void)amx_refused;
+#endif
+    return "scalar";
+}
+
 /* The bf16 prefill path each ISA name runs. */
 static const char* bf16_path_of(const char* isa) {
     if (!strcmp(isa, "amx_bf16") || !strcmp(isa, "avx512_bf16")) return isa;
@@ -145,22 +162,26 @@ static void run_child(const char* self, const char* isa, int small_signal_stack)
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0, "GQA_CPU_ISA=%s%s: child %s %d (output '%s')", isa, label,
           WIFSIGNALED(status) ? "killed by signal" : "exit", WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
           line);
-    const int expect_exact = !small_signal_stack && cpu_runs(isa);
-    if (expect_exact) {
-        CHECK(!strcmp(ran, isa) && warnings == 0, "GQA_CPU_ISA=%s: ran isa=%s with %d warnings", isa, ran, warnings);
-        CHECK(!strcmp(path, bf16_path_of(isa)), "GQA_CPU_ISA=%s: bf16 prefill path %s, want %s", isa, path,
-              bf16_path_of(isa));
+    const int automatic = !*isa;
+    const int expect_exact = !automatic && !small_signal_stack && cpu_runs(isa);
+    const char* want = expect_exact ? isa : automatic_isa(small_signal_stack);
+    if (expect_exact || automatic) {
+        CHECK(!strcmp(ran, want) && warnings == 0, "GQA_CPU_ISA='%s': ran isa=%s with %d warnings, want %s", isa, ran,
+              warnings, want);
     } else {
-        CHECK(strcmp(ran, isa) != 0 && warnings >= 1 && ran[0], "GQA_CPU_ISA=%s%s: ran isa=%s with %d warnings, want a fallback and a warning",
-              isa, label, ran, warnings);
+        CHECK(strcmp(ran, isa) != 0 && !strcmp(ran, want) && warnings >= 1,
+              "GQA_CPU_ISA=%s%s: ran isa=%s with %d warnings, want a fallback to %s and a warning", isa, label, ran,
+              warnings, want);
     }
+    CHECK(!strcmp(path, bf16_path_of(ran)), "GQA_CPU_ISA='%s'%s: bf16 prefill path %s, want %s", isa, label, path,
+          bf16_path_of(ran));
     fprintf(stderr, "  GQA_CPU_ISA=%-12s%s ran isa=%s bf16 path=%s, %d warning(s)\n", isa, label, ran, path, warnings);
 }
 
 int main(int argc, char** argv) {
     if (argc > 1 && !strcmp(argv[1], "child")) return child(0);
     if (argc > 1 && !strcmp(argv[1], "child-small-signal-stack")) return child(1);
-    static const char* names[] = {"scalar", "avx2", "avx512", "avx512_bf16", "amx_bf16", "avx1024", "AVX512"};
+    static const char* names[] = {"", "scalar", "avx2", "avx512", "avx512_bf16", "amx_bf16", "avx1024", "AVX512"};
     for (size_t i = 0; i < sizeof names / sizeof *names; ++i) run_child("/proc/self/exe", names[i], 0);
     run_child("/proc/self/exe", "amx_bf16", 1);
     return test_summary("test_cpu_isa");
