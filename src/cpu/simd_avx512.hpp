@@ -105,33 +105,31 @@ struct Simd {
         const __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(a8, b8), _mm256_hadd_ps(c8, d8));
         _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1)));
     }
-    // 2^t = 2^n * 2^f with n = round(t), |f| <= 1/2: 2^f by a degree-5 polynomial (relative
-    // error < 2e-7), 2^n by vscalefps. Exactly 0 below -126 (and for -inf); NaN stays NaN.
-    static Reg exp2(Reg t) {
+    // 2^t = 2^n * 2^f with n = round(t), |f| <= 1/2: 2^f by the polynomial c (highest degree
+    // first), 2^n by vscalefps. Exactly 0 below -126 (and for -inf); NaN stays NaN.
+    template <int N>
+    static Reg exp2_poly(Reg t, const float (&c)[N]) {
         const Reg tc = _mm512_min_ps(_mm512_set1_ps(128.0f), t);  // NaN kept (second operand)
         const Reg n = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
         const Reg f = _mm512_sub_ps(tc, n);
-        Reg p = _mm512_set1_ps(0.0013264722656458616f);
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009671513922512531f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550733581185341f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242426872253f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+        Reg p = _mm512_set1_ps(c[0]);
+#pragma GCC unroll 8
+        for (int i = 1; i < N; ++i) p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c[i]));
         const __mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN included
         return _mm512_maskz_scalef_ps(live, p, n);
     }
-    // exp2 to about bf16 precision: a degree-3 polynomial for 2^f (relative error < 8e-5, 50x
-    // below a bf16 rounding step), for probabilities that P.V rounds to bf16 anyway.
+    // 2^t to fp32 precision: degree 5, relative error < 2e-7.
+    static Reg exp2(Reg t) {
+        static constexpr float c[] = {0.0013264722656458616f, 0.009671513922512531f, 0.05550733581185341f,
+                                      0.24022242426872253f, 0.6931470036506653f, 1.0f};
+        return exp2_poly(t, c);
+    }
+    // 2^t to about bf16 precision: degree 3, relative error < 8e-5 (50x below a bf16 rounding
+    // step), for probabilities that P.V rounds to bf16 anyway.
     static Reg exp2_bf16(Reg t) {
-        const Reg tc = _mm512_min_ps(_mm512_set1_ps(128.0f), t);  // NaN kept (second operand)
-        const Reg n = _mm512_roundscale_ps(tc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        const Reg f = _mm512_sub_ps(tc, n);
-        Reg p = _mm512_set1_ps(0.05517132207751274f);
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24261054396629333f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6932609677314758f));
-        p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.9999281167984009f));
-        const __mmask16 live = _mm512_cmp_ps_mask(t, _mm512_set1_ps(-126.0f), _CMP_NLT_UQ);  // NaN included
-        return _mm512_maskz_scalef_ps(live, p, n);
+        static constexpr float c[] = {0.05517132207751274f, 0.24261054396629333f, 0.6932609677314758f,
+                                      0.9999281167984009f};
+        return exp2_poly(t, c);
     }
     static Reg exp(Reg x) { return exp2(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f))); }
 };
