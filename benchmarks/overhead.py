@@ -1,21 +1,26 @@
 """Per-call overhead of the Python APIs on a tiny problem: each API's call time minus the time of
 the same libgqa call made through cffi directly (config built once, pointers cast once).
 
-Peers, interleaved (a burst of each in turn, many rounds), on the same tensors:
-  C (cffi)              lib.gqa_attention_decode / _prefill with a prepared config
-  numpy gqa.decode      gqa.decode / gqa.prefill on NumPy arrays, out given
-  torch op              torch.ops.gqa.decode.default / .prefill.default, out given
-  torch gt.decode       gqa.torch.decode / .prefill, out allocated by the call
+Peers, interleaved (a burst of each in turn, many rounds), on the same memory:
+  C (cffi)                 lib.gqa_attention_decode / _prefill with a prepared config
+  numpy gqa.decode         gqa.decode / gqa.prefill on NumPy arrays, out given
+  torch gt.decode out=     gqa.torch.decode / .prefill, out given (the eager route)
+  torch gt.decode          the same, out allocated by the call
+  torch.ops.gqa.decode     the operator through the dispatcher (what torch.compile calls)
 
-    python benchmarks/overhead.py [--rounds 30] [--burst 2000]
+    python benchmarks/overhead.py [--rounds 60] [--burst 1000]
 
-Prints per-call medians and min-max, and the overhead (median of the per-round differences to
-the C call, and its min).
+Each round times a burst of every peer twice over: wall time (perf_counter) and this thread's
+CPU time (thread_time; on a shared machine it leaves out the time other processes held the
+core, but not their effect on caches). The overhead of a peer in a round is its time minus the
+C call's in the same round; the tables give the median, min and interquartile range (IQR) over
+the rounds, and the load average before and after.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import statistics
 import time
 
@@ -27,6 +32,7 @@ import gqa.torch as gt
 from gqa._ffi import ffi, lib
 
 B, HQ, HKV, D, MAX, CACHE_LEN, SEQ = 1, 4, 2, 16, 16, 7, 3  # tiny: the C call is ~1-2 us
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
 
 
 class Problem:
@@ -57,8 +63,9 @@ def decode_peers(rng):
     return {
         "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
         "numpy gqa.decode": lambda: gqa.decode(p.q, p.k, p.v, p.kc, p.vc, CACHE_LEN, out=p.out),
-        "torch op": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
+        "torch gt.decode out=": lambda: gt.decode(tq, tk, tv, tkc, tvc, CACHE_LEN, out=tout),
         "torch gt.decode": lambda: gt.decode(tq, tk, tv, tkc, tvc, CACHE_LEN),
+        "torch.ops.gqa.decode": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
     }
 
 
@@ -70,49 +77,79 @@ def prefill_peers(rng):
     return {
         "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
         "numpy gqa.prefill": lambda: gqa.prefill(p.q, p.k, p.v, p.kc, p.vc, start_pos=CACHE_LEN, out=p.out),
-        "torch op": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
+        "torch gt.prefill out=": lambda: gt.prefill(tq, tk, tv, tkc, tvc, start_pos=CACHE_LEN, out=tout),
         "torch gt.prefill": lambda: gt.prefill(tq, tk, tv, tkc, tvc, start_pos=CACHE_LEN),
+        "torch.ops.gqa.prefill": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
     }
 
 
 def measure(peers, rounds, burst):
-    times = {name: [] for name in peers}
-    for call in peers.values():
+    """{clock: {peer: [us per call, one per round]}}, the peers interleaved within each round."""
+    times = {clock: {name: [] for name in peers} for clock in CLOCKS}
+    wall, cpu = CLOCKS["wall"], CLOCKS["cpu"]
+    for call in peers.values():  # warm up (first-call caches, branch predictors)
         for _ in range(burst):
             call()
     for _ in range(rounds):
         for name, call in peers.items():
-            start = time.perf_counter_ns()
+            w0, c0 = wall(), cpu()
             for _ in range(burst):
                 call()
-            times[name].append((time.perf_counter_ns() - start) / burst / 1e3)
+            c1, w1 = cpu(), wall()
+            times["wall"][name].append((w1 - w0) / burst / 1e3)
+            times["cpu"][name].append((c1 - c0) / burst / 1e3)
     return times
 
 
+def spread(values):
+    """median, min, IQR."""
+    q1, median, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return median, min(values), q3 - q1
+
+
 def report(title, times):
-    c = times["C (cffi)"]
     print(f"\n### {title}\n")
-    print("| call | us per call: median (min-max) | overhead over C: median (min) |")
-    print("|---|---:|---:|")
-    for name, t in times.items():
-        diff = [a - b for a, b in zip(t, c)]
-        over = "—" if name == "C (cffi)" else f"{statistics.median(diff):.2f} ({min(diff):.2f})"
-        print(f"| {name} | {statistics.median(t):.2f} ({min(t):.2f}-{max(t):.2f}) | {over} |")
+    print("| call | clock | us per call: median (min) IQR | overhead over C: median (min) IQR |")
+    print("|---|---|---:|---:|")
+    for clock, by_peer in times.items():
+        c = by_peer["C (cffi)"]
+        for name, t in by_peer.items():
+            median, low, iqr = spread(t)
+            if name == "C (cffi)":
+                over = "—"
+            else:
+                d_median, d_low, d_iqr = spread([a - b for a, b in zip(t, c)])
+                over = f"{d_median:.2f} ({d_low:.2f}) {d_iqr:.2f}"
+            print(f"| {name} | {clock} | {median:.2f} ({low:.2f}) {iqr:.2f} | {over} |")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=30)
-    parser.add_argument("--burst", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=60)
+    parser.add_argument("--burst", type=int, default=1000)
     args = parser.parse_args(argv)
     gqa.set_num_threads(1)
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
-    print(f"# per-call overhead, tiny f32 problem (B={B}, {HQ}:{HKV} heads, d{D}, cache {MAX}), 1 thread; "
-          f"libgqa {gqa.version()}, torch {torch.__version__}, numpy {np.__version__}")
-    print(f"# load average {os.getloadavg()[0]:.2f}; {args.rounds} rounds x {args.burst} calls per peer")
+    print(f"# per-call overhead, tiny f32 problem (B={B}, {HQ}:{HKV} heads, d{D}, cache {MAX}), 1 thread, grad mode "
+          f"on; libgqa {gqa.version()}, torch {torch.__version__}, numpy {np.__version__}, Python "
+          f"{platform.python_version()}")
+    print(f"# {cpu_model()}, {os.cpu_count()} CPUs; {args.rounds} rounds x {args.burst} calls per peer")
+    print(f"# load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     report(f"decode (cache_len {CACHE_LEN})", measure(decode_peers(rng), args.rounds, args.burst))
     report(f"prefill ({SEQ} tokens at start_pos {CACHE_LEN})", measure(prefill_peers(rng), args.rounds, args.burst))
+    print(f"\n# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":

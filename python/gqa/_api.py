@@ -11,15 +11,19 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _args, _configs, _logging, _variants
-from ._arrays import CUDA, Tensor, as_buffer, as_tensor, common_device_and_dtype, empty_float32, empty_like
+from ._arrays import (CUDA, DEVICE_CODES, DTYPE_CODES, NUMPY_DTYPES, Tensor, as_buffer, as_tensor, common_device_and_dtype,
+                      empty_float32, empty_like)
 from ._errors import InvalidArgumentError, error_for_status
 from ._ffi import ffi, last_error, lib
+
+
+_OK = lib.GQA_STATUS_OK
 
 
 def _check_status(status: int) -> None:
     """After a C call: an interrupt raised by a log handler during it, else the call's error."""
     _logging.raise_pending()
-    if status != lib.GQA_STATUS_OK:
+    if status != _OK:
         raise error_for_status(int(status), last_error())
 
 
@@ -60,75 +64,88 @@ def _scale(scale: float | None) -> float:
 
 
 # ---- the plain NumPy call: no variants, no stream, contiguous arrays of one dtype --------------
-# It needs none of the adapters: one expression checks the arrays (when it is False the general
-# path below runs and names what is wrong), the config is a copy of the one made for this shape,
-# and the arrays go to C through ffi.from_buffer. The C library checks the values as always.
-_NUMPY_DTYPES = {np.dtype(np.float16): lib.GQA_DTYPE_F16, np.dtype(np.float32): lib.GQA_DTYPE_F32}
-try:
-    import ml_dtypes
-
-    _NUMPY_DTYPES[np.dtype(ml_dtypes.bfloat16)] = lib.GQA_DTYPE_BF16
-except ImportError:  # pragma: no cover - ml_dtypes is a dependency
-    pass
+# It needs none of the adapters: one expression checks types, dtypes and shapes, ffi.from_buffer
+# checks that each array is C-contiguous (and writable where libgqa writes) as it takes its
+# address, and the config is this thread's own one for the shape (gqa._configs.plain). When any
+# of that fails, the general path below runs and names what is wrong. The C library checks the
+# values as always.
 _ND = np.ndarray
 _NO_WINDOW = (-1, -1)
+_NO_SOFTCAP = 0.0
+_CPU = lib.GQA_DEVICE_CPU
+_buffer = ffi.from_buffer
+_NULL = ffi.NULL
 
 
-def _plain_numpy(q, k, v, k_cache, v_cache, out, kv_shape, cache_shape) -> bool:
+def _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache) -> bool:
+    """Once the caller has seen q's shape `shape`, k's kv and k_cache's cache (None: no caches)."""
     dtype = q.dtype
-    return (type(k) is _ND and type(v) is _ND and type(out) is _ND and dtype in _NUMPY_DTYPES
-            and k.dtype == v.dtype == out.dtype == dtype
-            and k.shape == kv_shape and v.shape == kv_shape and out.shape == q.shape
-            and q.flags.c_contiguous and k.flags.c_contiguous and v.flags.c_contiguous
-            and out.flags.c_contiguous and out.flags.writeable
-            and ((k_cache is None and v_cache is None)
-                 or (type(k_cache) is _ND and type(v_cache) is _ND and k_cache.dtype == v_cache.dtype == dtype
-                     and k_cache.shape == cache_shape and v_cache.shape == cache_shape
-                     and k_cache.flags.c_contiguous and v_cache.flags.c_contiguous
-                     and k_cache.flags.writeable and v_cache.flags.writeable)))
+    return (type(k) is _ND and type(v) is _ND and type(out) is _ND and dtype in NUMPY_DTYPES
+            and k.dtype is dtype and v.dtype is dtype and out.dtype is dtype
+            and v.shape == kv and out.shape == shape
+            and ((cache is None and v_cache is None)
+                 or (type(k_cache) is _ND and type(v_cache) is _ND and k_cache.dtype is dtype
+                     and v_cache.dtype is dtype and v_cache.shape == cache)))
+
+
+def _no_variants(window, softcap, sinks, return_lse) -> bool:
+    """No variant option asked for (the defaults, or the same values given explicitly)."""
+    return ((window is _NO_WINDOW or (type(window) is tuple and window == _NO_WINDOW))
+            and (softcap is _NO_SOFTCAP or (type(softcap) is float and softcap == 0.0))
+            and sinks is None and return_lse is False)
 
 
 def _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, scale, out):
     """prefill on plain NumPy arrays, or None when this is not such a call."""
     try:
-        B, S, Hq, D = q.shape
-        Hkv = k.shape[2]
-        max_seq_len = k_cache.shape[1] if k_cache is not None else 0
-        out = np.empty(q.shape, q.dtype) if out is None else out
-        if not _plain_numpy(q, k, v, k_cache, v_cache, out, (B, S, Hkv, D), (B, max_seq_len, Hkv, D)):
+        shape, kv = q.shape, k.shape
+        B, S, Hq, D = shape
+        Hkv = kv[2]
+        cache = None if k_cache is None else k_cache.shape
+        T = 0 if cache is None else cache[1]
+        if out is None:
+            out = np.empty(shape, q.dtype)
+        if not (kv == (B, S, Hkv, D) and (cache is None or cache == (B, T, Hkv, D))
+                and _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache)):
             return None
+        if cache is None:
+            caches = (_NULL, _NULL)
+        else:
+            caches = (_buffer(k_cache, require_writable=True), _buffer(v_cache, require_writable=True))
+        arrays = (_buffer(out, require_writable=True), _buffer(q), _buffer(k), _buffer(v), *caches)
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    cfg = _configs.config(("prefill", _NUMPY_DTYPES[q.dtype], lib.GQA_DEVICE_CPU, B, S, Hq, Hkv, D, max_seq_len))
+    cfg = _configs.plain(("prefill", NUMPY_DTYPES[q.dtype], _CPU, B, S, Hq, Hkv, D, T))
     cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
-    buffer = ffi.from_buffer
-    caches = (buffer(k_cache), buffer(v_cache)) if k_cache is not None else (ffi.NULL, ffi.NULL)
     _logging.sync_level()
-    _check_status(lib.gqa_attention_prefill(buffer(out), buffer(q), buffer(k), buffer(v), *caches, cfg, ffi.NULL))
+    _check_status(lib.gqa_attention_prefill(*arrays, cfg, _NULL))
     return out
 
 
 def _plain_decode(q, k, v, k_cache, v_cache, cache_len, scale, num_splits, out):
     """decode on plain NumPy arrays with one cache_len (an int), or None when this is not such a call."""
     try:
-        B, one, Hq, D = q.shape
-        Hkv, max_seq_len = k.shape[2], k_cache.shape[1]
-        out = np.empty(q.shape, q.dtype) if out is None else out
-        if one != 1 or not _plain_numpy(q, k, v, k_cache, v_cache, out, (B, 1, Hkv, D), (B, max_seq_len, Hkv, D)):
+        shape, kv, cache = q.shape, k.shape, k_cache.shape
+        B, one, Hq, D = shape
+        Hkv, T = kv[2], cache[1]
+        if out is None:
+            out = np.empty(shape, q.dtype)
+        if not (one == 1 and kv == (B, 1, Hkv, D) and cache == (B, T, Hkv, D)
+                and _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache)):
             return None
+        arrays = (_buffer(out, require_writable=True), _buffer(q), _buffer(k), _buffer(v),
+                  _buffer(k_cache, require_writable=True), _buffer(v_cache, require_writable=True))
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    cfg = _configs.config(("decode", _NUMPY_DTYPES[q.dtype], lib.GQA_DEVICE_CPU, B, Hq, Hkv, D, max_seq_len))
+    cfg = _configs.plain(("decode", NUMPY_DTYPES[q.dtype], _CPU, B, Hq, Hkv, D, T))
     cfg.cache_len, cfg.scale, cfg.num_splits = cache_len, scale, num_splits
-    buffer = ffi.from_buffer
     _logging.sync_level()
-    _check_status(lib.gqa_attention_decode(buffer(out), buffer(q), buffer(k), buffer(v), buffer(k_cache),
-                                           buffer(v_cache), cfg, ffi.NULL))
+    _check_status(lib.gqa_attention_decode(*arrays, cfg, _NULL))
     return out
 
 
 def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: bool = True,
-            scale: float | None = None, window=_NO_WINDOW, softcap: float = 0.0, sinks=None,
+            scale: float | None = None, window=_NO_WINDOW, softcap: float = _NO_SOFTCAP, sinks=None,
             return_lse: bool = False, out=None, stream=None):
     """Causal (or not) attention of seq_len new tokens per sequence, writing their K/V into the
     caches at [start_pos, start_pos + seq_len) when caches are given.
@@ -142,11 +159,11 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     ``start_pos`` is an int (or NumPy integer), never a float, not even 2.0; ``causal`` a bool.
     """
     start_pos, causal, c_scale = _args.int32("start_pos", start_pos), _args.flag("causal", causal), _scale(scale)
-    if (type(q) is _ND and stream is None and sinks is None and not return_lse and softcap == 0.0
-            and (window is _NO_WINDOW or (type(window) is tuple and window == _NO_WINDOW))):
+    if type(q) is _ND and stream is None and _no_variants(window, softcap, sinks, return_lse):
         done = _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, c_scale, out)
         if done is not None:
             return done
+    return_lse = _args.flag("return_lse", return_lse)
     tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, None, None, None], "q is [batch, seq_len, num_q_heads, head_dim]")
     B, S, Hq, D = tq.shape
@@ -170,10 +187,8 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     tensors.append(tout)
     device, dtype = common_device_and_dtype(tensors)
 
-    cfg = _variants.new_config("prefill")
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
-    cfg.max_seq_len, cfg.start_pos, cfg.causal, cfg.scale = max_seq_len, start_pos, int(causal), c_scale
+    cfg = _configs.config(("prefill", dtype, device, B, S, Hq, Hkv, D, max_seq_len))
+    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, c_scale
     keepalive: list = []
     lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
                           num_q_heads=Hq, lse_shape=(B, Hq, S), keepalive=keepalive)
@@ -191,7 +206,7 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
 
 
 def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, window=_NO_WINDOW,
-           softcap: float = 0.0, sinks=None, return_lse: bool = False, out=None, num_splits: int = 0,
+           softcap: float = _NO_SOFTCAP, sinks=None, return_lse: bool = False, out=None, num_splits: int = 0,
            stream=None, workspace=None):
     """One new token per sequence: append k/v at cache_len (an int, or one per sequence) and
     attend over cache positions 0..cache_len.
@@ -204,11 +219,12 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
     c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
-    if (type(q) is _ND and type(cache_len) is int and stream is None and workspace is None and sinks is None
-            and not return_lse and softcap == 0.0 and (window is _NO_WINDOW or (type(window) is tuple and window == _NO_WINDOW))):
+    if (type(q) is _ND and type(cache_len) is int and stream is None and workspace is None
+            and _no_variants(window, softcap, sinks, return_lse)):
         done = _plain_decode(q, k, v, k_cache, v_cache, _args.int32("cache_len", cache_len), c_scale, num_splits, out)
         if done is not None:
             return done
+    return_lse = _args.flag("return_lse", return_lse)
     tq, tk, tv = (as_tensor(name, x, strided=True) for name, x in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, 1, None, None], "q is [batch, 1, num_q_heads, head_dim]")
     B, _, Hq, D = tq.shape
@@ -226,10 +242,8 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     tensors = [tq, tk, tv, tkc, tvc, tout]
     device, dtype = common_device_and_dtype(tensors)
 
-    cfg = _variants.new_config("decode")
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
-    cfg.max_seq_len, cfg.scale, cfg.num_splits = max_seq_len, c_scale, num_splits
+    cfg = _configs.config(("decode", dtype, device, B, Hq, Hkv, D, max_seq_len))
+    cfg.scale, cfg.num_splits = c_scale, num_splits
     keepalive: list = []
     lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
                           num_q_heads=Hq, lse_shape=(B, Hq), keepalive=keepalive)
@@ -278,10 +292,7 @@ def merge_states(states, lses, *, sinks=None, out=None, return_lse: bool = False
     device, dtype = common_device_and_dtype([ts, tout])
     if tl.device != device:
         raise InvalidArgumentError("lses must be on the device of states")
-    cfg = ffi.new("gqa_merge_config*")
-    _check_status(lib.gqa_merge_config_init_sized(cfg, ffi.sizeof("gqa_merge_config")))
-    cfg.dtype, cfg.device = dtype, device
-    cfg.num_states, cfg.batch_size, cfg.seq_len, cfg.num_heads, cfg.head_dim = N, B, S, H, D
+    cfg = _configs.config(("merge", dtype, device, N, B, S, H, D))
     keepalive: list = []
     if sinks is not None:
         t = _variants.float32_input("sinks", sinks, (H,), ts)
@@ -310,18 +321,14 @@ def _empty_shaped(t: Tensor, shape: tuple):
     return torch.empty(shape, dtype=obj.dtype, device=obj.device)
 
 
-_DTYPES_BY_NAME = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}
-
-
 def decode_workspace_size(batch_size: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                           max_seq_len: int, dtype: str = "float16", device: str = "cuda", *,
                           num_splits: int = 0) -> int:
     """Bytes of CUDA workspace that lets decode split long caches (0 on the CPU), for the
     num_splits decode will be given (0: the automatic choice)."""
-    cfg = ffi.new("gqa_decode_config*")
-    lib.gqa_decode_config_init(cfg)
-    cfg.dtype = _args.choice("dtype", dtype, _DTYPES_BY_NAME)
-    cfg.device = _args.choice("device", device, {"cpu": lib.GQA_DEVICE_CPU, "cuda": lib.GQA_DEVICE_CUDA})
+    cfg = _configs.new_config("decode")
+    cfg.dtype = _args.choice("dtype", dtype, DTYPE_CODES)
+    cfg.device = _args.choice("device", device, DEVICE_CODES)
     sizes = dict(batch_size=batch_size, num_q_heads=num_q_heads, num_kv_heads=num_kv_heads, head_dim=head_dim,
                  max_seq_len=max_seq_len, num_splits=num_splits)
     for name, value in sizes.items():

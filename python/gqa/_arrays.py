@@ -28,13 +28,28 @@ except ImportError:  # pragma: no cover - ml_dtypes is a dependency
 
 CPU = lib.GQA_DEVICE_CPU
 CUDA = lib.GQA_DEVICE_CUDA
+DEVICE_CODES = {"cpu": CPU, "cuda": CUDA}
 
+# The one home of the dtypes libgqa takes: their names, and from those the NumPy and torch maps.
 DTYPE_NAMES = {lib.GQA_DTYPE_F16: "float16", lib.GQA_DTYPE_BF16: "bfloat16", lib.GQA_DTYPE_F32: "float32"}
+DTYPE_CODES = {name: code for code, name in DTYPE_NAMES.items()}
 _TAKES = "libgqa takes float16, bfloat16 or float32"
 
-_NUMPY_DTYPES = {np.dtype(np.float16): lib.GQA_DTYPE_F16, np.dtype(np.float32): lib.GQA_DTYPE_F32}
+NUMPY_DTYPES = {np.dtype(np.float16): lib.GQA_DTYPE_F16, np.dtype(np.float32): lib.GQA_DTYPE_F32}
 if _BF16 is not None:
-    _NUMPY_DTYPES[_BF16] = lib.GQA_DTYPE_BF16
+    NUMPY_DTYPES[_BF16] = lib.GQA_DTYPE_BF16
+_torch_dtypes: dict = {}
+
+
+def torch_dtypes() -> dict:
+    """torch dtype -> GQA_DTYPE_* (imports torch: only for callers that hold torch tensors)."""
+    if not _torch_dtypes:
+        import torch
+
+        _torch_dtypes.update({getattr(torch, name): code for code, name in DTYPE_NAMES.items()})
+    return _torch_dtypes
+
+
 # __cuda_array_interface__ typestrs; bfloat16 has none, so it comes through torch or DLPack.
 _TYPESTR_DTYPES = {"<f2": lib.GQA_DTYPE_F16, "<f4": lib.GQA_DTYPE_F32}
 
@@ -126,24 +141,22 @@ def _element_strides(shape: tuple, strides, unit: int) -> tuple | None:
 
 
 def _numpy_memory(a: np.ndarray) -> _Memory:
-    return _Memory(a, a.ctypes.data, tuple(a.shape), a.itemsize, _NUMPY_DTYPES.get(a.dtype), str(a.dtype),
+    return _Memory(a, a.ctypes.data, tuple(a.shape), a.itemsize, NUMPY_DTYPES.get(a.dtype), str(a.dtype),
                    a.flags.c_contiguous, not a.flags.writeable, CPU, copyable=True,
                    strides=_element_strides(a.shape, a.strides, a.itemsize))
 
 
 def _torch_memory(name: str, t: Any) -> _Memory:
-    import torch
-
-    dtypes = {torch.float16: lib.GQA_DTYPE_F16, torch.bfloat16: lib.GQA_DTYPE_BF16,
-              torch.float32: lib.GQA_DTYPE_F32}
     if t.device.type == "cuda":
-        device, index = CUDA, t.device.index if t.device.index is not None else torch.cuda.current_device()
-        stream = torch.cuda.current_stream(t.device).cuda_stream
+        import torch
+
+        device, index = CUDA, t.get_device()
+        stream = torch._C._cuda_getCurrentRawStream(index)
     elif t.device.type == "cpu":
         device, index, stream = CPU, 0, None
     else:
         raise InvalidArgumentError(f"{name} is on device {t.device}; libgqa runs on cpu and cuda")
-    return _Memory(t, t.data_ptr(), tuple(t.shape), t.element_size(), dtypes.get(t.dtype), str(t.dtype),
+    return _Memory(t, t.data_ptr(), tuple(t.shape), t.element_size(), torch_dtypes().get(t.dtype), str(t.dtype),
                    t.is_contiguous(), False, device, index, stream, copyable=True,
                    strides=_element_strides(tuple(t.shape), t.stride(), 1))
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _args, _logging, _variants
+from . import _args, _configs, _logging, _variants
 from ._api import _check_status, _on_device, _require_shape, _scale, _stream_for
-from ._arrays import CPU, as_buffer, as_tensor, common_device_and_dtype, empty_like
+from ._arrays import CPU, DEVICE_CODES, DTYPE_CODES, as_buffer, as_tensor, common_device_and_dtype, empty_like
 from ._errors import InvalidArgumentError
 from ._ffi import ffi, lib
 
@@ -82,10 +82,7 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     keep = [_metadata("q_indptr", q_indptr, (B + 1,), device), _metadata("kv_lens", kv_lens, (B,), device),
             _metadata("page_table", page_table, (B, max_pages), device)]
 
-    cfg = _variants.new_config("batch")
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.total_q, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, total_q, Hq, Hkv, D
-    cfg.page_size, cfg.num_pages, cfg.max_pages_per_seq = page_size, num_pages, max_pages
+    cfg = _configs.config(("batch", dtype, device, B, total_q, Hq, Hkv, D, page_size, num_pages, max_pages))
     cfg.causal, cfg.scale, cfg.num_splits = int(causal), c_scale, num_splits
     cfg.q_indptr, cfg.kv_lens, cfg.page_table = (ffi.cast("const int32_t*", address) for _, address in keep)
     lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
@@ -115,10 +112,9 @@ def batch_workspace_size(batch_size: int, total_q: int, num_q_heads: int, num_kv
                          page_size: int, num_pages: int, max_pages_per_seq: int, dtype: str = "float16",
                          device: str = "cuda", max_q_len: int = 0) -> int:
     """Bytes of CUDA workspace a batched call of this shape may use for split-KV (0 on the CPU)."""
-    cfg = ffi.new("gqa_batch_config*")
-    _check_status(lib.gqa_batch_config_init_sized(cfg, ffi.sizeof("gqa_batch_config")))
-    cfg.dtype = {"float16": lib.GQA_DTYPE_F16, "bfloat16": lib.GQA_DTYPE_BF16, "float32": lib.GQA_DTYPE_F32}[dtype]
-    cfg.device = lib.GQA_DEVICE_CUDA if device == "cuda" else lib.GQA_DEVICE_CPU
+    cfg = _configs.new_config("batch")
+    cfg.dtype = _args.choice("dtype", dtype, DTYPE_CODES)
+    cfg.device = _args.choice("device", device, DEVICE_CODES)
     cfg.batch_size, cfg.total_q, cfg.max_q_len = batch_size, total_q, max_q_len
     cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = num_q_heads, num_kv_heads, head_dim
     cfg.page_size, cfg.num_pages, cfg.max_pages_per_seq = page_size, num_pages, max_pages_per_seq

@@ -1,13 +1,12 @@
 """What a libgqa call needs that does not change between calls of one shape: a config made once
 per shape (a call copies it and fills in the positions), and the entry points with integer
-pointer parameters. Shared by the NumPy API (its plain contiguous NumPy calls) and gqa.torch."""
+pointer parameters. Shared by the NumPy API and gqa.torch."""
 
 from __future__ import annotations
 
 import threading
 
 from ._ffi import ffi, lib
-from ._variants import new_config
 
 # The entry points seen with integer pointer parameters, so an address goes in as it is (no
 # ffi.cast per tensor). uintptr_t and void* are passed alike by every ABI libgqa builds for.
@@ -16,39 +15,79 @@ prefill_c = ffi.cast(f"gqa_status(*)({_POINTERS}, const gqa_prefill_config*, uin
                      lib.gqa_attention_prefill)
 decode_c = ffi.cast(f"gqa_status(*)({_POINTERS}, const gqa_decode_config*, uintptr_t)",
                     lib.gqa_attention_decode)
-PREFILL_CONFIG = ffi.typeof("gqa_prefill_config*")
-DECODE_CONFIG = ffi.typeof("gqa_decode_config*")
+batch_c = ffi.cast(f"gqa_status(*)({_POINTERS}, const gqa_batch_config*, uintptr_t)",
+                   lib.gqa_attention_batch)
+merge_c = ffi.cast("gqa_status(*)(uintptr_t, uintptr_t, uintptr_t, uintptr_t, const gqa_merge_config*, uintptr_t)",
+                   lib.gqa_merge_states)
+
+# operation -> (its config's C name, the size fields a key gives after (dtype, device), in order)
+_SHAPES = {
+    "prefill": ("gqa_prefill_config", ("batch_size", "seq_len", "num_q_heads", "num_kv_heads", "head_dim",
+                                       "max_seq_len")),
+    "decode": ("gqa_decode_config", ("batch_size", "num_q_heads", "num_kv_heads", "head_dim", "max_seq_len")),
+    "batch": ("gqa_batch_config", ("batch_size", "total_q", "num_q_heads", "num_kv_heads", "head_dim",
+                                   "page_size", "num_pages", "max_pages_per_seq")),
+    "merge": ("gqa_merge_config", ("num_states", "batch_size", "seq_len", "num_heads", "head_dim")),
+}
+_TYPES = {op: ffi.typeof(f"{name}*") for op, (name, _) in _SHAPES.items()}
 
 _templates: dict = {}
+_MAX_TEMPLATES = 4096  # shapes seen; past that the cache starts over (bounded memory for a server)
 _lock = threading.Lock()
 
 
-def _prefill_template(dtype, device, B, S, Hq, Hkv, D, max_seq_len):
-    cfg = new_config("prefill")
-    cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.seq_len, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, S, Hq, Hkv, D
-    cfg.max_seq_len = max_seq_len
+def new_config(op: str):
+    """A config of the newest size this gqa.h declares, filled with the library's defaults."""
+    name = _SHAPES[op][0]
+    cfg = ffi.new(_TYPES[op])
+    status = getattr(lib, f"{name}_init_sized")(cfg, ffi.sizeof(name))
+    if status != lib.GQA_STATUS_OK:
+        from ._api import _check_status
+
+        _check_status(status)
     return cfg
 
 
-def _decode_template(dtype, device, B, Hq, Hkv, D, max_seq_len):
-    cfg = new_config("decode")
+def _template(key):
+    op, dtype, device, *sizes = key
+    cfg = new_config(op)
     cfg.dtype, cfg.device = dtype, device
-    cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = B, Hq, Hkv, D
-    cfg.max_seq_len = max_seq_len
+    for field, value in zip(_SHAPES[op][1], sizes):
+        setattr(cfg, field, value)
     return cfg
-
-
-_MAKERS = {"prefill": (PREFILL_CONFIG, _prefill_template), "decode": (DECODE_CONFIG, _decode_template)}
 
 
 def config(key):
-    """A fresh config for key = (operation, dtype code, device code, *sizes): a copy of the
-    template made once for that shape, so each call (and thread) has its own."""
+    """A fresh config for key = (operation, dtype code, device code, *sizes in _SHAPES' order):
+    a copy of the template made once for that shape, so each call (and thread) has its own."""
     template = _templates.get(key)
     if template is None:
         with _lock:
             template = _templates.get(key)
             if template is None:
-                template = _templates[key] = _MAKERS[key[0]][1](*key[1:])
-    return ffi.new(_MAKERS[key[0]][0], template[0])
+                if len(_templates) >= _MAX_TEMPLATES:
+                    _templates.clear()
+                template = _templates[key] = _template(key)
+    return ffi.new(_TYPES[key[0]], template[0])
+
+
+class _PerThread(threading.local):
+    def __init__(self):
+        self.configs = {}
+
+
+_per_thread = _PerThread()
+
+
+def plain(key):
+    """This thread's own config for key, reused by every plain call of that shape: one that sets
+    the per-call scalars only (positions, causal, scale, splits), never a variant, stride or
+    pointer field. Saves the copy; safe because libgqa copies the config before it does
+    anything else, so even a call made from a log handler during another cannot disturb it."""
+    configs = _per_thread.configs
+    cfg = configs.get(key)
+    if cfg is None:
+        if len(configs) >= _MAX_TEMPLATES:
+            configs.clear()
+        cfg = configs[key] = config(key)
+    return cfg

@@ -26,7 +26,17 @@ logger = logging.getLogger("gqa")
 # The levels C logs at, lowest first.
 _C_LEVELS = (lib.GQA_LOG_DEBUG, lib.GQA_LOG_INFO, lib.GQA_LOG_WARNING, lib.GQA_LOG_ERROR)
 
-_pending = threading.local()  # .exc: an interrupt raised in a handler during this thread's call
+# Each C level's next lower one: C's level is the logger's when the logger keeps the first
+# and not the second (isEnabledFor is monotone in the level).
+_OFF = lib.GQA_LOG_OFF
+_LOWER = dict(zip(_C_LEVELS + (_OFF,), (None,) + _C_LEVELS))
+
+
+class _Pending(threading.local):
+    exc = None  # an interrupt raised in a handler during this thread's call (a class default: cheap to read)
+
+
+_pending = _Pending()
 _c_level = None  # the level this module last gave C
 
 
@@ -37,13 +47,13 @@ def _log_callback(level, message, _user_data):
     except Exception:  # noqa: BLE001 - a broken handler must not fail the call
         pass
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: for the caller, after C returns
-        if getattr(_pending, "exc", None) is None:
+        if _pending.exc is None:
             _pending.exc = exc
 
 
 def raise_pending() -> None:
     """Re-raise an interrupt a log handler raised during this thread's last C call."""
-    exc = getattr(_pending, "exc", None)
+    exc = _pending.exc
     if exc is not None:
         _pending.exc = None
         raise exc
@@ -60,6 +70,11 @@ def wanted_level() -> int:
 def sync_level() -> None:
     """Before a C call: give C the logger's level if it changed (no C call otherwise)."""
     global _c_level
+    level, enabled = _c_level, logger.isEnabledFor
+    if level is not None:  # unchanged: the logger keeps C's level and not the one below (two cached lookups)
+        lower = _LOWER[level]
+        if (level == _OFF or enabled(level)) and (lower is None or not enabled(lower)):
+            return
     want = wanted_level()
     if want != _c_level:
         lib.gqa_set_log_level(want)

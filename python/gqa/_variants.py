@@ -11,18 +11,6 @@ from ._errors import InvalidArgumentError
 from ._ffi import ffi, lib
 
 
-def new_config(kind: str):
-    """A config of the newest size this gqa.h declares, filled with the library's defaults."""
-    name = f"gqa_{kind}_config"
-    cfg = ffi.new(f"{name}*")
-    status = getattr(lib, f"{name}_init_sized")(cfg, ffi.sizeof(name))
-    if status != lib.GQA_STATUS_OK:
-        from ._api import _check_status
-
-        _check_status(status)
-    return cfg
-
-
 def window_pair(window: Sequence[int]) -> tuple[int, int]:
     try:
         left, right = window

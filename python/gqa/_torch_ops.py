@@ -1,0 +1,326 @@
+"""The torch.library operators behind gqa.torch: gqa::prefill, gqa::decode, gqa::merge_states
+and gqa::batch_attention.
+
+Each schema marks every tensor the operator writes as ``Tensor(a!)`` (outputs are arguments,
+so the operators return nothing), which is what ``torch.library.custom_op(mutates_args=...)``
+generates; each has a fake kernel (the checks of ``_torch_checks``, shapes only) for meta and
+fake tensors, ``torch.compile`` and ``torch.export``; and one kernel for CPU and CUDA tensors
+that hands their ``data_ptr()`` to libgqa through cffi (no NumPy, no copy), on the current
+CUDA stream of the tensors' device. The kernels bump the version counter of what they write,
+as torch's own in-place operators do, so autograd notices a cache it saved being overwritten.
+
+``Library.define`` rather than ``torch.library.custom_op``: custom_op's Python autograd and
+in-place wrappers cost 47 us per call in eager mode against 4 us for the plain definition
+(torch 2.13, no-op kernel, this project's 2-core machine); the schema is the same.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _args, _configs, _logging
+from . import _torch_checks as checks
+from ._api import _check_status
+from ._arrays import torch_dtypes
+from ._ffi import ffi, lib
+
+DTYPES = torch_dtypes()
+_CPU, _CUDA = lib.GQA_DEVICE_CPU, lib.GQA_DEVICE_CUDA
+_grad_enabled = torch.is_grad_enabled
+_bump_versions = torch._C._increment_version  # takes a tuple of tensors
+_INT32_MIN, _INT32_MAX, _FLOAT32_MAX = _args.INT32_MIN, _args.INT32_MAX, _args.FLOAT32_MAX
+
+_LIB = torch.library.Library("gqa", "DEF")
+
+
+def _define(name: str, schema: str, kernel, fake) -> None:
+    _LIB.define(name + schema)
+    for key in ("CPU", "CUDA"):
+        _LIB.impl(name, kernel, key)
+    torch.library.register_fake(f"gqa::{name}", fake, lib=_LIB)
+
+
+# ---- what every kernel shares -----------------------------------------------------------------
+
+def _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache) -> bool:
+    """The usual prefill / decode call in one expression, once the caller has seen that q has
+    shape `shape`, k shape kv and k_cache (when given) shape cache: contiguous tensors of one
+    dtype libgqa takes, on one device, out, v and v_cache alike, nothing that requires grad.
+    When it is False the detailed checks run: they name what is wrong, or pass (a strided view)."""
+    dtype = q.dtype
+    return (dtype in DTYPES and out.shape == shape and v.shape == kv
+            and out.dtype is dtype and k.dtype is dtype and v.dtype is dtype
+            and q.is_contiguous() and k.is_contiguous() and v.is_contiguous() and out.is_contiguous()
+            and ((k_cache is None and v_cache is None)
+                 or (v_cache.shape == cache and k_cache.dtype is dtype and v_cache.dtype is dtype
+                     and k_cache.is_contiguous() and v_cache.is_contiguous()))
+            and (q.is_cpu and out.is_cpu and k.is_cpu and v.is_cpu and (k_cache is None or k_cache.is_cpu and v_cache.is_cpu)
+                 or _on_one_cuda_device(q, (out, k, v, k_cache, v_cache)))
+            and not (_grad_enabled() and (
+                q.requires_grad or k.requires_grad or v.requires_grad or out.requires_grad
+                or (k_cache is not None and (k_cache.requires_grad or v_cache.requires_grad)))))
+
+
+def _on_one_cuda_device(q, tensors) -> bool:
+    index = q.get_device()
+    return q.is_cuda and all(t is None or (t.is_cuda and t.get_device() == index) for t in tensors)
+
+
+def _device(t) -> int:
+    return _CPU if t.is_cpu else _CUDA  # the checks saw that t is on the CPU or a CUDA device
+
+
+def _call(c_function, on, args: tuple) -> None:
+    """Run a libgqa entry point (args: all but the stream) on the device of tensor `on` (CUDA:
+    its current stream, under that device), then raise the call's error, if any."""
+    _logging.sync_level()
+    if on.is_cpu:
+        status = c_function(*args, 0)
+    else:
+        index = on.get_device()
+        stream = torch._C._cuda_getCurrentRawStream(index)
+        if index == torch.cuda.current_device():
+            status = c_function(*args, stream)
+        else:
+            with torch.cuda.device(index):
+                status = c_function(*args, stream)
+    _check_status(status)
+
+
+def _variants(cfg, window_left, window_right, softcap, sinks, lse):
+    """Set the variant fields (window, softcap, sinks, lse); returns what cfg points into."""
+    cfg.window_left, cfg.window_right = _args.int32("window_left", window_left), _args.int32("window_right", window_right)
+    cfg.softcap = _args.float32("softcap", softcap)
+    if sinks is not None:
+        sinks = sinks.contiguous()
+        cfg.sinks = ffi.cast("const float*", sinks.data_ptr())
+    if lse is not None:
+        cfg.lse = ffi.cast("float*", lse.data_ptr())
+    return sinks
+
+
+_STRIDE_FIELDS = ("batch", "token", "head")
+
+
+def _strided(cfg, q, k, v, out):
+    """The strides of views libgqa reads and writes in place (the last axis contiguous); returns
+    q, k, v, an input whose last axis is strided replaced by a contiguous copy."""
+    inputs = []
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
+        if not t.is_contiguous():
+            if t.shape[-1] != 1 and t.stride(-1) != 1:  # the checks let only inputs through
+                t = t.contiguous()
+            else:
+                field = getattr(cfg, f"{name}_strides")
+                for axis, (extent, stride) in zip(_STRIDE_FIELDS[-(t.dim() - 1):], zip(t.shape, t.stride())):
+                    setattr(field, axis, stride if extent > 1 else 0)  # 0: the contiguous value
+        inputs.append(t)
+    return inputs[:3]
+
+
+def _int32(name: str, value):
+    """A schema int in C's int32 range (a symbolic one, under tracing, is C's to check)."""
+    return value if isinstance(value, torch.SymInt) else _args.int32(name, value)
+
+
+def _float32(name: str, value):
+    return value if isinstance(value, torch.SymFloat) else _args.float32(name, value)
+
+
+def _scalars(**named) -> None:
+    """The fake kernels' check of the scalars the real kernels check."""
+    for name, value in named.items():
+        (_float32 if isinstance(value, (float, torch.SymFloat)) else _int32)(name, value)
+
+
+# ---- the plain calls: contiguous tensors, no variant option, scalars of the usual types -----------
+# gqa.torch's eager route calls these first, and so do the operators' kernels; each checks
+# everything a call needs in as few Python steps as it can (the per-call overhead budget) and
+# returns False, having written nothing, when the call is not plain: then the general kernel
+# below runs, and its checks name what is wrong or handle what is not plain.
+
+def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale) -> bool:
+    try:
+        shape, kv = q.shape, k.shape
+        B, S, Hq, D = shape
+        Hkv = kv[2]
+        cache = None if k_cache is None else k_cache.shape
+        T = 0 if cache is None else cache[1]
+        if not (kv == (B, S, Hkv, D) and (cache is None or cache == (B, T, Hkv, D))
+                and _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache)
+                and type(start_pos) is int and _INT32_MIN <= start_pos <= _INT32_MAX
+                and type(scale) is float and -_FLOAT32_MAX <= scale <= _FLOAT32_MAX):
+            return False
+    except (AttributeError, ValueError, IndexError, TypeError, RuntimeError):
+        return False
+    cfg = _configs.plain(("prefill", DTYPES[q.dtype], _CPU if q.is_cpu else _CUDA, B, S, Hq, Hkv, D, T))
+    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
+    if cache is None:
+        _call(_configs.prefill_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), 0, 0, cfg))
+        _bump_versions((out,))
+    else:
+        _call(_configs.prefill_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
+                                      v_cache.data_ptr(), cfg))
+        _bump_versions((out, k_cache, v_cache))
+    return True
+
+
+def plain_decode(out, q, k, v, k_cache, v_cache, cache_len, scale, num_splits) -> bool:
+    try:
+        shape, kv, cache = q.shape, k.shape, k_cache.shape
+        B, one, Hq, D = shape
+        Hkv, T = kv[2], cache[1]
+        if not (one == 1 and kv == (B, 1, Hkv, D) and cache == (B, T, Hkv, D)
+                and _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache)
+                and type(cache_len) is int and _INT32_MIN <= cache_len <= _INT32_MAX
+                and type(num_splits) is int and _INT32_MIN <= num_splits <= _INT32_MAX
+                and type(scale) is float and -_FLOAT32_MAX <= scale <= _FLOAT32_MAX):
+            return False
+    except (AttributeError, ValueError, IndexError, TypeError, RuntimeError):
+        return False
+    cfg = _configs.plain(("decode", DTYPES[q.dtype], _CPU if q.is_cpu else _CUDA, B, Hq, Hkv, D, T))
+    cfg.cache_len, cfg.scale, cfg.num_splits = cache_len, scale, num_splits
+    _call(_configs.decode_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
+                                 v_cache.data_ptr(), cfg))
+    _bump_versions((out, k_cache, v_cache))
+    return True
+
+
+# ---- gqa::prefill ------------------------------------------------------------------------------
+
+def prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale, window_left=-1, window_right=-1,
+            softcap=0.0, sinks=None, lse=None):
+    """gqa::prefill on CPU / CUDA tensors."""
+    if (window_left == -1 and window_right == -1 and softcap == 0.0 and sinks is None and lse is None
+            and plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale)):
+        return
+    checks.prefill(out, q, k, v, k_cache, v_cache, sinks, lse)
+    B, S, Hq, D = q.shape
+    Hkv = k.shape[2]
+    T = 0 if k_cache is None else k_cache.shape[1]
+    cfg = _configs.config(("prefill", DTYPES[q.dtype], _device(q), B, S, Hq, Hkv, D, T))
+    cfg.start_pos, cfg.causal, cfg.scale = _args.int32("start_pos", start_pos), causal, _args.float32("scale", scale)
+    keep = _variants(cfg, window_left, window_right, softcap, sinks, lse)
+    q, k, v = _strided(cfg, q, k, v, out)
+    caches = (0, 0) if k_cache is None else (k_cache.data_ptr(), v_cache.data_ptr())
+    _call(_configs.prefill_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), *caches, cfg))
+    del keep
+    _bump_versions(tuple(t for t in (out, k_cache, v_cache, lse) if t is not None))
+
+
+def _fake_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale, window_left=-1, window_right=-1,
+                  softcap=0.0, sinks=None, lse=None):
+    checks.prefill(out, q, k, v, k_cache, v_cache, sinks, lse)
+    _scalars(start_pos=start_pos, scale=scale, window_left=window_left, window_right=window_right, softcap=softcap)
+
+
+_define("prefill", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!)? k_cache, Tensor(c!)? v_cache, "
+        "int start_pos, bool causal, float scale, int window_left=-1, int window_right=-1, float softcap=0., "
+        "Tensor? sinks=None, Tensor(d!)? lse=None) -> ()", prefill, _fake_prefill)
+
+
+# ---- gqa::decode -------------------------------------------------------------------------------
+
+def decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace,
+           window_left=-1, window_right=-1, softcap=0.0, sinks=None, lse=None):
+    """gqa::decode on CPU / CUDA tensors."""
+    if (cache_lens is None and workspace is None and window_left == -1 and window_right == -1 and softcap == 0.0
+            and sinks is None and lse is None
+            and plain_decode(out, q, k, v, k_cache, v_cache, cache_len, scale, num_splits)):
+        return
+    checks.decode(out, q, k, v, k_cache, v_cache, cache_lens, workspace, sinks, lse)
+    B, _, Hq, D = q.shape
+    Hkv, T = k.shape[2], k_cache.shape[1]
+    cfg = _configs.config(("decode", DTYPES[q.dtype], _device(q), B, Hq, Hkv, D, T))
+    cfg.cache_len, cfg.scale = _args.int32("cache_len", cache_len), _args.float32("scale", scale)
+    cfg.num_splits = _args.int32("num_splits", num_splits)
+    if cache_lens is not None:
+        cfg.cache_lens = ffi.cast("const int32_t*", cache_lens.data_ptr())
+    if workspace is not None:
+        cfg.workspace = ffi.cast("void*", workspace.data_ptr())
+        cfg.workspace_bytes = workspace.numel() * workspace.element_size()
+    keep = _variants(cfg, window_left, window_right, softcap, sinks, lse)
+    q, k, v = _strided(cfg, q, k, v, out)
+    _call(_configs.decode_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
+                                 v_cache.data_ptr(), cfg))
+    del keep
+    _bump_versions(tuple(t for t in (out, k_cache, v_cache, workspace, lse) if t is not None))
+
+
+def _fake_decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_splits, workspace,
+                 window_left=-1, window_right=-1, softcap=0.0, sinks=None, lse=None):
+    checks.decode(out, q, k, v, k_cache, v_cache, cache_lens, workspace, sinks, lse)
+    _scalars(cache_len=cache_len, scale=scale, num_splits=num_splits, window_left=window_left,
+             window_right=window_right, softcap=softcap)
+
+
+_define("decode", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!) k_cache, Tensor(c!) v_cache, "
+        "int cache_len, Tensor? cache_lens, float scale, int num_splits, Tensor(d!)? workspace, "
+        "int window_left=-1, int window_right=-1, float softcap=0., Tensor? sinks=None, Tensor(e!)? lse=None) -> ()",
+        decode, _fake_decode)
+
+
+# ---- gqa::merge_states -------------------------------------------------------------------------
+
+def merge_states(out, states, lses, sinks=None, lse=None):
+    """gqa::merge_states on CPU / CUDA tensors."""
+    checks.merge(out, states, lses, sinks, lse)
+    cfg = _configs.config(("merge", DTYPES[states.dtype], _device(states), *states.shape))
+    states, lses = states.contiguous(), lses.contiguous()  # inputs: copies only of strided views
+    if sinks is not None:
+        sinks = sinks.contiguous()
+        cfg.sinks = ffi.cast("const float*", sinks.data_ptr())
+    _call(_configs.merge_c, states, (out.data_ptr(), 0 if lse is None else lse.data_ptr(), states.data_ptr(),
+                                     lses.data_ptr(), cfg))
+    _bump_versions((out,) if lse is None else (out, lse))
+
+
+def _fake_merge_states(out, states, lses, sinks=None, lse=None):
+    checks.merge(out, states, lses, sinks, lse)
+
+
+_define("merge_states", "(Tensor(a!) out, Tensor states, Tensor lses, Tensor? sinks=None, Tensor(b!)? lse=None) -> ()",
+        merge_states, _fake_merge_states)
+
+
+# ---- gqa::batch_attention ----------------------------------------------------------------------
+
+def batch_attention(out, q, k, v, k_cache, v_cache, q_indptr, kv_lens, page_table, causal=True, scale=0.0,
+                    window_left=-1, window_right=-1, softcap=0.0, sinks=None, lse=None, num_splits=0,
+                    workspace=None, error_flags=None):
+    """gqa::batch_attention on CPU / CUDA tensors; the metadata lives on q's (the caches') device."""
+    checks.batch(out, q, k, v, k_cache, v_cache, q_indptr, kv_lens, page_table, sinks, lse, workspace, error_flags)
+    total_q, Hq, D = q.shape
+    num_pages, page_size, Hkv, _ = k_cache.shape
+    B, max_pages = page_table.shape
+    cfg = _configs.config(("batch", DTYPES[q.dtype], _device(q), B, total_q, Hq, Hkv, D, page_size, num_pages,
+                           max_pages))
+    cfg.causal, cfg.scale, cfg.num_splits = causal, _args.float32("scale", scale), _args.int32("num_splits", num_splits)
+    cfg.q_indptr = ffi.cast("const int32_t*", q_indptr.data_ptr())
+    cfg.kv_lens = ffi.cast("const int32_t*", kv_lens.data_ptr())
+    cfg.page_table = ffi.cast("const int32_t*", page_table.data_ptr())
+    keep = _variants(cfg, window_left, window_right, softcap, sinks, lse)
+    if workspace is not None:
+        cfg.workspace = ffi.cast("void*", workspace.data_ptr())
+        cfg.workspace_bytes = workspace.numel() * workspace.element_size()
+    if error_flags is not None and not q.is_cpu:  # the CPU validates everything first: no flags to report
+        cfg.error_flags = ffi.cast("int32_t*", error_flags.data_ptr())
+    q, k, v = _strided(cfg, q, k, v, out)
+    _call(_configs.batch_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
+                                v_cache.data_ptr(), cfg))
+    del keep
+    _bump_versions(tuple(t for t in (out, k_cache, v_cache, lse, workspace, error_flags) if t is not None))
+
+
+def _fake_batch_attention(out, q, k, v, k_cache, v_cache, q_indptr, kv_lens, page_table, causal=True, scale=0.0,
+                          window_left=-1, window_right=-1, softcap=0.0, sinks=None, lse=None, num_splits=0,
+                          workspace=None, error_flags=None):
+    checks.batch(out, q, k, v, k_cache, v_cache, q_indptr, kv_lens, page_table, sinks, lse, workspace, error_flags)
+    _scalars(scale=scale, window_left=window_left, window_right=window_right, softcap=softcap, num_splits=num_splits)
+
+
+_define("batch_attention", "(Tensor(a!) out, Tensor q, Tensor k, Tensor v, Tensor(b!) k_cache, Tensor(c!) v_cache, "
+        "Tensor q_indptr, Tensor kv_lens, Tensor page_table, bool causal=True, float scale=0., "
+        "int window_left=-1, int window_right=-1, float softcap=0., Tensor? sinks=None, Tensor(d!)? lse=None, "
+        "int num_splits=0, Tensor(e!)? workspace=None, Tensor(f!)? error_flags=None) -> ()",
+        batch_attention, _fake_batch_attention)
