@@ -122,10 +122,11 @@ def _c_contiguous(shape: tuple, strides, unit: int) -> bool:
     return True
 
 
-def _element_strides(shape: tuple, strides, unit: int) -> tuple | None:
+def element_strides(shape: tuple, strides, unit: int) -> tuple | None:
     """Element strides of a view libgqa can read in place (the variants' gqa_strides): last axis
-    contiguous, the others non-negative multiples of the item size (extent-1 axes: 0, which
-    libgqa reads as "contiguous"); else None."""
+    contiguous, the others positive multiples of the item size (extent-1 axes: 0, which libgqa
+    reads as "contiguous"); else None. A broadcast axis (stride 0, extent > 1) is None too:
+    libgqa would read its 0 as the contiguous stride."""
     strides = tuple(strides)
     if not shape or (shape[-1] > 1 and strides[-1] != unit):
         return None
@@ -133,7 +134,7 @@ def _element_strides(shape: tuple, strides, unit: int) -> tuple | None:
     for extent, stride in zip(shape, strides):
         if extent == 1:
             out.append(0)
-        elif stride < 0 or stride % unit:
+        elif stride <= 0 or stride % unit:
             return None
         else:
             out.append(stride // unit)
@@ -143,7 +144,7 @@ def _element_strides(shape: tuple, strides, unit: int) -> tuple | None:
 def _numpy_memory(a: np.ndarray) -> _Memory:
     return _Memory(a, a.ctypes.data, tuple(a.shape), a.itemsize, NUMPY_DTYPES.get(a.dtype), str(a.dtype),
                    a.flags.c_contiguous, not a.flags.writeable, CPU, copyable=True,
-                   strides=_element_strides(a.shape, a.strides, a.itemsize))
+                   strides=element_strides(a.shape, a.strides, a.itemsize))
 
 
 def _torch_memory(name: str, t: Any) -> _Memory:
@@ -158,7 +159,7 @@ def _torch_memory(name: str, t: Any) -> _Memory:
         raise InvalidArgumentError(f"{name} is on device {t.device}; libgqa runs on cpu and cuda")
     return _Memory(t, t.data_ptr(), tuple(t.shape), t.element_size(), torch_dtypes().get(t.dtype), str(t.dtype),
                    t.is_contiguous(), False, device, index, stream, copyable=True,
-                   strides=_element_strides(tuple(t.shape), t.stride(), 1))
+                   strides=element_strides(tuple(t.shape), t.stride(), 1))
 
 
 def _cuda_array_interface_memory(obj: Any) -> _Memory:

@@ -76,18 +76,20 @@ class _PerThread(threading.local):
         self.configs = {}
 
 
-_per_thread = _PerThread()
+per_thread = _PerThread()  # .configs: this thread's plain configs (see plain), by their callers' keys
 
 
-def plain(key):
-    """This thread's own config for key, reused by every plain call of that shape: one that sets
-    the per-call scalars only (positions, causal, scale, splits), never a variant, stride or
-    pointer field. Saves the copy; safe because libgqa copies the config before it does
-    anything else, so even a call made from a log handler during another cannot disturb it."""
-    configs = _per_thread.configs
+def plain(key, shape_key=None):
+    """This thread's own config under key, reused by every plain call with that key: one that
+    sets the per-call scalars only (positions, causal, scale, splits), never a variant, stride or
+    pointer field. It is a copy of config(shape_key) (of key itself when shape_key is None), so a
+    caller may key it by what it reads anyway (gqa.torch: the tensors' shapes). Saves the copy;
+    safe because libgqa copies the config before it does anything else, so even a call made from
+    a log handler during another cannot disturb it."""
+    configs = per_thread.configs
     cfg = configs.get(key)
     if cfg is None:
         if len(configs) >= _MAX_TEMPLATES:
             configs.clear()
-        cfg = configs[key] = config(key)
+        cfg = configs[key] = config(key if shape_key is None else shape_key)
     return cfg

@@ -36,7 +36,7 @@ class _Pending(threading.local):
     exc = None  # an interrupt raised in a handler during this thread's call (a class default: cheap to read)
 
 
-_pending = _Pending()
+pending = _Pending()  # public: the plain calls read .exc inline
 _c_level = None  # the level this module last gave C
 
 
@@ -47,15 +47,15 @@ def _log_callback(level, message, _user_data):
     except Exception:  # noqa: BLE001 - a broken handler must not fail the call
         pass
     except BaseException as exc:  # KeyboardInterrupt, SystemExit: for the caller, after C returns
-        if _pending.exc is None:
-            _pending.exc = exc
+        if pending.exc is None:
+            pending.exc = exc
 
 
 def raise_pending() -> None:
     """Re-raise an interrupt a log handler raised during this thread's last C call."""
-    exc = _pending.exc
+    exc = pending.exc
     if exc is not None:
-        _pending.exc = None
+        pending.exc = None
         raise exc
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._arrays import torch_dtypes
+from ._arrays import element_strides, torch_dtypes
 from ._errors import InvalidArgumentError
 
 DTYPES = torch_dtypes()
@@ -16,7 +16,7 @@ _DEVICE_TYPES = ("cpu", "cuda", "meta")  # meta: shapes only (the fake kernels)
 
 # How a tensor's memory may be laid out (the last axis is head_dim where there is one):
 READ = "read"  # any strides: a layout libgqa cannot read in place is copied first (inputs only)
-STRIDED = "strided"  # written in place through its strides: the last axis must be contiguous
+STRIDED = "strided"  # written in place through its strides: last axis contiguous, no stride-0 axis
 WRITTEN = "written"  # written in place as one contiguous array
 ARRAY = "array"  # read in place as one contiguous array (metadata: a CUDA graph replays its buffer)
 HOST = "host"  # like ARRAY, but in host (CPU) memory whatever q's device
@@ -76,9 +76,10 @@ def tensor(name: str, t, shape: tuple, like, layout: str, rule: str, dtype=None,
     elif t.device != like.device:
         raise InvalidArgumentError(f"{name} is on {t.device} but {like_name} is on {like.device}; "
                                    "all tensors of a call must be on one device")
-    if rule == STRIDED and t.dim() and t.shape[-1] != 1 and t.stride(-1) != 1:
-        raise InvalidArgumentError(f"{name} must have a contiguous last axis (stride 1): libgqa writes it in place "
-                                   f"(shape {list(t.shape)}, strides {list(t.stride())})")
+    if rule == STRIDED and not t.is_contiguous() and element_strides(tuple(t.shape), t.stride(), 1) is None:
+        raise InvalidArgumentError(f"{name} must have a contiguous last axis (stride 1) and no broadcast axis "
+                                   f"(stride 0): libgqa writes it in place (shape {list(t.shape)}, "
+                                   f"strides {list(t.stride())})")
     if rule in _WHY_CONTIGUOUS and not t.is_contiguous():
         raise InvalidArgumentError(f"{name} must be contiguous: {_WHY_CONTIGUOUS[rule]} (shape {list(t.shape)}, "
                                    f"strides {list(t.stride())})")

@@ -21,14 +21,16 @@ import torch
 from . import _args, _configs, _logging
 from . import _torch_checks as checks
 from ._api import _check_status
-from ._arrays import torch_dtypes
+from ._arrays import element_strides, torch_dtypes
 from ._ffi import ffi, lib
 
 DTYPES = torch_dtypes()
 _CPU, _CUDA = lib.GQA_DEVICE_CPU, lib.GQA_DEVICE_CUDA
 _grad_enabled = torch.is_grad_enabled
+_empty_like = torch.empty_like
 _bump_versions = torch._C._increment_version  # takes a tuple of tensors
 _INT32_MIN, _INT32_MAX, _FLOAT32_MAX = _args.INT32_MIN, _args.INT32_MAX, _args.FLOAT32_MAX
+_OK, _sync_level, _pending = lib.GQA_STATUS_OK, _logging.sync_level, _logging.pending
 
 _LIB = torch.library.Library("gqa", "DEF")
 
@@ -41,25 +43,6 @@ def _define(name: str, schema: str, kernel, fake) -> None:
 
 
 # ---- what every kernel shares -----------------------------------------------------------------
-
-def _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache) -> bool:
-    """The usual prefill / decode call in one expression, once the caller has seen that q has
-    shape `shape`, k shape kv and k_cache (when given) shape cache: contiguous tensors of one
-    dtype libgqa takes, on one device, out, v and v_cache alike, nothing that requires grad.
-    When it is False the detailed checks run: they name what is wrong, or pass (a strided view)."""
-    dtype = q.dtype
-    return (dtype in DTYPES and out.shape == shape and v.shape == kv
-            and out.dtype is dtype and k.dtype is dtype and v.dtype is dtype
-            and q.is_contiguous() and k.is_contiguous() and v.is_contiguous() and out.is_contiguous()
-            and ((k_cache is None and v_cache is None)
-                 or (v_cache.shape == cache and k_cache.dtype is dtype and v_cache.dtype is dtype
-                     and k_cache.is_contiguous() and v_cache.is_contiguous()))
-            and (q.is_cpu and out.is_cpu and k.is_cpu and v.is_cpu and (k_cache is None or k_cache.is_cpu and v_cache.is_cpu)
-                 or _on_one_cuda_device(q, (out, k, v, k_cache, v_cache)))
-            and not (_grad_enabled() and (
-                q.requires_grad or k.requires_grad or v.requires_grad or out.requires_grad
-                or (k_cache is not None and (k_cache.requires_grad or v_cache.requires_grad)))))
-
 
 def _on_one_cuda_device(q, tensors) -> bool:
     index = q.get_device()
@@ -103,17 +86,19 @@ _STRIDE_FIELDS = ("batch", "token", "head")
 
 
 def _strided(cfg, q, k, v, out):
-    """The strides of views libgqa reads and writes in place (the last axis contiguous); returns
-    q, k, v, an input whose last axis is strided replaced by a contiguous copy."""
+    """q, k, v as libgqa reads them: a view it reads (or, for out, writes) in place gets its
+    element strides in cfg; an input view it cannot read in place (a strided last axis, a
+    broadcast axis) is replaced by a contiguous copy (the checks refused such an out)."""
     inputs = []
     for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
         if not t.is_contiguous():
-            if t.shape[-1] != 1 and t.stride(-1) != 1:  # the checks let only inputs through
+            strides = element_strides(tuple(t.shape), t.stride(), 1)
+            if strides is None:
                 t = t.contiguous()
             else:
                 field = getattr(cfg, f"{name}_strides")
-                for axis, (extent, stride) in zip(_STRIDE_FIELDS[-(t.dim() - 1):], zip(t.shape, t.stride())):
-                    setattr(field, axis, stride if extent > 1 else 0)  # 0: the contiguous value
+                for axis, stride in zip(_STRIDE_FIELDS[-(t.dim() - 1):], strides):
+                    setattr(field, axis, stride)
         inputs.append(t)
     return inputs[:3]
 
@@ -133,57 +118,110 @@ def _scalars(**named) -> None:
         (_float32 if isinstance(value, (float, torch.SymFloat)) else _int32)(name, value)
 
 
-# ---- the plain calls: contiguous tensors, no variant option, scalars of the usual types -----------
-# gqa.torch's eager route calls these first, and so do the operators' kernels; each checks
-# everything a call needs in as few Python steps as it can (the per-call overhead budget) and
-# returns False, having written nothing, when the call is not plain: then the general kernel
-# below runs, and its checks name what is wrong or handle what is not plain.
+# ---- the plain calls: contiguous CPU or CUDA tensors, no variant option -----------------------------
+# gqa.torch's eager route calls these first, and so do the operators' kernels. Each checks what a
+# call needs in as few Python steps as it can (the per-call overhead budget, issue 17): what does
+# not change between calls of one shape once per key (this thread's config for the key, made by
+# _plain_config, stands for the shapes' relations and the scalars it holds), then per call each
+# tensor's shape, dtype, device, contiguity and requires_grad, in one expression. It returns
+# False, having written nothing, when the call is not plain: then the general kernel below runs,
+# and its checks name what is wrong or handle what is not plain (strides, variants).
+# The callers have seen that the scalars are ints, bools and floats (the schema's types, or
+# gqa.torch's own checks); their ranges are checked here.
 
-def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale) -> bool:
-    try:
-        shape, kv = q.shape, k.shape
-        B, S, Hq, D = shape
-        Hkv = kv[2]
-        cache = None if k_cache is None else k_cache.shape
-        T = 0 if cache is None else cache[1]
-        if not (kv == (B, S, Hkv, D) and (cache is None or cache == (B, T, Hkv, D))
-                and _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache)
-                and type(start_pos) is int and _INT32_MIN <= start_pos <= _INT32_MAX
-                and type(scale) is float and -_FLOAT32_MAX <= scale <= _FLOAT32_MAX):
-            return False
-    except (AttributeError, ValueError, IndexError, TypeError, RuntimeError):
-        return False
-    cfg = _configs.plain(("prefill", DTYPES[q.dtype], _CPU if q.is_cpu else _CUDA, B, S, Hq, Hkv, D, T))
-    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
-    if cache is None:
-        _call(_configs.prefill_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), 0, 0, cfg))
-        _bump_versions((out,))
+_configs_here = _configs.per_thread
+_prefill_c, _decode_c = _configs.prefill_c, _configs.decode_c  # .configs: this thread's plain configs, by the keys below
+_PREFILL, _DECODE = "prefill", "decode"
+
+
+def _plain_config(key):
+    """This thread's config for a plain call of key = (op, q's shape, k's, k_cache's or None,
+    dtype, on the CPU, then the two scalars a config holds for its key: prefill (causal, scale),
+    decode (scale, num_splits)), made on the key's first call. None when the shapes do not fit
+    together or a scalar is out of range (the general path then says why)."""
+    op, shape, kv, cache, dtype, on_cpu, first, second = key
+    if dtype not in DTYPES or len(shape) != 4 or len(kv) != 4:
+        return None
+    B, S, Hq, D = shape
+    Hkv = kv[2]
+    T = 0 if cache is None else cache[1]
+    scale = second if op is _PREFILL else first
+    if (kv != (B, S, Hkv, D) or (cache is not None and cache != (B, T, Hkv, D))
+            or not -_FLOAT32_MAX <= scale <= _FLOAT32_MAX
+            or (op is _DECODE and (S != 1 or not _INT32_MIN <= second <= _INT32_MAX))):
+        return None
+    sizes = (B, S, Hq, Hkv, D, T) if op is _PREFILL else (B, Hq, Hkv, D, T)
+    cfg = _configs.plain(key, (op, DTYPES[dtype], _CPU if on_cpu else _CUDA, *sizes))
+    if op is _PREFILL:
+        cfg.causal, cfg.scale = first, scale
     else:
-        _call(_configs.prefill_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
-                                      v_cache.data_ptr(), cfg))
-        _bump_versions((out, k_cache, v_cache))
-    return True
+        cfg.scale, cfg.num_splits = scale, second
+    return cfg
 
 
-def plain_decode(out, q, k, v, k_cache, v_cache, cache_len, scale, num_splits) -> bool:
-    try:
-        shape, kv, cache = q.shape, k.shape, k_cache.shape
-        B, one, Hq, D = shape
-        Hkv, T = kv[2], cache[1]
-        if not (one == 1 and kv == (B, 1, Hkv, D) and cache == (B, T, Hkv, D)
-                and _usual(out, q, k, v, k_cache, v_cache, shape, kv, cache)
-                and type(cache_len) is int and _INT32_MIN <= cache_len <= _INT32_MAX
-                and type(num_splits) is int and _INT32_MIN <= num_splits <= _INT32_MAX
-                and type(scale) is float and -_FLOAT32_MAX <= scale <= _FLOAT32_MAX):
-            return False
-    except (AttributeError, ValueError, IndexError, TypeError, RuntimeError):
-        return False
-    cfg = _configs.plain(("decode", DTYPES[q.dtype], _CPU if q.is_cpu else _CUDA, B, Hq, Hkv, D, T))
-    cfg.cache_len, cfg.scale, cfg.num_splits = cache_len, scale, num_splits
-    _call(_configs.decode_c, q, (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(),
-                                 v_cache.data_ptr(), cfg))
+def _launch(c_function, on_cpu, q, args: tuple) -> None:
+    """_call, with the CPU case inline (no stream, no device guard: the overhead budget)."""
+    if on_cpu:
+        _sync_level()
+        status = c_function(*args, 0)
+        if status != _OK or _pending.exc is not None:
+            _check_status(status)
+    else:
+        _call(c_function, q, args)
+
+
+def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos: int, causal: bool, scale: float):
+    """The plain prefill; returns out (a new one when out is None), or None if it is not plain."""
+    shape, kv, dtype, on_cpu, grad = q.shape, k.shape, q.dtype, q.is_cpu, _grad_enabled()
+    cache = None if k_cache is None else k_cache.shape
+    key = (_PREFILL, shape, kv, cache, dtype, on_cpu, causal, scale)
+    cfg = _configs_here.configs.get(key) or ((on_cpu or q.is_cuda) and _plain_config(key) or None)
+    if not (cfg is not None and v.shape == kv and k.dtype is dtype and v.dtype is dtype
+            and q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+            and (on_cpu and k.is_cpu and v.is_cpu or _on_one_cuda_device(q, (out, k, v, k_cache, v_cache)))
+            and (out is None or out.shape == shape and out.dtype is dtype and out.is_contiguous()
+                 and (not on_cpu or out.is_cpu) and not (grad and out.requires_grad))
+            and not (grad and (q.requires_grad or k.requires_grad or v.requires_grad))
+            and (v_cache is None if cache is None else
+                 v_cache is not None and v_cache.shape == cache and k_cache.dtype is dtype and v_cache.dtype is dtype
+                 and k_cache.is_contiguous() and v_cache.is_contiguous() and (not on_cpu or k_cache.is_cpu and v_cache.is_cpu)
+                 and not (grad and (k_cache.requires_grad or v_cache.requires_grad)))
+            and _INT32_MIN <= start_pos <= _INT32_MAX):
+        return None
+    if out is None:
+        out = _empty_like(q)  # q is contiguous: so is out, of q's shape, dtype and device
+    cfg.start_pos = start_pos
+    args = (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(),
+            *((0, 0) if cache is None else (k_cache.data_ptr(), v_cache.data_ptr())), cfg)
+    _launch(_prefill_c, on_cpu, q, args)
+    _bump_versions((out,) if cache is None else (out, k_cache, v_cache))
+    return out
+
+
+def plain_decode(out, q, k, v, k_cache, v_cache, cache_len: int, scale: float, num_splits: int):
+    """The plain decode; returns out (a new one when out is None), or None if it is not plain."""
+    shape, kv, cache, dtype, on_cpu, grad = q.shape, k.shape, k_cache.shape, q.dtype, q.is_cpu, _grad_enabled()
+    key = (_DECODE, shape, kv, cache, dtype, on_cpu, scale, num_splits)
+    cfg = _configs_here.configs.get(key) or ((on_cpu or q.is_cuda) and _plain_config(key) or None)
+    if not (cfg is not None and v.shape == kv and v_cache.shape == cache
+            and k.dtype is dtype and v.dtype is dtype and k_cache.dtype is dtype and v_cache.dtype is dtype
+            and q.is_contiguous() and k.is_contiguous() and v.is_contiguous()
+            and k_cache.is_contiguous() and v_cache.is_contiguous()
+            and (on_cpu and k.is_cpu and v.is_cpu and k_cache.is_cpu and v_cache.is_cpu
+                 or _on_one_cuda_device(q, (out, k, v, k_cache, v_cache)))
+            and (out is None or out.shape == shape and out.dtype is dtype and out.is_contiguous()
+                 and (not on_cpu or out.is_cpu) and not (grad and out.requires_grad))
+            and not (grad and (q.requires_grad or k.requires_grad or v.requires_grad
+                               or k_cache.requires_grad or v_cache.requires_grad))
+            and _INT32_MIN <= cache_len <= _INT32_MAX):
+        return None
+    if out is None:
+        out = _empty_like(q)  # q is contiguous: so is out, of q's shape, dtype and device
+    cfg.cache_len = cache_len
+    args = (out.data_ptr(), q.data_ptr(), k.data_ptr(), v.data_ptr(), k_cache.data_ptr(), v_cache.data_ptr(), cfg)
+    _launch(_decode_c, on_cpu, q, args)
     _bump_versions((out, k_cache, v_cache))
-    return True
+    return out
 
 
 # ---- gqa::prefill ------------------------------------------------------------------------------
@@ -192,7 +230,7 @@ def prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale, window_lef
             softcap=0.0, sinks=None, lse=None):
     """gqa::prefill on CPU / CUDA tensors."""
     if (window_left == -1 and window_right == -1 and softcap == 0.0 and sinks is None and lse is None
-            and plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale)):
+            and plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale) is not None):
         return
     checks.prefill(out, q, k, v, k_cache, v_cache, sinks, lse)
     B, S, Hq, D = q.shape
@@ -226,7 +264,7 @@ def decode(out, q, k, v, k_cache, v_cache, cache_len, cache_lens, scale, num_spl
     """gqa::decode on CPU / CUDA tensors."""
     if (cache_lens is None and workspace is None and window_left == -1 and window_right == -1 and softcap == 0.0
             and sinks is None and lse is None
-            and plain_decode(out, q, k, v, k_cache, v_cache, cache_len, scale, num_splits)):
+            and plain_decode(out, q, k, v, k_cache, v_cache, cache_len, scale, num_splits) is not None):
         return
     checks.decode(out, q, k, v, k_cache, v_cache, cache_lens, workspace, sinks, lse)
     B, _, Hq, D = q.shape

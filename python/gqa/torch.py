@@ -55,12 +55,17 @@ _jit_tracing = torch._C._get_tracing_state
 _profiling = torch._C._autograd._profiler_enabled  # so the profiler shows gqa::<op>
 
 
+def _watched() -> bool:
+    """True when something would see a call through the dispatcher: a tracer, a mode, the
+    profiler. The eager route also requires plain torch.Tensor arguments (no subclass: no
+    FakeTensor, Parameter, DTensor) on the CPU or a CUDA device (the kernels check that)."""
+    return (_is_compiling() or _dispatch_modes() or _function_modes() or _functorch()
+            or _jit_tracing() is not None or _profiling())
+
+
 def _quiet(q) -> bool:
-    """True when nothing would see a call through the dispatcher but its CPU/CUDA kernel:
-    nothing traces, no mode is active, q is on the CPU or a CUDA device. The callers also
-    require every tensor to be a plain torch.Tensor (no subclass, FakeTensor, Parameter)."""
-    return not (_is_compiling() or _dispatch_modes() or _function_modes() or _functorch()
-                or _jit_tracing() is not None or _profiling()) and (q.is_cpu or q.is_cuda)
+    """Nothing watches, and q is on a device the kernel runs on (not meta)."""
+    return not _watched() and (q.is_cpu or q.is_cuda)
 
 
 def _require_tensors(named) -> None:
@@ -148,17 +153,25 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
 
     q [B,S,Hq,D], k/v [B,S,Hkv,D], caches [B,max_seq_len,Hkv,D]. Returns ``out`` (new, or the
     one given, filled in place), or (out, lse [B,Hq,S] float32) with return_lse."""
+    # The eager plain call first (the overhead budget): default options, scalars of the usual
+    # types, plain tensors, nothing watching; plain_prefill checks the rest or returns False.
+    if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False
+            and type(start_pos) is int and (causal is True or causal is False) and (scale is None or type(scale) is float)
+            and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
+            and (k_cache is None or type(k_cache) is _Tensor) and (v_cache is None or type(v_cache) is _Tensor)
+            and (out is None or type(out) is _Tensor) and not _watched()):
+        result = _kernels.plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal,
+                                        0.0 if scale is None else scale)
+        if result is not None:
+            return result
     if out is None:
         out = _like(q)
     variants = None if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False) \
         else _variants(q, (0, 2, 1), 4, window, softcap, sinks, return_lse)
-    start_pos, causal = _int32("start_pos", start_pos), _flag("causal", causal)
-    scale = 0.0 if scale is None else _real("scale", scale)
+    start_pos, causal, scale = _int32("start_pos", start_pos), _flag("causal", causal), _scale(scale)
     if (type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and type(out) is _Tensor
             and (k_cache is None or type(k_cache) is _Tensor) and (v_cache is None or type(v_cache) is _Tensor)
             and (variants is None or variants[3] is None or type(variants[3]) is _Tensor) and _quiet(q)):
-        if variants is None and _kernels.plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale):
-            return out
         _kernels.prefill(out, q, k, v, k_cache, v_cache, start_pos, causal, scale, *(variants or _NO_VARIANTS))
     else:
         _require_tensors((("q", q), ("k", k), ("v", v), ("k_cache", k_cache), ("v_cache", v_cache), ("out", out)))
@@ -196,19 +209,26 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     q [B,1,Hq,D], k/v [B,1,Hkv,D], caches [B,max_seq_len,Hkv,D]. Returns ``out``, or
     (out, lse [B,Hq] float32) with return_lse. ``workspace`` (CUDA) is a buffer of
     ``gqa.decode_workspace_size(...)`` bytes that lets libgqa split long caches."""
+    # The eager plain call first, as in prefill.
+    if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False
+            and workspace is None and type(cache_len) is int and type(num_splits) is int
+            and (scale is None or type(scale) is float)
+            and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and type(k_cache) is _Tensor
+            and type(v_cache) is _Tensor and (out is None or type(out) is _Tensor) and not _watched()):
+        result = _kernels.plain_decode(out, q, k, v, k_cache, v_cache, cache_len, 0.0 if scale is None else scale,
+                                       num_splits)
+        if result is not None:
+            return result
     if out is None:
         out = _like(q)
     length, lens = _cache_lens(cache_len, q)
     variants = None if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False) \
         else _variants(q, (0, 2), 4, window, softcap, sinks, return_lse)
-    scale, num_splits = 0.0 if scale is None else _real("scale", scale), _int32("num_splits", num_splits)
+    scale, num_splits = _scale(scale), _int32("num_splits", num_splits)
     if (type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and type(out) is _Tensor
             and type(k_cache) is _Tensor and type(v_cache) is _Tensor and (lens is None or type(lens) is _Tensor)
             and (workspace is None or type(workspace) is _Tensor)
             and (variants is None or variants[3] is None or type(variants[3]) is _Tensor) and _quiet(q)):
-        if (variants is None and lens is None and workspace is None
-                and _kernels.plain_decode(out, q, k, v, k_cache, v_cache, length, scale, num_splits)):
-            return out
         _kernels.decode(out, q, k, v, k_cache, v_cache, length, lens, scale, num_splits, workspace,
                         *(variants or _NO_VARIANTS))
     else:

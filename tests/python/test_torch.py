@@ -14,6 +14,7 @@ torch = pytest.importorskip("torch")
 gt = pytest.importorskip("gqa.torch")
 import gqa  # noqa: E402
 import gqa._torch_ops  # noqa: E402
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode  # noqa: E402
 from batch_support import expected as batch_expected, make_case  # noqa: E402
 from gqa_testing import BF16, DTYPES as NUMPY_DTYPES, TOL, TOLERANCE as BY_NAME, max_err, poisoned, rand  # noqa: E402
 
@@ -221,6 +222,23 @@ def test_a_strided_last_axis_is_copied_for_an_input_and_refused_for_out():
     assert out.isnan().all()
 
 
+def test_a_broadcast_input_is_copied_and_a_broadcast_out_refused():
+    g = torch.Generator().manual_seed(8)
+    q, v = randn(1, 5, 4, 16, dtype=torch.float32, generator=g), randn(1, 5, 2, 16, dtype=torch.float32, generator=g)
+    k = randn(1, 5, 1, 16, dtype=torch.float32, generator=g).expand(1, 5, 2, 16)  # stride 0 over the heads
+    assert k.stride(2) == 0
+    assert torch.equal(gt.prefill(q, k, v), gt.prefill(q, k.contiguous(), v))
+    q1 = randn(1, 1, 1, 16, dtype=torch.float32, generator=g).expand(3, 1, 4, 16)  # broadcast over batch and heads
+    k_cache, v_cache = randn(3, 6, 2, 16, dtype=torch.float32, generator=g), randn(3, 6, 2, 16, dtype=torch.float32, generator=g)
+    want_caches = (k_cache.clone(), v_cache.clone())
+    k1, v1 = torch.zeros(3, 1, 2, 16), torch.zeros(3, 1, 2, 16)
+    assert torch.equal(gt.decode(q1, k1, v1, k_cache, v_cache, 4), gt.decode(q1.contiguous(), k1, v1, *want_caches, 4))
+    out = torch.full((1, 5, 1, 16), float("nan")).expand(1, 5, 4, 16)
+    with pytest.raises(gqa.InvalidArgumentError, match="out must have a contiguous last axis .* no broadcast axis"):
+        gt.prefill(q, k, v, out=out)
+    assert out.isnan().all()
+
+
 # ---- merge_states and batch_attention ---------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", NUMPY_DTYPES, ids=str)
@@ -315,14 +333,22 @@ def test_eager_and_operator_routes_give_the_same_bits_and_versions(options):
 
 
 class _Spy:
-    """Stands in for gqa.torch's handle on the kernels: records whether the eager route ran."""
+    """Stands in for gqa.torch's handle on the kernels: records the kernels the eager route ran
+    (a plain_* attempt that found the call not plain, and so ran nothing, is not recorded)."""
 
     def __init__(self, kernels):
         self.kernels, self.used = kernels, []
 
     def __getattr__(self, name):
-        self.used.append(name)
-        return getattr(self.kernels, name)
+        kernel = getattr(self.kernels, name)
+
+        def recorded(*args):
+            result = kernel(*args)
+            if not (name.startswith("plain_") and result is None):
+                self.used.append(name)
+            return result
+
+        return recorded
 
 
 class _Recorder(torch.utils._python_dispatch.TorchDispatchMode):
@@ -368,6 +394,30 @@ def test_the_operator_route_is_taken_whenever_something_watches(monkeypatch):
 
     meta = [torch.empty(t.shape, device="meta") for t in _decode_args()[0][:5]]
     assert gt.decode(*meta, 9).device.type == "meta" and not spy.used
+
+    with FakeTensorMode():  # made under the mode (fake) and plain tensors given to it alike
+        assert type(gt.decode(*_decode_args()[0])) is FakeTensor
+    mode = FakeTensorMode()
+    fakes = [mode.from_tensor(t) for t in _decode_args()[0][:5]]
+    with mode:
+        assert gt.decode(*fakes, 9).shape == want.shape
+    assert type(gt.decode(*fakes, 9)) is FakeTensor and not spy.used  # fake tensors outside their mode
+
+    with torch.device("cpu"):  # a torch-function mode
+        assert torch.equal(gt.decode(*_decode_args()[0]), want)
+    assert not spy.used
+
+    traced = torch.jit.trace(lambda *a: gt.decode(*a, 9), tuple(_decode_args()[0][:5]), check_trace=False)
+    assert "gqa::decode" in str(traced.graph) and not spy.used
+
+    args = _decode_args()[0]
+    with pytest.raises(RuntimeError, match="gqa::decode"):  # vmap reaches the operator (which has no batching rule)
+        torch.func.vmap(lambda q: gt.decode(q[None], *args[1:])[0])(args[0])
+    assert not spy.used
+
+    with torch.inference_mode():  # nothing watches: the eager route, the same result
+        assert torch.equal(gt.decode(*_decode_args()[0]), want)
+        assert spy.used == ["plain_decode"]
 
 
 def test_version_counters_let_autograd_see_a_saved_cache_overwritten():

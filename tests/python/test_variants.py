@@ -364,6 +364,17 @@ def test_decode_strided_q_and_out():
     assert kc.tobytes() == rkc.tobytes() and vc.tobytes() == rvc.tobytes()
 
 
+def test_a_broadcast_input_is_read_as_its_copy():
+    """A stride-0 axis of extent > 1 (np.broadcast_to: one KV head for all) is no stride libgqa
+    can take (its 0 means "contiguous"): the input is copied, and the result is the copy's."""
+    rng = np.random.default_rng(12)
+    q, v = rand(rng, (1, 5, 4, 16), F32), rand(rng, (1, 5, 2, 16), F32)
+    k = np.broadcast_to(rand(rng, (1, 5, 1, 16), F32), (1, 5, 2, 16))
+    assert k.strides[2] == 0
+    got, want = gqa.prefill(q, k, v, window=(2, -1)), gqa.prefill(q, np.ascontiguousarray(k), v, window=(2, -1))
+    assert got.tobytes() == want.tobytes()
+
+
 def test_strided_out_overlapping_an_input_is_rejected():
     rng = np.random.default_rng(11)
     fused, q, k, v = _fused_qkv(rng, 1, 5, 4, 2, 16, F32)
