@@ -30,7 +30,7 @@ import torch
 
 import gqa
 import gqa.torch as gt
-from gqa._ffi import ffi, lib
+from gqa._ffi import ffi, last_error, lib
 
 B, HQ, HKV, D, MAX, CACHE_LEN, SEQ = 1, 4, 2, 16, 16, 7, 3  # tiny: the C call is ~1-2 us
 CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.thread_time_ns}
@@ -51,7 +51,8 @@ class Problem:
 def config(kind):
     """The config the APIs send: this gqa.h's size, the library's defaults."""
     cfg = ffi.new(f"gqa_{kind}_config*")
-    assert getattr(lib, f"gqa_{kind}_config_init_sized")(cfg, ffi.sizeof(f"gqa_{kind}_config")) == lib.GQA_STATUS_OK
+    if getattr(lib, f"gqa_{kind}_config_init_sized")(cfg, ffi.sizeof(f"gqa_{kind}_config")) != lib.GQA_STATUS_OK:
+        raise SystemExit(f"gqa_{kind}_config_init_sized failed: {last_error()}")
     cfg.dtype, cfg.device = lib.GQA_DTYPE_F32, lib.GQA_DEVICE_CPU
     cfg.batch_size, cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim, cfg.max_seq_len = B, HQ, HKV, D, MAX
     return cfg
