@@ -9,6 +9,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -98,19 +99,36 @@ KernelChoice kernel_choice(const char* variable) {
          "\"simt\"", variable, choice);
 }
 
+// GQA_CUDA_SMEM_LIMIT=<bytes>: choose kernels as if a block could have at most this much
+// shared memory (never more than the device allows), so that a large GPU runs the variants
+// of a smaller one, e.g. 101376 for a 99 KB device. Unset or "": the device's limit. Read once
+// per call, like the kernel choice; anything but a positive decimal integer is an error
+// before anything is written.
+int smem_limit(const DeviceFacts& dev) {
+    const char* text = std::getenv("GQA_CUDA_SMEM_LIMIT");
+    if (text == nullptr || *text == '\0') return dev.smem_per_block;
+    char* end = nullptr;
+    errno = 0;
+    const long long bytes = std::strtoll(text, &end, 10);
+    if (*text < '0' || *text > '9' || *end != '\0' || errno != 0 || bytes <= 0)
+        fail(GQA_STATUS_INVALID_ARGUMENT,
+             "environment variable GQA_CUDA_SMEM_LIMIT (\"%s\") must be a positive number of bytes", text);
+    return int(std::min<long long>(bytes, dev.smem_per_block));
+}
+
 // Decode runs on tensor cores from kDecodeTcMinGroup query heads per KV head, where the SIMT
 // kernel's 2 x group FMAs per loaded element would outrun the fp32 units (cuda/README.md).
 constexpr int64_t kDecodeTcMinGroup = 4;
 
-// The variant of an attention kernel for (dtype, head_dim) that fits smem_limit.
+// The variant of an attention kernel for (dtype, head_dim) that fits `limit` bytes per block.
 template <typename T>
-Kernel attention_kernel(Kind kind, bool tensor_cores, int64_t head_dim, int smem_limit) {
+Kernel attention_kernel(Kind kind, bool tensor_cores, int64_t head_dim, int limit) {
     const bool prefill = kind == Kind::Prefill;
     switch (head_dim) {
 #define GQA_HEAD_DIM_CASE(D)                                                                       \
     case D:                                                                                        \
-        if (prefill) return tensor_cores ? gpu::select_prefill_tc<T, D>(smem_limit) : gpu::select_prefill<T, D>(smem_limit); \
-        return tensor_cores ? gpu::select_decode_tc<T, D>(smem_limit) : gpu::select_decode<T, D>(smem_limit);
+        if (prefill) return tensor_cores ? gpu::select_prefill_tc<T, D>(limit) : gpu::select_prefill<T, D>(limit); \
+        return tensor_cores ? gpu::select_decode_tc<T, D>(limit) : gpu::select_decode<T, D>(limit);
         GQA_CUDA_HEAD_DIMS(GQA_HEAD_DIM_CASE)
 #undef GQA_HEAD_DIM_CASE
     }
@@ -128,9 +146,10 @@ Kernel pick_attention(const Problem& p, const DeviceFacts& dev) {
     const KernelChoice choice = kernel_choice(variable);
     const bool default_tc = prefill || p.group >= kDecodeTcMinGroup;
     const bool tc = choice == KernelChoice::TensorCore || (choice == KernelChoice::Default && default_tc);
+    const int limit = smem_limit(dev);
     auto pick = [&](bool tensor_cores) {
-        return p.dtype == DType::BF16 ? attention_kernel<__nv_bfloat16>(p.kind, tensor_cores, p.head_dim, dev.smem_per_block)
-                                      : attention_kernel<__half>(p.kind, tensor_cores, p.head_dim, dev.smem_per_block);
+        return p.dtype == DType::BF16 ? attention_kernel<__nv_bfloat16>(p.kind, tensor_cores, p.head_dim, limit)
+                                      : attention_kernel<__half>(p.kind, tensor_cores, p.head_dim, limit);
     };
     const Kernel k = pick(tc);
     if (k.entry) return k;
@@ -140,15 +159,15 @@ Kernel pick_attention(const Problem& p, const DeviceFacts& dev) {
         if (other.entry) return other;
         fail(GQA_STATUS_UNSUPPORTED,
              "head_dim (%lld) %s on CUDA needs %d bytes of shared memory per block (%s) or %d (%s), but CUDA "
-             "device %d allows %d",
+             "device %d allows %d%s",
              (long long)p.head_dim, prefill ? "prefill" : "decode", k.smem_bytes, k.name, other.smem_bytes,
-             other.name, dev.index, dev.smem_per_block);
+             other.name, dev.index, limit, limit < dev.smem_per_block ? " (GQA_CUDA_SMEM_LIMIT)" : "");
     }
     fail(GQA_STATUS_UNSUPPORTED,
          "head_dim (%lld) %s on CUDA needs %d bytes of shared memory per block (%s, chosen by %s), but CUDA "
-         "device %d allows %d",
-         (long long)p.head_dim, prefill ? "prefill" : "decode", k.smem_bytes, k.name, forced, dev.index,
-         dev.smem_per_block);
+         "device %d allows %d%s",
+         (long long)p.head_dim, prefill ? "prefill" : "decode", k.smem_bytes, k.name, forced, dev.index, limit,
+         limit < dev.smem_per_block ? " (GQA_CUDA_SMEM_LIMIT)" : "");
 }
 
 // The kernels of one call, chosen and prepared (attributes, occupancy) before any is launched.

@@ -512,6 +512,28 @@ def test_small_unknown_decode_kernel_is_rejected(monkeypatch):
     assert same_bits(kc, kc_before) and same_bits(vc, vc_before), "a rejected call wrote a cache"
 
 
+# The ring depths of the 99 KB-per-block devices (sm_86/89/120), run on this GPU through
+# GQA_CUDA_SMEM_LIMIT: a shallower cp.async ring changes when tiles load, not the arithmetic.
+@needs_torch
+@pytest.mark.parametrize("dim", [128, 256])
+def test_small_shallow_rings_give_the_same_bits(dim, decode_kernel, monkeypatch):
+    lens = [0, 63, 64, 300, 999]
+    q, k, v, kc, vc = decode_inputs(5, 16, 2, dim, 1000, lens, "bf16", seed=31)
+    kc_before, vc_before = kc.clone(), vc.clone()
+    deep = nan_like(q)
+    gqa.decode(q, k, v, kc, vc, lens, out=deep)
+    kc.copy_(kc_before)
+    vc.copy_(vc_before)
+    monkeypatch.setenv("GQA_CUDA_SMEM_LIMIT", str(99 * 1024))
+    shallow = nan_like(q)
+    gqa.decode(q, k, v, kc, vc, lens, out=shallow)
+    torch.cuda.synchronize()
+    want_k, want_v = expected_decode_caches(kc_before, vc_before, k, v, lens)
+    assert same_bits(kc, want_k) and same_bits(vc, want_v), "shallow ring: cache bytes"
+    assert same_bits(shallow, deep), "the 99 KB ring depth gave other bits than the deepest one"
+    check_decode(shallow, q, k, v, kc_before, vc_before, lens, "bf16", f"d{dim} 99 KB ring")
+
+
 @needs_torch
 def test_small_rejected_call_writes_nothing():
     gen = torch.Generator(device="cuda").manual_seed(16)

@@ -7,6 +7,7 @@
  *     caches included: no cache copy runs first), or the other kernel where it fits.
  *   - Device facts and kernel attributes are read and set once per device, not per call.
  *   - A launch that fails names the kernel that was launched.
+ *   - GQA_CUDA_SMEM_LIMIT makes a large device run a small device's variants (same bits).
  * Shapes are small: every kernel runs its blocks on the CPU. */
 #define _POSIX_C_SOURCE 200112L /* setenv */
 #include <cuda_runtime_api.h>
@@ -273,6 +274,47 @@ static void test_facts_per_device(void) {
         CHECK(got[i] == 20 * per_split, "thread %d: workspace on a fresh 20-SM device %llu", i, (unsigned long long)got[i]);
 }
 
+/* The launches a call logs at DEBUG, concatenated. */
+static char g_log[8192];
+static void log_to_buffer(int32_t level, const char* message, void* user) {
+    (void)level; (void)user;
+    if (strstr(message, "cuda ") == message) strncat(g_log, message, sizeof g_log - strlen(g_log) - 2), strcat(g_log, "\n");
+}
+
+static void test_smem_limit_variable(void) {
+    /* Device 0 told it has 99 KB: the 2-stage tensor-core decode runs, with the 99 KB device's bits. */
+    inputs in = make_inputs(&kDecode128);
+    result small = run_on(DEV_99KB, "tensor_core", &kDecode128, &in, 0);
+    g_log[0] = '\0';
+    const int32_t level = gqa_get_log_level();
+    gqa_set_log_callback(log_to_buffer, NULL);
+    gqa_set_log_level(GQA_LOG_DEBUG);
+    setenv("GQA_CUDA_SMEM_LIMIT", "101376", 1);
+    result limited = run_on(DEV_H100, "tensor_core", &kDecode128, &in, 0);
+    unsetenv("GQA_CUDA_SMEM_LIMIT");
+    gqa_set_log_level(level);
+    gqa_set_log_callback(NULL, NULL);
+    CHECK(limited.status == GQA_STATUS_OK, "decode with GQA_CUDA_SMEM_LIMIT=101376: %s", limited.error);
+    CHECK(strstr(g_log, "decode_tc_kernel (head_dim 128, 2-stage ring)") != NULL,
+          "GQA_CUDA_SMEM_LIMIT=101376 should run the 2-stage ring; the launches were:\n%s", g_log);
+    CHECK(small.status == GQA_STATUS_OK && memcmp(small.out, limited.out, in.nq * 2) == 0,
+          "decode with GQA_CUDA_SMEM_LIMIT differs from the 99 KB device");
+    free_result(&small); free_result(&limited);
+    /* Anything but a positive decimal number of bytes is rejected before anything is written. */
+    const char* bad[] = {"abc", "0", "-5", " 5", "+5", "5x", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; ++i) {
+        setenv("GQA_CUDA_SMEM_LIMIT", bad[i], 1);
+        result r = run_on(DEV_H100, "", &kDecode128, &in, 0);
+        unsetenv("GQA_CUDA_SMEM_LIMIT");
+        CHECK(r.status == GQA_STATUS_INVALID_ARGUMENT && strstr(r.error, "GQA_CUDA_SMEM_LIMIT") != NULL,
+              "GQA_CUDA_SMEM_LIMIT=\"%s\": status %d (%s)", bad[i], (int)r.status, r.error);
+        CHECK(memcmp(r.out, in.out, in.nq * 2) == 0 && memcmp(r.kc, in.kc, in.nc * 2) == 0,
+              "GQA_CUDA_SMEM_LIMIT=\"%s\": a rejected call wrote", bad[i]);
+        free_result(&r);
+    }
+    free_inputs(&in);
+}
+
 int main(void) {
     emu_set_device(DEV_99KB, 58, 99 * 1024);
     emu_set_device(DEV_64KB, 16, 64 * 1024);
@@ -283,5 +325,6 @@ int main(void) {
     test_facts_per_device();
     test_99kb_device();
     test_too_small_devices();
+    test_smem_limit_variable();
     return test_summary("limits");
 }
