@@ -30,10 +30,9 @@ __global__ void __launch_bounds__(AppendKvShape::kThreads) append_kv_kernel(cons
          e += int64_t(gridDim.x) * blockDim.x) {
         const int64_t c = e % vecs_per_row, row = e / vecs_per_row;
         const int64_t kvh = row % p.num_kv_heads, t = row / p.num_kv_heads;
-        const int64_t src = p.new_kv_row(b, t, kvh) + c * kVec;
         const int64_t dst = p.cache_row(b, start + t, kvh) + c * kVec;
-        store16(k_cache + dst, load16(k + src));
-        store16(v_cache + dst, load16(v + src));
+        store16(k_cache + dst, load16(k + p.new_k_row(b, t, kvh) + c * kVec));
+        store16(v_cache + dst, load16(v + p.new_v_row(b, t, kvh) + c * kVec));
     }
 }
 

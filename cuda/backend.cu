@@ -68,9 +68,13 @@ int64_t workspace_kv_partitions(const Problem& p, const DeviceFacts& dev) {
     return auto_kv_partition_limit(p, dev);
 }
 
+// The most keys a decode query of the call sees (its window of its sequence's keys).
 int64_t longest_kv(const Problem& p) {
     int64_t longest = 0;
-    for (int64_t b = 0; b < p.batch; ++b) longest = std::max(longest, p.start_of(b) + 1);
+    for (int64_t b = 0; b < p.batch; ++b) {
+        const int64_t pos = p.start_of(b);
+        longest = std::max(longest, pos + 1 - p.first_key(pos));
+    }
     return longest;
 }
 
@@ -194,6 +198,20 @@ CallPlan plan_call(const Problem& p, const DeviceFacts& dev) {
 gpu::RowStrides contiguous(int64_t tokens, int64_t heads, int64_t head_dim) {
     return gpu::RowStrides{tokens * heads * head_dim, heads * head_dim, head_dim};
 }
+// The strides of a call's q, k, v or out (validate.cpp resolved them: never 0).
+gpu::RowStrides row_strides(const Strides& s) { return gpu::RowStrides{s.batch, s.token, s.head}; }
+
+// UNSUPPORTED, naming the tensor, unless each stride the kernels use keeps its rows on 16-byte
+// boundaries (a multiple of kVec elements; a dimension of size 1 uses none).
+void require_aligned_rows(const char* name, const Strides& s, const Problem& p, int64_t heads) {
+    const struct { const char* field; int64_t stride; bool used; } fields[] = {
+        {"batch", s.batch, p.batch > 1}, {"token", s.token, p.seq_len > 1}, {"head", s.head, heads > 1}};
+    for (const auto& f : fields)
+        if (f.used && f.stride % gpu::kVec != 0)
+            fail(GQA_STATUS_UNSUPPORTED,
+                 "%s.%s (%lld) is not a multiple of %d elements: the CUDA kernels read 16-byte aligned rows", name,
+                 f.field, (long long)f.stride, gpu::kVec);
+}
 
 AttnParams make_params(const Problem& p, int64_t partitions) {
     AttnParams a{};
@@ -211,9 +229,17 @@ AttnParams make_params(const Problem& p, int64_t partitions) {
     a.max_seq_len = p.has_cache ? p.max_seq_len : 0;
     a.has_cache = p.has_cache ? 1 : 0;
     a.causal = p.causal ? 1 : 0;
-    a.scale_log2 = p.scale * 1.4426950408889634f;  // log2(e)
-    a.q_rows = a.out_rows = contiguous(p.seq_len, p.num_q_heads, p.head_dim);
-    a.new_kv_rows = contiguous(p.seq_len, p.num_kv_heads, p.head_dim);
+    a.scale_log2 = float(double(p.scale) * 1.4426950408889634);  // log2(e)
+    a.softcap = p.softcap;
+    a.scale_over_cap = p.softcap > 0.0f ? float(double(p.scale) / p.softcap) : 0.0f;
+    a.window_left = p.window_left;
+    a.window_right = p.window_right;
+    a.sinks = p.sinks;
+    a.lse = p.lse;
+    a.q_rows = row_strides(p.q_strides);
+    a.out_rows = row_strides(p.out_strides);
+    a.k_rows = row_strides(p.k_strides);
+    a.v_rows = row_strides(p.v_strides);
     // Without caches no key is read from them: strides 0 keep kv_source off null-pointer arithmetic.
     a.cache_rows = p.has_cache ? contiguous(p.max_seq_len, p.num_kv_heads, p.head_dim) : gpu::RowStrides{0, 0, 0};
     a.num_splits = int32_t(partitions);
@@ -249,6 +275,10 @@ void cuda_check_supported(const Problem& p) {
         fail(GQA_STATUS_UNSUPPORTED, "num_q_heads (%lld) with num_kv_heads (%lld) exceeds the CUDA decode grid limit",
              (long long)p.num_q_heads, (long long)p.num_kv_heads);
 
+    require_aligned_rows("q_strides", p.q_strides, p, p.num_q_heads);
+    require_aligned_rows("k_strides", p.k_strides, p, p.num_kv_heads);
+    require_aligned_rows("v_strides", p.v_strides, p, p.num_kv_heads);
+    require_aligned_rows("out_strides", p.out_strides, p, p.num_q_heads);
     check_device_pointer(p.out, "out", dev);
     check_device_pointer(p.q, "q", dev);
     check_device_pointer(p.k, "k", dev);
@@ -257,6 +287,8 @@ void cuda_check_supported(const Problem& p) {
         check_device_pointer(p.k_cache, "k_cache", dev);
         check_device_pointer(p.v_cache, "v_cache", dev);
     }
+    if (p.sinks) check_device_pointer(p.sinks, "sinks", dev, alignof(float));
+    if (p.lse) check_device_pointer(p.lse, "lse", dev, alignof(float));
     if (p.kind == Kind::Decode && p.workspace != nullptr) {
         check_device_pointer(p.workspace, "workspace", dev);
         const uint64_t need = cuda_decode_workspace_bytes(p);

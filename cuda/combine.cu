@@ -1,9 +1,11 @@
-// combine.cu: merges the split-KV partials of either decode kernel (SIMT or tensor-core) into out.
+// combine.cu: merges the split-KV partials of either decode kernel (SIMT or tensor-core) into out
+// (and lse).
 //
-// For each (sequence, query head): M = max_s m_s, L = sum_s l_s * 2^(m_s - M),
+// For each (sequence, query head), starting from the sink σ (base 2; RowState::start: the one
+// place a split decode adds it): M = max(σ, max_s m_s), L = 2^(σ - M) + sum_s l_s * 2^(m_s - M),
 // out = sum_s o_s * 2^(m_s - M) / L, summed in split order (deterministic, no atomics).
-// An empty split has m_s = -inf and l_s = 0 and weighs exactly 0; split 0 always holds key 0,
-// so M is finite.
+// An empty split has m_s = -inf and l_s = 0 and weighs exactly 0; the split holding the new
+// token is never empty, so M is finite.
 #include <cmath>
 
 #include "common.cuh"
@@ -25,10 +27,12 @@ __global__ void __launch_bounds__(CombineShape::kThreads) combine_kernel(const _
     const int64_t b = int64_t(p.chunk.first) + blockIdx.y;
     const int64_t first = p.partial_entry(b, qh, 0);
 
-    float big = -INFINITY;
+    const RowState init = RowState::start(p.sink_log2(qh));
+    float big = init.m;
     for (int s = 0; s < p.num_splits; ++s) big = fmaxf(big, p.partial_ml[first + s].x);
+    const float sink_weight = init.l == 0.0f ? 0.0f : exp2f(init.m - big);
     for (int64_t d = 2 * int64_t(threadIdx.x); d < p.head_dim; d += 2 * CombineShape::kThreads) {
-        float sum = 0.0f, o0 = 0.0f, o1 = 0.0f;
+        float sum = sink_weight, o0 = 0.0f, o1 = 0.0f;
         for (int s = 0; s < p.num_splits; ++s) {
             const float2 ml = p.partial_ml[first + s];
             if (ml.y == 0.0f) continue;  // empty split (its m is -inf)
@@ -38,9 +42,11 @@ __global__ void __launch_bounds__(CombineShape::kThreads) combine_kernel(const _
             o0 = fmaf(o.x, w, o0);
             o1 = fmaf(o.y, w, o1);
         }
-        const float inv = 1.0f / sum;
+        const RowState state{big, sum};
+        const float inv = state.inv_sum();
         T* out = static_cast<T*>(p.out) + p.out_row(b, 0, qh) + d;
         *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(o0 * inv, o1 * inv);
+        if (p.lse && d == 0) p.lse[p.lse_entry(b, 0, qh)] = state.natural_lse();
     }
 }
 

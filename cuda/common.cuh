@@ -10,6 +10,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -17,6 +18,8 @@ namespace gqa {
 namespace gpu {
 
 constexpr int kVec = 8;  // elements per 16-byte vector
+constexpr float kLog2e = 1.4426950408889634f;  // the softmax runs in base 2
+constexpr float kLn2 = 0.6931471805599453f;
 
 // Sequences per launch. The per-sequence start positions (decode's cache_lens live in HOST
 // memory) travel by value inside the kernel parameters, so a call needs neither an allocation
@@ -35,8 +38,8 @@ struct BatchChunk {
 };
 
 // Element strides of a [batch][token][head][head_dim] tensor whose head_dim is contiguous.
-// backend.cu fills them for today's contiguous layouts; strided q/k/v/out (issue 15) change
-// only what the host writes here, not the kernels.
+// backend.cu fills them from the call's strides (the contiguous ones by default); each is a
+// multiple of kVec, so that every row starts on a 16-byte boundary (cuda_check_supported).
 struct RowStrides {
     int64_t batch, token, head;
     __host__ __device__ int64_t row(int64_t b, int64_t t, int64_t h) const {
@@ -62,11 +65,11 @@ struct KvSource {
     const T* v_cache;
     const T* k_new;    // new token 0
     const T* v_new;
-    int64_t cache_token, new_token;  // element strides between positions
+    int64_t cache_token, k_token, v_token;  // element strides between positions
     int64_t start;
     __device__ KvRow<T> row(int64_t pos) const {
         if (pos < start) return {k_cache + pos * cache_token, v_cache + pos * cache_token};
-        return {k_new + (pos - start) * new_token, v_new + (pos - start) * new_token};
+        return {k_new + (pos - start) * k_token, v_new + (pos - start) * v_token};
     }
 };
 
@@ -88,9 +91,17 @@ struct AttnParams {
     int64_t max_seq_len;
     int32_t has_cache;
     int32_t causal;
-    float scale_log2;  // scale * log2(e): the softmax runs in base 2 (exp2f)
+    // The logits (logit()): the softmax runs in base 2 (exp2f), so every logit is scaled by log2(e).
+    float scale_log2;      // scale * log2(e)
+    float softcap;         // > 0: s = scale * q.k becomes softcap * tanh(s / softcap); 0: off
+    float scale_over_cap;  // scale / softcap
+    // Sliding window (gqa.h): the query at absolute position i sees keys i - window_left ..
+    // i + window_right; -1 = unbounded on that side (key_begin, key_end).
+    int32_t window_left, window_right;
+    const float* sinks;  // [num_q_heads] natural-log logits joining the denominator only; nullptr: none
+    float* lse;          // [batch][num_q_heads][seq_len] natural log of each row's denominator; nullptr: none
     RowStrides q_rows, out_rows;  // [batch][seq_len][num_q_heads][head_dim]
-    RowStrides new_kv_rows;       // k and v: [batch][seq_len][num_kv_heads][head_dim]
+    RowStrides k_rows, v_rows;    // the new k and v: [batch][seq_len][num_kv_heads][head_dim]
     RowStrides cache_rows;        // k_cache and v_cache: [batch][max_seq_len][num_kv_heads][head_dim]
     // Decode split-KV: partial results in the caller's workspace when num_splits > 1.
     int32_t num_splits;
@@ -101,9 +112,8 @@ struct AttnParams {
     // Element offsets of the head_dim row of (sequence b, new token t, head h).
     __host__ __device__ int64_t q_row(int64_t b, int64_t t, int64_t qh) const { return q_rows.row(b, t, qh); }
     __host__ __device__ int64_t out_row(int64_t b, int64_t t, int64_t qh) const { return out_rows.row(b, t, qh); }
-    __host__ __device__ int64_t new_kv_row(int64_t b, int64_t t, int64_t kvh) const {
-        return new_kv_rows.row(b, t, kvh);
-    }
+    __host__ __device__ int64_t new_k_row(int64_t b, int64_t t, int64_t kvh) const { return k_rows.row(b, t, kvh); }
+    __host__ __device__ int64_t new_v_row(int64_t b, int64_t t, int64_t kvh) const { return v_rows.row(b, t, kvh); }
     // Cache position pos of sequence b (a paged cache's page-table lookup goes here).
     __host__ __device__ int64_t cache_row(int64_t b, int64_t pos, int64_t kvh) const {
         return cache_rows.row(b, pos, kvh);
@@ -117,14 +127,73 @@ struct AttnParams {
     __host__ __device__ int64_t partial_entry(int64_t b, int64_t qh, int64_t split) const {
         return (b * num_q_heads + qh) * num_splits + split;
     }
+
+    // The keys the query at absolute position pos sees among kv_len: [key_begin, key_end), the
+    // window capped by causality and by what exists (Problem::first_key / end_key on the host).
+    // Both grow with pos, so a block of consecutive queries sees [key_begin(first), key_end(last)).
+    __host__ __device__ int64_t key_begin(int64_t pos) const {
+        return window_left < 0 || pos <= window_left ? 0 : pos - window_left;
+    }
+    __host__ __device__ int64_t key_end(int64_t pos, int64_t kv_len) const {
+        int64_t end = kv_len;
+        if (causal && pos + 1 < end) end = pos + 1;
+        if (window_right >= 0 && pos + window_right + 1 < end) end = pos + window_right + 1;
+        return end;
+    }
+
+    // A raw score q.k as the base-2 logit of the softmax: scale, then softcap. The products are
+    // rounded (__fmul_rn, never contracted into an FMA with the softmax's "- max"): then the
+    // largest logit minus the row max is exactly 0 at any magnitude; an FMA would keep the
+    // product's unrounded residual, ~ulp(logit), and exp2 of that is 0 or inf once logits pass
+    // ~1e9 (scales up to the validated bound reach FLT_MAX / 2).
+    __device__ float logit(float raw) const {
+        if (softcap == 0.0f) return __fmul_rn(raw, scale_log2);
+        return __fmul_rn(__fmul_rn(softcap, tanhf(raw * scale_over_cap)), kLog2e);
+    }
+    // logit() of every element of an mma accumulator fragment, softcap tested once: the two
+    // loops keep the tanhf temporaries out of the plain path's registers.
+    template <int N>
+    __device__ void logits(float (&s)[N][4]) const {
+        if (softcap == 0.0f) {
+#pragma unroll
+            for (int i = 0; i < N; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[i][e] = __fmul_rn(s[i][e], scale_log2);
+        } else {
+#pragma unroll
+            for (int i = 0; i < N; ++i)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[i][e] = __fmul_rn(__fmul_rn(softcap, tanhf(s[i][e] * scale_over_cap)), kLog2e);
+        }
+    }
+
+    // Query head qh's sink as a base-2 logit (-inf: none). A row's softmax state starts at it
+    // (RowState::start) wherever the row's result is final: the attention kernel without
+    // split-KV, else combine_kernel; so it joins the denominator exactly once.
+    __device__ float sink_log2(int64_t qh) const { return sinks ? __fmul_rn(sinks[qh], kLog2e) : -INFINITY; }
+    // The lse entry of (sequence b, new token t, query head qh).
+    __host__ __device__ int64_t lse_entry(int64_t b, int64_t t, int64_t qh) const {
+        return (b * num_q_heads + qh) * seq_len + t;
+    }
+};
+
+// The online softmax state of one row in base 2: running max m and sum l of exp2(logit - m).
+// The row's finish: out = acc * inv_sum(), lse = natural_lse().
+struct RowState {
+    float m, l;
+    // Before any key: empty, or the sink (base 2; -inf means none) with weight 1.
+    static __device__ RowState start(float sink2) { return sink2 == -INFINITY ? RowState{-INFINITY, 0.0f} : RowState{sink2, 1.0f}; }
+    // A row that saw nothing and has no sink (l = 0) gives out 0 and lse -inf.
+    __device__ float inv_sum() const { return l > 0.0f ? 1.0f / l : 0.0f; }
+    __device__ float natural_lse() const { return l > 0.0f ? (m + log2f(l)) * kLn2 : -INFINITY; }
 };
 
 template <typename T>
 __device__ KvSource<T> AttnParams::kv_source(int64_t b, int64_t kvh, int64_t start) const {
-    const int64_t cached = cache_row(b, 0, kvh), fresh = new_kv_row(b, 0, kvh);
+    const int64_t cached = cache_row(b, 0, kvh);
     return {static_cast<const T*>(k_cache) + cached, static_cast<const T*>(v_cache) + cached,
-            static_cast<const T*>(k) + fresh, static_cast<const T*>(v) + fresh,
-            cache_rows.token, new_kv_rows.token, start};
+            static_cast<const T*>(k) + new_k_row(b, 0, kvh), static_cast<const T*>(v) + new_v_row(b, 0, kvh),
+            cache_rows.token, k_rows.token, v_rows.token, start};
 }
 
 // Bytes of workspace a decode with `splits` partitions needs.

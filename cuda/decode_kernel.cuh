@@ -27,7 +27,7 @@ namespace gqa {
 namespace gpu {
 
 // The deepest K/V ring of the SIMT decode for head_dim D.
-constexpr int decode_stages(int d) { return d > 128 ? 3 : 4; }
+constexpr int decode_stages(int d) { return d > 256 ? 2 : d > 128 ? 3 : 4; }
 
 template <int D, int Stages>
 struct DecodeTile {
@@ -93,12 +93,15 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         for (int i = 0; i < kVec; ++i) q_s[h][c * kVec + i] = f[i];
     }
 
-    // Softmax state of the heads warp, warp + kWarps, ... (identical in every lane).
+    // Softmax state of the heads warp, warp + kWarps, ... (identical in every lane); a split's
+    // partial starts empty (combine_kernel adds the sink).
     float m[Tile::kHeadsPerWarp], l[Tile::kHeadsPerWarp];
 #pragma unroll
     for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
-        m[i] = -INFINITY;
-        l[i] = 0.0f;
+        const int h = warp + i * Tile::kWarps;
+        const RowState init = RowState::start(p.num_splits == 1 && h < nh ? p.sink_log2(blk.h0 + h) : -INFINITY);
+        m[i] = init.m;
+        l[i] = init.l;
     }
     // P·V accumulators: item e = tid + i * kThreads is (head e / kPairs, dims 2*(e % kPairs)+0,1).
     float acc[Tile::kItemsPerThread][2];
@@ -157,7 +160,7 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
             const int h = warp + i * Tile::kWarps;
             if (h < nh) {  // warp-uniform: the shuffles below see the whole warp
-                const float si = visible ? s[i] * p.scale_log2 : -INFINITY;
+                const float si = visible ? p.logit(s[i]) : -INFINITY;
                 // k0 < hi, so lane 0's key is visible and m_new is finite.
                 const float m_new = fmaxf(m[i], warp_max(si));
                 const float alpha = exp2f(m[i] - m_new);  // exp2f(-inf) == 0 on the first tile
@@ -210,10 +213,11 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         const int h = e / kPairs, c = e % kPairs;
         if (h >= nh) continue;
         if (p.num_splits == 1) {
-            // Key `start` is always visible, so l >= 1.
-            const float inv_l = 1.0f / l_s[h];
+            const RowState state{m_s[h], l_s[h]};
+            const float inv_l = state.inv_sum();
             T* out = static_cast<T*>(p.out) + blk.out_row(p, h) + 2 * c;
             *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(acc[i][0] * inv_l, acc[i][1] * inv_l);
+            if (p.lse && c == 0) p.lse[p.lse_entry(b, 0, blk.h0 + h)] = state.natural_lse();
         } else {
             const int64_t entry = blk.partial_entry(p, h);
             *reinterpret_cast<float2*>(p.partial_o + entry * D + 2 * c) = make_float2(acc[i][0], acc[i][1]);

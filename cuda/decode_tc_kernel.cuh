@@ -9,10 +9,13 @@
 // stay memory-bound.
 //
 // One block = (split, kv head x group of up to 16 query heads, sequence): 4 warps; a key tile
-// of 64 keys gives each warp its own 16 keys, over which it keeps its own online softmax:
+// of 16 x kKeySlices keys gives each warp its own 16 keys, over which it keeps its own online
+// softmax:
 //   S[16 heads x 16 keys] = Q·Kᵀ   (A = Q via ldmatrix, B = K rows via ldmatrix)
 //   O[16 heads x D]      += P·V    (A = P from the S accumulators, B = V via ldmatrix.trans)
-// At the end the 4 warps' (m, l, O) are merged through shared memory in a fixed order.
+// At the end the key slices' (m, l, O) are merged through shared memory in a fixed order.
+// Above head_dim 256 O would not fit one warp's registers: two warps (kColSplit) share each 16
+// keys, both compute the same S and softmax state, and each accumulates half of O's columns.
 // Head rows past the group (G < 16) are zero and never written. The new token is read from k, v
 // and copied into the cache as in decode_kernel.cuh (no block of the launch reads that row).
 // Where the deepest ring does not fit a device's shared memory (99 KB per block on sm_86,
@@ -38,17 +41,20 @@ struct DecodeTcTile {
     static constexpr int kWarps = 4;
     static constexpr int kThreads = 32 * kWarps;
     static constexpr int kHeads = 16;             // query heads per block: the mma's M
-    static constexpr int kKeys = 16 * kWarps;     // keys per tile: 16 per warp
+    static constexpr int kColSplit = D > 256 ? 2 : 1;  // warps sharing 16 keys, one O column range each
+    static constexpr int kKeySlices = kWarps / kColSplit;
+    static constexpr int kKeys = 16 * kKeySlices; // keys per tile: 16 per key slice
     static constexpr int kChunks = D / kVec;      // 16-byte chunks per row
     static constexpr int kStride = D + kVec;      // odd number of 16 B units: no ldmatrix conflicts
-    static constexpr int kOTiles = D / 8;         // 8-wide column tiles of O
+    static constexpr int kCols = D / kColSplit;   // O columns per warp
+    static constexpr int kOTiles = kCols / 8;     // 8-wide column tiles of this warp's O
     static constexpr int kStages = Stages;
     static constexpr size_t kStageElems = size_t(2) * kKeys * kStride;  // K then V
     static constexpr size_t kRingBytes = sizeof(uint16_t) * kStages * kStageElems;
     static constexpr size_t kQBytes = sizeof(uint16_t) * kHeads * kStride;
-    // The merge reuses the ring: per warp O [kHeads][kMergeStride] floats, then (m, l) pairs.
+    // The merge reuses the ring: per key slice O [kHeads][kMergeStride] floats, then (m, l) pairs.
     static constexpr int kMergeStride = D + 4;  // +4 floats: the 8 rows of a column in 8 banks
-    static constexpr size_t kMergeBytes = sizeof(float) * kWarps * kHeads * (kMergeStride + 2);
+    static constexpr size_t kMergeBytes = sizeof(float) * kKeySlices * kHeads * (kMergeStride + 2);
     static constexpr size_t kSmemBytes = kQBytes + kRingBytes;
     static_assert(D % 16 == 0, "the tensor-core decode needs head_dim % 16 == 0");
     static_assert((kStride / kVec) % 2 == 1, "row stride must be an odd number of 16 B units");
@@ -68,7 +74,11 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     T* const ring = q_s + kH * kStride;                    // [kStages][K, V][kK][kStride]
 
     const int tid = threadIdx.x;
-    const int warp = tid / 32, lane = tid % 32;
+    const int lane = tid % 32;
+    // This warp's 16 keys of each tile and its first O column (constants without a column
+    // split: a run-time 0 there cost d256 40 registers).
+    const int warp = Tile::kColSplit == 1 ? tid / 32 : tid / 32 % Tile::kKeySlices;
+    const int col0 = Tile::kColSplit == 1 ? 0 : tid / 32 / Tile::kKeySlices * Tile::kCols;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
     const DecodeBlock<kH, kK> blk(p);
     const int64_t b = blk.b, kvh = blk.kvh, start = blk.start, lo = blk.lo, hi = blk.hi;
@@ -85,12 +95,12 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     }
 
     // Tile `tile` of this split into ring slot `slot` (rows at or past hi zero-filled).
-    auto load_tile = [&](int64_t tile, int slot) {
+    auto load_tile = [&](int tile, int slot) {
         T* ks = ring + slot * Tile::kStageElems;
         load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
                                                         ks + kK * kStride, tid);
     };
-    const int64_t num_tiles = blk.num_tiles;
+    const int num_tiles = int(blk.num_tiles);  // < 2^31 / kK: positions are int32
     // Prologue: Q and the first kStages - 1 tiles. Every step commits one group (maybe empty),
     // so "at most kStages - 1 groups pending" always means "this tile (and Q) has landed".
 #pragma unroll
@@ -109,9 +119,9 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     const int lm_col = (lane / 16) * 8;                  // matrices 2, 3 are 8 columns further
     const T* q_frag = q_s + lm_row * kStride + lm_col;
 
-    for (int64_t tile = 0; tile < num_tiles; ++tile) {
-        const int64_t ahead = tile + kStages - 1;  // refills the slot freed last iteration
-        if (ahead < num_tiles) load_tile(ahead, int(ahead % kStages));
+    for (int tile = 0; tile < num_tiles; ++tile) {
+        const int ahead = tile + kStages - 1;  // refills the slot freed last iteration
+        if (ahead < num_tiles) load_tile(ahead, ahead % kStages);
         cp_async_commit();
         cp_async_wait<kStages - 1>();
         __syncthreads();
@@ -130,16 +140,17 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
             mma_16x8x16<T>(s[1], a, kb[2], kb[3]);
         }
 
-        // Base 2, mask keys at or past hi (only in the split's last tile), online softmax.
+        // Logits (scale, softcap; base 2), mask keys at or past hi (only in the split's last
+        // tile), online softmax.
         const int64_t k0 = lo + tile * kK + 16 * warp;
         const bool needs_mask = k0 + 16 > hi;
+        p.logits(s);
+        if (needs_mask)
 #pragma unroll
-        for (int i = 0; i < 2; ++i)
+            for (int i = 0; i < 2; ++i)
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                const float x = s[i][e] * p.scale_log2;
-                s[i][e] = needs_mask && k0 + 8 * i + 2 * t + (e & 1) >= hi ? -INFINITY : x;
-            }
+                for (int e = 0; e < 4; ++e)
+                    if (k0 + 8 * i + 2 * t + (e & 1) >= hi) s[i][e] = -INFINITY;
         online_softmax(s, m, l, o);
 
         // O += P·V: the two S column tiles are exactly the A fragment of one k-step.
@@ -149,7 +160,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
         for (int n2 = 0; n2 < Tile::kOTiles / 2; ++n2) {
             // matrices: keys +0 / +8 (lane / 8 % 2), head-dim columns +0 / +8 (lane / 16)
             uint32_t vb[4];
-            ldmatrix_x4_trans(vb, vs + lm_row * kStride + 16 * n2 + lm_col);
+            ldmatrix_x4_trans(vb, vs + lm_row * kStride + col0 + 16 * n2 + lm_col);
             mma_16x8x16<T>(o[2 * n2], a, vb[0], vb[1]);
             mma_16x8x16<T>(o[2 * n2 + 1], a, vb[2], vb[3]);
         }
@@ -160,38 +171,41 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     // one already saw every warp done with the ring (and an empty split never touched it).
     // barrier_check.sh shows each remaining barrier is needed.
 
-    // Each warp's unnormalised O, m and l into shared memory.
-    constexpr int kMS = Tile::kMergeStride;
-    float* const o_m = reinterpret_cast<float*>(ring);  // [kWarps][kH][kMS]
-    float* const ml_m = o_m + Tile::kWarps * kH * kMS;  // [kWarps][kH][2]
+    // Each key slice's unnormalised O (each warp its columns), m and l into shared memory.
+    constexpr int kMS = Tile::kMergeStride, kSlices = Tile::kKeySlices;
+    float* const o_m = reinterpret_cast<float*>(ring);  // [kSlices][kH][kMS]
+    float* const ml_m = o_m + kSlices * kH * kMS;       // [kSlices][kH][2]
     quad_sum_rows(l);
 #pragma unroll
     for (int i = 0; i < Tile::kOTiles; ++i)
 #pragma unroll
         for (int r = 0; r < 2; ++r)
-            *reinterpret_cast<float2*>(&o_m[(warp * kH + group + 8 * r) * kMS + 8 * i + 2 * t]) =
+            *reinterpret_cast<float2*>(&o_m[(warp * kH + group + 8 * r) * kMS + col0 + 8 * i + 2 * t]) =
                 make_float2(o[i][2 * r], o[i][2 * r + 1]);
-    if (t == 0)
+    if (t == 0 && col0 == 0)
 #pragma unroll
         for (int r = 0; r < 2; ++r)
             *reinterpret_cast<float2*>(&ml_m[(warp * kH + group + 8 * r) * 2]) = make_float2(m[r], l[r]);
     __syncthreads();
 
-    // Merge the warps in a fixed order (deterministic) and write 4 dims per thread.
+    // Merge the key slices in a fixed order (deterministic) and write 4 dims per thread.
     for (int e = tid; e < nh * (D / 4); e += Tile::kThreads) {
         const int h = e / (D / 4), c = e % (D / 4);
-        float mw[Tile::kWarps];
-        float big = -INFINITY;
+        // The merged state starts at the sink (RowState::start) when the result is final;
+        // a split's partial starts empty (combine_kernel adds the sink).
+        const RowState init = RowState::start(p.num_splits == 1 ? p.sink_log2(blk.h0 + h) : -INFINITY);
+        float mw[kSlices];
+        float big = init.m;
 #pragma unroll
-        for (int w = 0; w < Tile::kWarps; ++w) {
+        for (int w = 0; w < kSlices; ++w) {
             mw[w] = ml_m[(w * kH + h) * 2];
             big = fmaxf(big, mw[w]);
         }
-        float sum = 0.0f;
+        float sum = init.l == 0.0f ? 0.0f : exp2f(init.m - big);
         float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
-        for (int w = 0; w < Tile::kWarps; ++w) {
-            // A warp that saw only masked keys has m = -inf and contributes nothing (no NaN).
+        for (int w = 0; w < kSlices; ++w) {
+            // A key slice that saw only masked keys has m = -inf and contributes nothing (no NaN).
             const float f = mw[w] == -INFINITY ? 0.0f : exp2f(mw[w] - big);
             const float4 ow = *reinterpret_cast<const float4*>(&o_m[(w * kH + h) * kMS + 4 * c]);
             sum += f * ml_m[(w * kH + h) * 2 + 1];
@@ -201,11 +215,12 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
             acc.w += f * ow.w;
         }
         if (p.num_splits == 1) {
-            // Key `start` is always visible, so sum >= 1.
-            const float inv_l = 1.0f / sum;
+            const RowState state{big, sum};
+            const float inv_l = state.inv_sum();
             Pair* out = reinterpret_cast<Pair*>(static_cast<T*>(p.out) + blk.out_row(p, h) + 4 * c);
             out[0] = Storage<T>::from_floats(acc.x * inv_l, acc.y * inv_l);
             out[1] = Storage<T>::from_floats(acc.z * inv_l, acc.w * inv_l);
+            if (p.lse && c == 0) p.lse[p.lse_entry(b, 0, blk.h0 + h)] = state.natural_lse();
         } else {
             // An empty split writes m = -inf, l = 0, O = 0, which combine_kernel skips.
             const int64_t entry = blk.partial_entry(p, h);

@@ -126,7 +126,7 @@ void prepare_kernel(const gpu::Kernel& k, const DeviceFacts& dev) {
     if (remembered) k.prepared->on_device[dev.index].store(true, std::memory_order_release);
 }
 
-void check_device_pointer(const void* ptr, const char* name, const DeviceFacts& dev) {
+void check_device_pointer(const void* ptr, const char* name, const DeviceFacts& dev, size_t alignment) {
     cudaPointerAttributes attr{};
     const cudaError_t e = cudaPointerGetAttributes(&attr, ptr);
     if (e != cudaSuccess) {
@@ -145,8 +145,9 @@ void check_device_pointer(const void* ptr, const char* name, const DeviceFacts& 
     if (attr.type == cudaMemoryTypeDevice && attr.device != dev.index)
         fail(GQA_STATUS_INVALID_ARGUMENT, "%s (%p) is memory of CUDA device %d, not of the current device %d",
              name, ptr, attr.device, dev.index);
-    if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0)
-        fail(GQA_STATUS_UNSUPPORTED, "%s (%p) is not 16-byte aligned, which the CUDA kernels need", name, ptr);
+    if (reinterpret_cast<uintptr_t>(ptr) % alignment != 0)
+        fail(GQA_STATUS_UNSUPPORTED, "%s (%p) is not %zu-byte aligned, which the CUDA kernels need", name, ptr,
+             alignment);
 }
 
 }  // namespace gqa

@@ -50,11 +50,13 @@ __host__ __device__ inline int64_t decode_head_groups(int64_t group, int64_t hea
 // What one prefill block owns. Grid: (query tile, query head, sequence of the chunk). With
 // kHeaviestFirst, causal blocks run heaviest first (the last query tile has the most keys), so
 // that the long blocks do not all end up in the final wave. The block's queries q0 .. q0 +
-// kQueries - 1 (rows past seq_len are computed, never written) see keys [lo, hi), in num_tiles
-// tiles of kTileKeys.
+// kQueries - 1 (rows past seq_len are computed, never written) see keys [lo, hi): from the
+// first key its first query sees to the last its last real query sees (the window and
+// causality cut both ends), in num_tiles tiles of kTileKeys. No key outside is loaded; each
+// row masks the keys of [lo, hi) it does not see (row_begin / row_end).
 template <int kQueries, int kTileKeys, bool kHeaviestFirst>
 struct PrefillBlock {
-    int64_t q0, qh, kvh, b, start, lo, hi;
+    int64_t q0, qh, kvh, b, start, kv_len, lo, hi;
     int64_t num_tiles;
     int chunk_index;  // b's index in p.chunk
 
@@ -67,14 +69,17 @@ struct PrefillBlock {
         chunk_index = int(blockIdx.z);
         b = int64_t(p.chunk.first) + chunk_index;
         start = p.chunk.start[chunk_index];
-        const int64_t kv_len = start + p.seq_len;
-        lo = 0;
-        // Keys at or past hi are masked for every query of this block.
-        hi = p.causal ? min(kv_len, start + q0 + kQueries) : kv_len;
-        num_tiles = (hi - lo + kTileKeys - 1) / kTileKeys;
+        kv_len = start + p.seq_len;
+        const int64_t last = min(q0 + int64_t(kQueries), p.seq_len) - 1;  // the last real query
+        lo = p.key_begin(start + q0);
+        hi = p.key_end(start + last, kv_len);
+        num_tiles = hi > lo ? (hi - lo + kTileKeys - 1) / kTileKeys : 0;
     }
     // Query row r of the block is new token q0 + r; its absolute position is start + q0 + r.
     __device__ bool has_row(const AttnParams& p, int64_t r) const { return q0 + r < p.seq_len; }
+    // The keys row r sees, within [lo, hi) (rows past seq_len: whatever of [lo, hi) they would see).
+    __device__ int64_t row_begin(const AttnParams& p, int64_t r) const { return max(lo, p.key_begin(start + q0 + r)); }
+    __device__ int64_t row_end(const AttnParams& p, int64_t r) const { return min(hi, p.key_end(start + q0 + r, kv_len)); }
 };
 
 // Launch grids, one chunk of sequences at a time.
@@ -91,7 +96,9 @@ inline dim3 decode_grid(const AttnParams& p) {
 
 // What one decode block owns. Grid: (split, KV head x head group, sequence of the chunk); the
 // block serves query heads h0 .. h0 + nh - 1 (at most kHeads of KV head kvh's group) over the
-// keys [lo, hi) of its split (lo >= hi: an empty split). Key `start` is the new token.
+// keys [lo, hi) of its split (lo >= hi: an empty split). Key `start` is the new token. The
+// splits cut the keys the query sees (its window), not the whole cache, so every key of
+// [lo, hi) is visible and no key outside is loaded.
 template <int kHeads, int kTileKeys>
 struct DecodeBlock {
     int64_t kvh, hg, h0, b, start, split, lo, hi;
@@ -107,10 +114,10 @@ struct DecodeBlock {
         b = int64_t(p.chunk.first) + blockIdx.z;
         start = p.chunk.start[blockIdx.z];
         split = blockIdx.x;
-        const int64_t kv_len = start + 1;
-        const int64_t per_split = decode_keys_per_split(kv_len, p.num_splits, kTileKeys);
-        lo = split * per_split;
-        hi = min(kv_len, lo + per_split);
+        const int64_t first = p.key_begin(start), end = start + 1;  // no key lies right of the query
+        const int64_t per_split = decode_keys_per_split(end - first, p.num_splits, kTileKeys);
+        lo = first + split * per_split;
+        hi = min(end, lo + per_split);
         num_tiles = hi > lo ? (hi - lo + kTileKeys - 1) / kTileKeys : 0;
     }
 
@@ -120,10 +127,9 @@ struct DecodeBlock {
     template <typename T, int D>
     __device__ void append_new_token(const AttnParams& p, int tid) const {
         if (split != 0 || hg != 0 || tid >= D / kVec) return;
-        const int64_t src = p.new_kv_row(b, 0, kvh) + tid * kVec;
         const int64_t dst = p.cache_row(b, start, kvh) + tid * kVec;
-        store16(static_cast<T*>(p.k_cache) + dst, load16(static_cast<const T*>(p.k) + src));
-        store16(static_cast<T*>(p.v_cache) + dst, load16(static_cast<const T*>(p.v) + src));
+        store16(static_cast<T*>(p.k_cache) + dst, load16(static_cast<const T*>(p.k) + p.new_k_row(b, 0, kvh) + tid * kVec));
+        store16(static_cast<T*>(p.v_cache) + dst, load16(static_cast<const T*>(p.v) + p.new_v_row(b, 0, kvh) + tid * kVec));
     }
 
     // The output row of query head h (0 .. nh - 1), or with splits its partial's entry.

@@ -83,5 +83,20 @@ Kernel select_append_kv();
 // (tests/gpu/emulate), the launch runs the kernel there instead.
 void launch(const Kernel& k, const AttnParams& p, cudaStream_t stream);
 
+// gqa_merge_states (merge.cu) as its kernel sees it: rows = batch * seq_len * num_heads output
+// rows of head_dim elements; states [num_states][rows][head_dim], lses [num_states][batch]
+// [num_heads][seq_len].
+struct MergeParams {
+    void* out;
+    float* lse_out;  // nullptr: not written
+    const void* states;
+    const float* lses;
+    const float* sinks;  // nullptr: none
+    int64_t num_states, rows, num_heads, seq_len, head_dim;
+};
+// The same for the merge kernel (no shared memory).
+void launch(void (*entry)(MergeParams), const char* name, dim3 grid, dim3 block, const MergeParams& p,
+            cudaStream_t stream);
+
 }  // namespace gpu
 }  // namespace gqa

@@ -7,8 +7,9 @@
 // Q·Kᵀ and the head dim for P·V, so a row's softmax state never leaves its quad.
 //
 // Keys are at absolute positions 0 .. kv_len-1 with kv_len = start + seq_len (start = 0 without
-// caches); query i sits at position start + i and, when causal, sees keys 0 .. start + i. The
-// block's sequence, head and key range come from PrefillBlock (kv_tiles.cuh).
+// caches); query i sits at position start + i and, when causal, sees keys 0 .. start + i, cut to
+// its window. The block's sequence, head and key range, and each row's keys, come from
+// PrefillBlock (kv_tiles.cuh); the logits from AttnParams::logit (scale, softcap).
 #pragma once
 
 #include <cmath>
@@ -31,6 +32,9 @@ struct PrefillTile {
     // quarter-warp's 16-byte loads land in distinct bank groups.
     static constexpr int kStride = D + kVec;
     static constexpr int kKeysPerThread = kKeys / 4;
+    // Unroll of Q·Kᵀ's chunk loop: 2, but 3 where it divides (d96: with 2, ptxas 13.0 spilled
+    // 8 bytes on sm_90; with 3 none, at the same 80 registers).
+    static constexpr int kQkUnroll = kChunks % 3 == 0 ? 3 : 2;
     static constexpr int kChunksPerThread = (kChunks + 3) / 4;
     // Dynamic shared memory: Q, K and V tiles (storage type), then P (fp32, padded rows).
     static constexpr size_t kTileBytes = sizeof(uint16_t) * kStride;  // per row of Q, K or V
@@ -59,6 +63,7 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     const PrefillBlock<kQ, kK, false> blk(p);  // the reference path keeps grid order
     const int64_t q0 = blk.q0, qh = blk.qh, b = blk.b, kvh = blk.kvh, start = blk.start;
     const int64_t kv_end = blk.hi;  // keys at or past kv_end are masked for every query here
+    const int64_t row_begin = blk.row_begin(p, row), row_end = blk.row_end(p, row);  // this row's keys
 
     const T* q = static_cast<const T*>(p.q);
     const KvSource<T> kv_src = p.kv_source<T>(b, kvh, start);
@@ -76,9 +81,9 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     for (int i = 0; i < Tile::kChunksPerThread; ++i)
 #pragma unroll
         for (int e = 0; e < kVec; ++e) o[i][e] = 0.0f;
-    float m = -INFINITY;  // running max of this row (base-2 logits)
-    float l = 0.0f;       // running sum of exp2(logit - m)
-    const int64_t qpos = start + q0 + row;  // absolute position of this thread's query
+    // Running max of this row (base-2 logits) and sum of exp2(logit - m), from the sink if any.
+    const RowState init = RowState::start(p.sink_log2(qh));
+    float m = init.m, l = init.l;
 
     for (int64_t tile = 0; tile < blk.num_tiles; ++tile) {
         const int64_t k0 = blk.lo + tile * kK;
@@ -101,7 +106,7 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
         float s[Tile::kKeysPerThread];
 #pragma unroll
         for (int i = 0; i < Tile::kKeysPerThread; ++i) s[i] = 0.0f;
-#pragma unroll 2
+#pragma unroll(Tile::kQkUnroll)
         for (int c = 0; c < kChunks; ++c) {
             float qf[kVec];
             unpack8<T>(*reinterpret_cast<const uint4*>(&q_s[row * kStride + c * kVec]), qf);
@@ -118,8 +123,7 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
 #pragma unroll
         for (int i = 0; i < Tile::kKeysPerThread; ++i) {
             const int64_t pos = k0 + quad + 4 * i;
-            const bool visible = pos < kv_end && (!p.causal || pos <= qpos);
-            s[i] = visible ? s[i] * p.scale_log2 : -INFINITY;
+            s[i] = pos >= row_begin && pos < row_end ? p.logit(s[i]) : -INFINITY;
             tile_max = fmaxf(tile_max, s[i]);
         }
         tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
@@ -164,8 +168,9 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     }
 
     if (blk.has_row(p, row)) {
-        // Key 0 is visible to every query, so l >= 1 here.
-        const float inv_l = 1.0f / l;
+        const RowState state{m, l};
+        const float inv_l = state.inv_sum();
+        if (p.lse && quad == 0) p.lse[p.lse_entry(b, q0 + row, qh)] = state.natural_lse();
         T* out = static_cast<T*>(p.out) + p.out_row(b, q0 + row, qh);
 #pragma unroll
         for (int i = 0; i < Tile::kChunksPerThread; ++i) {

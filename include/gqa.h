@@ -27,7 +27,10 @@
  * rejected when: scale is not finite, < 0, or larger than FLT_MAX / (2 * head_dim * 65504^2)
  * (INVALID_ARGUMENT; about 3e26 at head_dim 128: up to it, no input f16 can hold overflows
  * the fp32 logits scale * q.k or their differences); head_dim > 512 (UNSUPPORTED;
- * CUDA: larger than its kernels take); a tensor's byte size or extent overflows 64 bits
+ * CUDA: a head_dim without kernels, 32, 64, 80, 96, 128, 256 and 512 have them, or one whose
+ * kernels need more shared memory than the device has, e.g. 512 prefill on 64 KB); a CUDA
+ * stride that is not a multiple of 8 elements (UNSUPPORTED: rows must stay 16-byte aligned);
+ * a tensor's byte size or extent overflows 64 bits
  * (INVALID_ARGUMENT); a tensor the call writes (out, lse, k_cache, v_cache) shares an element with
  * any other tensor of the call (INVALID_ARGUMENT; inputs may share memory, e.g. three strided
  * views of one fused QKV buffer).

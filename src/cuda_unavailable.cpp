@@ -1,6 +1,7 @@
 // cuda_unavailable.cpp: the CUDA backend of a build made without a CUDA compiler.
 // Every CUDA request is answered with GQA_STATUS_DEVICE_UNAVAILABLE.
 #include "backend.hpp"
+#include "merge.hpp"
 
 namespace gqa {
 
@@ -18,5 +19,7 @@ uint64_t cuda_decode_workspace_bytes(const Problem&) { return 0; }
 void cuda_attention(const Problem&) {
     throw Error(GQA_STATUS_DEVICE_UNAVAILABLE, "this libgqa was built without its CUDA backend");
 }
+void cuda_check_merge(const MergeProblem&) { cuda_check_supported(Problem{}); }
+void cuda_merge_states(const MergeProblem&) { cuda_attention(Problem{}); }
 
 }  // namespace gqa

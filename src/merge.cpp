@@ -1,11 +1,10 @@
-// merge.cpp: gqa_merge_states' validation and dispatch (the arithmetic is in cpu/merge.cpp).
+// merge.cpp: gqa_merge_states' validation and dispatch (the arithmetic is in cpu/merge.cpp and
+// cuda/merge.cu).
 #include "merge.hpp"
 
 #include <cmath>
 #include <initializer_list>
-#include <string>
 
-#include "backend.hpp"
 #include "config.hpp"
 #include "error.hpp"
 #include "extent.hpp"
@@ -68,11 +67,7 @@ MergeProblem validate_merge(void* out, float* lse_out, const void* states, const
         Extent::flat("sinks", m.sinks, m.num_heads, 4, false),
     });
     require_sink_values(m.sinks, m.num_heads, m.device);
-    if (m.device == GQA_DEVICE_CUDA) {
-        std::string why;
-        if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
-        fail(GQA_STATUS_UNSUPPORTED, "gqa_merge_states is not supported by the CUDA backend yet; merge on the CPU");
-    }
+    if (m.device == GQA_DEVICE_CUDA) cuda_check_merge(m);
     return m;
 }
 
@@ -80,7 +75,8 @@ MergeProblem validate_merge(void* out, float* lse_out, const void* states, const
 
 void merge_states(void* out, float* lse_out, const void* states, const float* lses, const gqa_merge_config* config,
                   void* stream) {
-    cpu_merge_states(validate_merge(out, lse_out, states, lses, config, stream));  // CUDA: rejected above
+    const MergeProblem m = validate_merge(out, lse_out, states, lses, config, stream);
+    if (m.device == GQA_DEVICE_CUDA) cuda_merge_states(m); else cpu_merge_states(m);
 }
 
 }  // namespace gqa

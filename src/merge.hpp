@@ -31,5 +31,9 @@ void merge_states(void* out, float* lse_out, const void* states, const float* ls
 
 // CPU implementation (src/cpu/merge.cpp).
 void cpu_merge_states(const MergeProblem& m);
+// CUDA (cuda/merge.cu; cuda_unavailable.cpp without CUDA): the device checks (before anything
+// is written: DEVICE_UNAVAILABLE, INVALID_ARGUMENT for host pointers), then the merge.
+void cuda_check_merge(const MergeProblem& m);
+void cuda_merge_states(const MergeProblem& m);
 
 }  // namespace gqa

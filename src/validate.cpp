@@ -318,51 +318,10 @@ Problem validate_decode(void* out, const void* q, const void* k, const void* v, 
     return p;
 }
 
-namespace {
-
-bool contiguous(const Strides& s, const Problem& p, int64_t heads) {
-    return s.head == p.head_dim && (p.seq_len == 1 || s.token == heads * p.head_dim) &&
-           (p.batch == 1 || s.batch == p.seq_len * heads * p.head_dim);
-}
-
-// Which variant options a backend runs. UNSUPPORTED, before anything is written, for an option
-// it lacks: each backend's entry shrinks as its kernels learn the options.
-struct VariantSupport {
-    bool window, softcap, sinks, lse, strides;
-};
-constexpr VariantSupport kCpuVariants{true, true, true, true, true};
-constexpr VariantSupport kCudaVariants{false, false, false, false, false};  // issue 15's CUDA part
-
-void require_variants_supported(const Problem& p) {
-    const bool cuda = p.device == GQA_DEVICE_CUDA;
-    const VariantSupport& runs = cuda ? kCudaVariants : kCpuVariants;
-    const char* backend = cuda ? "CUDA" : "CPU";
-    const auto unsupported = [&](const std::string& what) {
-        fail(GQA_STATUS_UNSUPPORTED, "%s is not supported by the %s backend yet", what.c_str(), backend);
-    };
-    if (!runs.window && (p.window_left != -1 || p.window_right != -1)) {
-        unsupported(format("window (window_left %d, window_right %d)", p.window_left, p.window_right));
-    }
-    if (!runs.softcap && p.softcap != 0.0f) unsupported(format("softcap (%g)", static_cast<double>(p.softcap)));
-    if (!runs.sinks && p.sinks) unsupported("sinks (non-NULL)");
-    if (!runs.lse && p.lse) unsupported("lse (non-NULL)");
-    const struct { const char* name; const Strides& s; int64_t heads; } tensors[] = {
-        {"q_strides", p.q_strides, p.num_q_heads}, {"k_strides", p.k_strides, p.num_kv_heads},
-        {"v_strides", p.v_strides, p.num_kv_heads}, {"out_strides", p.out_strides, p.num_q_heads}};
-    for (const auto& t : tensors) {
-        if (!runs.strides && !contiguous(t.s, p, t.heads)) {
-            unsupported(format("%s (batch %lld, token %lld, head %lld; not contiguous)", t.name,
-                               static_cast<long long>(t.s.batch), static_cast<long long>(t.s.token),
-                               static_cast<long long>(t.s.head)));
-        }
-    }
-}
-
-}  // namespace
-
 void validate_backend(const Problem& p) {
-    if (p.device == GQA_DEVICE_CUDA) cuda_check_supported(p);  // the CPU backend takes every valid Problem
-    require_variants_supported(p);
+    // Both backends run every variant option; the CPU backend takes every valid Problem, CUDA
+    // checks what its kernels need (head dims, 16-byte aligned rows, device memory, ...).
+    if (p.device == GQA_DEVICE_CUDA) cuda_check_supported(p);
 }
 
 }  // namespace gqa

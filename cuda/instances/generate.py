@@ -8,7 +8,7 @@ To add a head_dim: append it to HEAD_DIMS below and run this script (the files a
 Run from anywhere: python3 cuda/instances/generate.py"""
 import pathlib
 
-HEAD_DIMS = [32, 64, 80, 96, 128, 256]
+HEAD_DIMS = [32, 64, 80, 96, 128, 256, 512]
 DTYPES = {"f16": "__half", "bf16": "__nv_bfloat16"}
 KERNELS = {
     "prefill": "prefill_kernel.cuh",

@@ -2,5 +2,5 @@
 // The head dims the CUDA backend has kernels for. GQA_CUDA_HEAD_DIMS(X) expands X(d) for each.
 #pragma once
 
-#define GQA_CUDA_HEAD_DIMS(X) X(32) X(64) X(80) X(96) X(128) X(256)
-#define GQA_CUDA_HEAD_DIMS_TEXT "32, 64, 80, 96, 128, 256"
+#define GQA_CUDA_HEAD_DIMS(X) X(32) X(64) X(80) X(96) X(128) X(256) X(512)
+#define GQA_CUDA_HEAD_DIMS_TEXT "32, 64, 80, 96, 128, 256, 512"

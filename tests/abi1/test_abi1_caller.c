@@ -65,7 +65,7 @@ static void fill_inputs(int32_t dtype) {
  * out matches the float64 reference. seq new tokens per sequence, the first at starts[b]. */
 static void check_result(const char* what, int32_t dtype, int64_t seq, const int32_t* starts) {
     const size_t es = dtype_size(dtype);
-    const attn_shape s = {dtype, B, seq, HQ, HKV, D, MAXLEN, starts, 1, 0.0};
+    const attn_shape s = {dtype, B, seq, HQ, HKV, D, MAXLEN, starts, 1, 0.0, NULL};
     append_rows(&s, g_kc_before, g_k.data);
     append_rows(&s, g_vc_before, g_v.data);
     CHECK(memcmp(g_kc.data, g_kc_before, NC * es) == 0 && memcmp(g_vc.data, g_vc_before, NC * es) == 0,

@@ -52,7 +52,7 @@ static void check_prefill(int32_t dtype, int32_t S, int32_t H, int32_t Hkv, int3
     cfg.head_dim = D;
     gqa_status s = gqa_attention_prefill(out, q, k, v, NULL, NULL, &cfg, NULL);
     CHECK(s == GQA_STATUS_OK, "prefill dtype %d: %s", dtype, gqa_last_error());
-    const attn_shape shape = {dtype, 1, S, H, Hkv, D, S, NULL, 1, 0.0};
+    const attn_shape shape = {dtype, 1, S, H, Hkv, D, S, NULL, 1, 0.0, NULL};
     const double worst = attention_error(&shape, q, k, v, out);
     CHECK(worst <= tolerance(dtype), "GQA_CPU_ISA=%s dtype %d S%d %d:%d d%d: max err %g", getenv("GQA_CPU_ISA"),
           dtype, S, H, Hkv, D, worst);

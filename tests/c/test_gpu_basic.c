@@ -1,7 +1,7 @@
 /* test_gpu_basic.c: the CUDA backend through the C ABI, each tensor its own cudaMalloc, against
  * the float64 host reference: prefill with a cached prefix (chunked prefill) and without caches,
- * decode with per-sequence cache lengths, split-KV (explicit, automatic, none), rejected calls
- * that must write nothing. Cache rows that must not be read hold NaN. Exits 77 (skipped) when
+ * the variants (window, softcap, sinks, lse), decode with per-sequence cache lengths, split-KV
+ * (explicit, automatic, none), rejected calls that must write nothing. Cache rows that must not be read hold NaN. Exits 77 (skipped) when
  * no CUDA device is usable. Small enough to run under compute-sanitizer. */
 #include <cuda_runtime_api.h>
 
@@ -32,9 +32,10 @@ static void to_host(void* host, const void* dev, size_t bytes) {
 }
 
 /* ---- prefill --------------------------------------------------------------------------- */
-static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t causal) {
+/* var (optional): window, softcap and sinks of the call, which then also writes the lse. */
+static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t causal, const attn_variants* var) {
     int32_t starts[2] = {with_cache ? 5 : 0, with_cache ? 5 : 0};
-    attn_shape c = {dtype, 2, 37, 6, 2, hd, with_cache ? 64 : 37, starts, causal, 0.0};
+    attn_shape c = {dtype, 2, 37, 6, 2, hd, with_cache ? 64 : 37, starts, causal, 0.0, var};
     const size_t nq = (size_t)c.batch * c.seq_len * c.num_q_heads * hd;
     const size_t nk = (size_t)c.batch * c.seq_len * c.num_kv_heads * hd;
     const size_t nc = (size_t)c.batch * c.kv_rows * c.num_kv_heads * hd;
@@ -68,11 +69,24 @@ static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t 
     cfg.max_seq_len = with_cache ? c.kv_rows : 0;
     cfg.start_pos = starts[0];
     cfg.causal = causal;
+    const size_t nl = (size_t)c.batch * c.num_q_heads * c.seq_len;
+    float* lse = (float*)test_malloc(nl * sizeof(float));
+    for (size_t i = 0; i < nl; ++i) lse[i] = NAN;
+    void *dlse = NULL, *dsinks = NULL;
+    if (var) {
+        cfg.window_left = var->window_left;
+        cfg.window_right = var->window_right;
+        cfg.softcap = (float)var->softcap;
+        if (var->sinks) cfg.sinks = dsinks = to_device(var->sinks, (size_t)c.num_q_heads * sizeof(float));
+        cfg.lse = dlse = to_device(lse, nl * sizeof(float));
+    }
     gqa_status st = gqa_attention_prefill(dout, dq, dk, dv, with_cache ? dkc : NULL,
                                           with_cache ? dvc : NULL, &cfg, NULL);
     CHECK(st == GQA_STATUS_OK, "prefill %s hd%d cache=%d: %s", dtype_name(dtype), hd, with_cache, gqa_last_error());
     to_host(out, dout, nq * 2);
-    double err;
+    if (dlse) to_host(lse, dlse, nl * sizeof(float));
+    double* ref = (double*)test_malloc(nq * sizeof(double));
+    double* ref_lse = (double*)test_malloc(nl * sizeof(double));
     if (with_cache) {
         to_host(kc_got, dkc, nc * 2);
         to_host(vc_got, dvc, nc * 2);
@@ -80,16 +94,26 @@ static void test_prefill(int32_t dtype, int32_t hd, int32_t with_cache, int32_t 
         append_rows(&c, vc, v);
         CHECK(memcmp(kc, kc_got, nc * 2) == 0, "prefill %s hd%d: k_cache bytes differ from expected", dtype_name(dtype), hd);
         CHECK(memcmp(vc, vc_got, nc * 2) == 0, "prefill %s hd%d: v_cache bytes differ from expected", dtype_name(dtype), hd);
-        err = attention_error(&c, q, kc, vc, out);
+        reference_attention_lse(&c, q, kc, vc, ref, ref_lse);
     } else {
         /* Without caches the keys are k itself: a "cache" of kv_rows = seq_len rows. */
-        err = attention_error(&c, q, k, v, out);
+        reference_attention_lse(&c, q, k, v, ref, ref_lse);
     }
-    CHECK(err <= tolerance(dtype), "prefill %s hd%d cache=%d causal=%d: max error %g", dtype_name(dtype), hd,
-          with_cache, causal, err);
-    fprintf(stderr, "prefill %s hd%d cache=%d causal=%d: max error %.3g\n", dtype_name(dtype), hd, with_cache,
-            causal, err);
+    const double err = max_error(dtype, out, ref, (int64_t)nq, NULL);
+    double lse_err = 0.0;
+    for (size_t i = 0; var && i < nl; ++i) {
+        const double e = fabs(lse[i] - ref_lse[i]);
+        if (!(e <= lse_err)) lse_err = e;
+    }
+    CHECK(err <= tolerance(dtype), "prefill %s hd%d cache=%d causal=%d variants=%d: max error %g", dtype_name(dtype),
+          hd, with_cache, causal, var != NULL, err);
+    CHECK(lse_err <= 1e-4, "prefill %s hd%d variants: lse error %g", dtype_name(dtype), hd, lse_err);
+    fprintf(stderr, "prefill %s hd%d cache=%d causal=%d variants=%d: max error %.3g, lse %.3g\n", dtype_name(dtype),
+            hd, with_cache, causal, var != NULL, err, lse_err);
 
+    free(ref); free(ref_lse); free(lse);
+    if (dlse) cudaFree(dlse);
+    if (dsinks) cudaFree(dsinks);
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(dout); cudaFree(dkc); cudaFree(dvc);
     free(q); free(k); free(v); free(out); free(kc); free(vc); free(kc_got); free(vc_got);
 }
@@ -150,7 +174,7 @@ static void* run_decode(const attn_shape* c, const void* q, const void* k, const
 
 static void test_decode(int32_t dtype, int32_t batch, int32_t hq, int32_t hkv, int32_t hd, int32_t max_seq,
                         const int32_t* cache_lens, int32_t explicit_splits) {
-    attn_shape c = {dtype, batch, 1, hq, hkv, hd, max_seq, cache_lens, 1, 0.0};
+    attn_shape c = {dtype, batch, 1, hq, hkv, hd, max_seq, cache_lens, 1, 0.0, NULL};
     const size_t nq = (size_t)batch * hq * hd, nk = (size_t)batch * hkv * hd;
     const size_t nc = (size_t)batch * max_seq * hkv * hd, row = (size_t)hkv * hd;
     void *q = test_malloc(nq * 2), *k = test_malloc(nk * 2), *v = test_malloc(nk * 2);
@@ -229,14 +253,17 @@ static void test_rejections(void) {
     cfg.head_dim = hd;
     cfg.num_q_heads = hq;
     cfg.num_kv_heads = hkv;
-    /* The variants (libgqa 0.2) have no CUDA kernels yet: each one alone is UNSUPPORTED. */
+    /* Variant arguments CUDA cannot take: rows off 16-byte boundaries, host sinks or lse. */
+    float host_floats[16] = {0.0f};
     for (int option = 0; option < 3; ++option) {
         gqa_prefill_config variant = cfg;
-        if (option == 0) variant.window_left = 1;
-        if (option == 1) variant.softcap = 30.0f;
-        if (option == 2) variant.q_strides.head = 2 * hd;
+        if (option == 0) variant.q_strides.head = 2 * hd + 4;
+        if (option == 1) variant.sinks = host_floats;
+        if (option == 2) variant.lse = host_floats;
+        const char* names[3] = {"q_strides.head", "sinks", "lse"};
         st = gqa_attention_prefill(dout, dq, dk, dv, dkc, dvc, &variant, NULL);
-        CHECK(st == GQA_STATUS_UNSUPPORTED && strstr(gqa_last_error(), "CUDA") != NULL,
+        CHECK(st == (option == 0 ? GQA_STATUS_UNSUPPORTED : GQA_STATUS_INVALID_ARGUMENT) &&
+              strstr(gqa_last_error(), names[option]) != NULL,
               "variant %d on CUDA: status %d, %s", option, (int)st, gqa_last_error());
     }
 
@@ -258,11 +285,15 @@ int main(void) {
     }
     const int32_t dtypes[2] = {GQA_DTYPE_F16, GQA_DTYPE_BF16};
     for (int i = 0; i < 2; ++i) {
-        test_prefill(dtypes[i], 128, 1, 1);
-        test_prefill(dtypes[i], 80, 1, 0);
-        test_prefill(dtypes[i], 256, 0, 1);
-        test_prefill(dtypes[i], 64, 0, 0);
+        test_prefill(dtypes[i], 128, 1, 1, NULL);
+        test_prefill(dtypes[i], 80, 1, 0, NULL);
+        test_prefill(dtypes[i], 256, 0, 1, NULL);
+        test_prefill(dtypes[i], 64, 0, 0, NULL);
     }
+    const float sinks[6] = {0.5f, -INFINITY, -1.0f, 2.0f, 0.0f, 1.5f};
+    const attn_variants windowed = {7, -1, 0.0, sinks}, capped = {3, 4, 2.0, NULL};
+    test_prefill(GQA_DTYPE_F16, 64, 1, 1, &windowed);
+    test_prefill(GQA_DTYPE_BF16, 96, 0, 0, &capped);
     const int32_t lens_a[2] = {42, 3};
     const int32_t lens_b[1] = {1500};
     const int32_t lens_c[3] = {0, 100, 255};

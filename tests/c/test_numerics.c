@@ -65,7 +65,7 @@ static void check_prefill(prefill_case p) {
     int32_t starts[8];
     for (int b = 0; b < p.batch; ++b) starts[b] = p.start_pos;
     const attn_shape s = {p.dtype, p.batch, p.seq_len, p.num_q_heads, p.num_kv_heads, p.head_dim,
-                          p.with_cache ? p.max_seq_len : p.seq_len, p.with_cache ? starts : NULL, p.causal, 0.0};
+                          p.with_cache ? p.max_seq_len : p.seq_len, p.with_cache ? starts : NULL, p.causal, 0.0, NULL};
     call_buffers c = alloc_call(&s, p.with_cache);
     gqa_prefill_config cfg = GQA_PREFILL_CONFIG_INIT;
     cfg.dtype = p.dtype;
@@ -88,7 +88,7 @@ static void check_prefill(prefill_case p) {
 
 static void check_decode(int32_t dtype, int32_t batch, int32_t hq, int32_t hkv, int32_t d, int32_t max_seq_len,
                          const int32_t* lens, int32_t num_splits) {
-    const attn_shape s = {dtype, batch, 1, hq, hkv, d, max_seq_len, lens, 1, 0.0};
+    const attn_shape s = {dtype, batch, 1, hq, hkv, d, max_seq_len, lens, 1, 0.0, NULL};
     call_buffers c = alloc_call(&s, 1);
     gqa_decode_config cfg = GQA_DECODE_CONFIG_INIT;
     cfg.dtype = dtype;

@@ -11,7 +11,12 @@ and anything is wrong. What it checks:
   * 250 repeated calls bitwise identical; CPU and CUDA backends agreeing;
   * a rejected call writing nothing; split-KV (explicit, automatic) agreeing with no split;
   * per-sequence cache lengths, batches over one launch's 256 sequences, non-default streams,
-    CUDA-graph capture.
+    CUDA-graph capture;
+  * the variants against gqa.reference (float64) with each kernel forced: windows (0, 1, two-
+    sided, larger than the cache) with NaN in every cache slot left of the windows, softcap,
+    sinks, lse, huge scales (1e20 and the validated bound), head_dim 512, split-KV 1/auto/7;
+    fused-QKV and padded-out views bitwise equal to contiguous calls; strides off 16-byte
+    rows rejected; merge_states on CUDA equal to the whole decode and to the CPU merge.
 Tests named test_small_* are the subset tests/gpu/run.sh runs under compute-sanitizer.
 
 Split-KV (with a workspace), per-sequence cache lengths and CUDA graphs go through gqa.decode
@@ -673,3 +678,196 @@ def test_small_cupy_prefill_and_decode():
     ref = np.einsum("bhst,bthd->bshd", p, vals)
     err = np.abs(cupy.asnumpy(out1).astype(np.float64) - ref).max()
     assert err <= ABS_TOL["f16"], f"cupy decode error {err:.3g}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The variants (issue 15): window, softcap, sinks, lse, huge scales, head_dim 512, strided
+# views, merge_states. The reference runs on host copies (gqa.reference, float64).
+# ---------------------------------------------------------------------------------------------
+LSE_REL_TOL = 1e-4  # fp32 lse of the same rounded inputs, relative to max(1, |lse|)
+
+
+def _f64(t):
+    return host(t).astype(np.float64)
+
+
+def _sinks(hq, gen):
+    s = torch.randn(hq, generator=gen, device="cuda") * 2
+    s[min(1, hq - 1)] = float("-inf")  # a head without a sink
+    return s
+
+
+def _max_scale(dim):
+    return np.finfo(np.float32).max / (2.0 * dim * 65504.0 ** 2) * (1 - 1e-6)
+
+
+def _check_variant(out, lse, want, want_lse, dtype, what):
+    assert torch.isfinite(out.float()).all(), f"{what}: NaN/inf in out (a key outside the window was read?)"
+    err = np.abs(_f64(out) - want).max()
+    assert err <= ABS_TOL[dtype], f"{what}: error {err:.3g}"
+    got_lse = lse.cpu().numpy().astype(np.float64)
+    same_inf = np.isneginf(got_lse) & np.isneginf(want_lse)
+    rel = np.where(same_inf, 0.0, np.abs(got_lse - want_lse) / np.maximum(1.0, np.abs(want_lse)))
+    assert rel.max() <= LSE_REL_TOL, f"{what}: lse error {rel.max():.3g}"
+
+
+def _options(opts, hq, dim, gen):
+    """(kwargs for gqa/gqa.reference, sinks tensor or None) from a case's options."""
+    opts = dict(opts)
+    sinks = _sinks(hq, gen) if opts.pop("sinks", False) else None
+    if opts.get("scale") == "max":
+        opts["scale"] = _max_scale(dim)
+    return opts, sinks
+
+
+VARIANT_PREFILL = [
+    dict(window=(0, -1)), dict(window=(1, -1)), dict(window=(5, 3), causal=False), dict(window=(1000, -1)),
+    dict(window=(-1, 0), causal=False), dict(softcap=5.0, scale=1.0), dict(sinks=True),
+    dict(window=(6, -1), softcap=5.0, sinks=True), dict(scale=1e20, sinks=True), dict(scale="max"),
+    dict(scale=1e20, softcap=30.0, window=(9, -1)),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("opts", VARIANT_PREFILL, ids=str)
+@pytest.mark.parametrize("dim,dtype", [(64, "f16"), (128, "bf16"), (512, "bf16")])
+def test_variants_prefill(opts, dim, dtype, prefill_kernel):
+    gen = torch.Generator(device="cuda").manual_seed(31)
+    batch, seq, start, kv_heads, group = 2, 77, 30, 2, 3
+    q_heads = kv_heads * group
+    q = randn((batch, seq, q_heads, dim), dtype, gen)
+    k = randn((batch, seq, kv_heads, dim), dtype, gen)
+    v = randn((batch, seq, kv_heads, dim), dtype, gen)
+    kc = make_cache(batch, start + seq + 5, kv_heads, dim, [start] * batch, dtype, gen)
+    vc = make_cache(batch, start + seq + 5, kv_heads, dim, [start] * batch, dtype, gen)
+    opts, sinks = _options(opts, q_heads, dim, gen)
+    causal = opts.pop("causal", True)
+    ref_kc, ref_vc = host(kc).copy(), host(vc).copy()
+    left = opts.get("window", (-1, -1))[0]
+    if left >= 0:  # keys no query sees: NaN, so a read shows
+        kc[:, : max(0, start - left)] = float("nan")
+        vc[:, : max(0, start - left)] = float("nan")
+    out = nan_like(q)
+    _, lse = gqa.prefill(q, k, v, kc, vc, start_pos=start, causal=causal, sinks=sinks, return_lse=True, out=out,
+                         **opts)
+    torch.cuda.synchronize()
+    want, want_lse = gqa.reference.prefill(host(q), host(k), host(v), ref_kc, ref_vc, start_pos=start, causal=causal,
+                                           sinks=None if sinks is None else sinks.cpu().numpy(), return_lse=True,
+                                           **opts)
+    _check_variant(out, lse, want, want_lse, dtype, f"prefill {opts} d{dim} {prefill_kernel}")
+    written = host(kc)[:, start:start + seq]
+    assert np.array_equal(written.view(np.uint16), ref_kc[:, start:start + seq].view(np.uint16))
+
+
+VARIANT_DECODE = [
+    dict(window=(0, -1)), dict(window=(1, -1)), dict(window=(40, -1), sinks=True), dict(window=(5000, -1)),
+    dict(softcap=4.0, scale=1.0), dict(sinks=True), dict(window=(300, -1), softcap=4.0, sinks=True),
+    dict(scale=1e20), dict(scale="max", sinks=True),
+]
+
+
+@needs_torch
+@pytest.mark.parametrize("num_splits", [1, 0, 7])
+@pytest.mark.parametrize("opts", VARIANT_DECODE, ids=str)
+@pytest.mark.parametrize("q_heads,kv_heads,dim,dtype", [(8, 2, 128, "f16"), (5, 1, 80, "bf16"), (4, 1, 512, "bf16")])
+def test_variants_decode(opts, q_heads, kv_heads, dim, dtype, num_splits, decode_kernel):
+    gen = torch.Generator(device="cuda").manual_seed(32)
+    lens = [0, 5, 100, 1000]
+    q, k, v, kc, vc = decode_inputs(len(lens), q_heads, kv_heads, dim, 1001, lens, dtype, seed=33)
+    opts, sinks = _options(opts, q_heads, dim, gen)
+    ref_kc, ref_vc = host(kc).copy(), host(vc).copy()
+    left = opts.get("window", (-1, -1))[0]
+    for b, n in enumerate(lens):  # left of the window: NaN
+        if left >= 0:
+            kc[b, : max(0, n - left)] = float("nan")
+            vc[b, : max(0, n - left)] = float("nan")
+    out = nan_like(q)
+    ws = None
+    if num_splits != 1:
+        size = gqa.decode_workspace_size(len(lens), q_heads, kv_heads, dim, 1001, dtype=_DTYPE_NAMES[q.dtype],
+                                         num_splits=num_splits)
+        ws = torch.empty(size, dtype=torch.uint8, device="cuda") if size else None
+    _, lse = gqa.decode(q, k, v, kc, vc, lens, num_splits=num_splits, workspace=ws, sinks=sinks, return_lse=True,
+                        out=out, **opts)
+    torch.cuda.synchronize()
+    want, want_lse = gqa.reference.decode(host(q), host(k), host(v), ref_kc, ref_vc, lens,
+                                          sinks=None if sinks is None else sinks.cpu().numpy(), return_lse=True,
+                                          **opts)
+    _check_variant(out, lse, want, want_lse, dtype, f"decode {opts} d{dim} splits {num_splits} {decode_kernel}")
+    for b, n in enumerate(lens):
+        assert np.array_equal(host(kc)[b, n].view(np.uint16), ref_kc[b, n].view(np.uint16))
+
+
+@needs_torch
+def test_small_variants_fused_qkv_views_equal_contiguous(prefill_kernel, decode_kernel):
+    """q, k, v as views of one fused QKV projection and out as a view of padded rows: no copy,
+    the bits of the contiguous call, the pad never written."""
+    gen = torch.Generator(device="cuda").manual_seed(34)
+    batch, seq, q_heads, kv_heads, dim = 2, 19, 4, 2, 64
+    for tokens in (seq, 1):  # prefill, then decode
+        fused = randn((batch, tokens, q_heads + 2 * kv_heads, dim), "f16", gen)
+        q, k, v = fused[:, :, :q_heads], fused[:, :, q_heads:q_heads + kv_heads], fused[:, :, q_heads + kv_heads:]
+        padded = torch.full((batch, tokens, q_heads, dim + 8), float("nan"), device="cuda", dtype=torch.float16)
+        out = padded[..., :dim]
+        kc = make_cache(batch, 40, kv_heads, dim, [7] * batch, "f16", gen)
+        vc = make_cache(batch, 40, kv_heads, dim, [7] * batch, "f16", gen)
+        kc2, vc2 = kc.clone(), vc.clone()
+        want = nan_like(q.contiguous())
+        if tokens > 1:
+            _, lse = gqa.prefill(q, k, v, kc, vc, start_pos=7, window=(5, -1), return_lse=True, out=out)
+            _, want_lse = gqa.prefill(q.contiguous(), k.contiguous(), v.contiguous(), kc2, vc2, start_pos=7,
+                                      window=(5, -1), return_lse=True, out=want)
+        else:
+            _, lse = gqa.decode(q, k, v, kc, vc, 7, window=(5, -1), return_lse=True, out=out)
+            _, want_lse = gqa.decode(q.contiguous(), k.contiguous(), v.contiguous(), kc2, vc2, 7, window=(5, -1),
+                                     return_lse=True, out=want)
+        torch.cuda.synchronize()
+        assert same_bits(out.contiguous(), want) and torch.equal(lse, want_lse)
+        assert torch.isnan(padded[..., dim:].float()).all(), "the pad of out was written"
+        assert same_bits(kc, kc2) and same_bits(vc, vc2)
+
+
+@needs_torch
+def test_small_strides_off_16_byte_rows_are_rejected():
+    gen = torch.Generator(device="cuda").manual_seed(35)
+    buf = randn((1, 5, 4, 68), "f16", gen)  # rows of 68 elements: 136 bytes, not a multiple of 16
+    q = buf[..., :64]
+    k = randn((1, 5, 2, 64), "f16", gen)
+    out = nan_like(k.new_empty((1, 5, 4, 64)))
+    with pytest.raises(gqa.UnsupportedError, match="q_strides"):
+        gqa.prefill(q, k, k, out=out)
+    torch.cuda.synchronize()
+    assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+
+
+@needs_torch
+def test_small_merge_states_on_cuda(decode_kernel):
+    """Two decodes over the halves of a cache (return_lse), merged on CUDA with sinks: the
+    one-call decode, and the CPU merge of the same partials within an ulp."""
+    gen = torch.Generator(device="cuda").manual_seed(36)
+    q_heads, kv_heads, dim, n = 8, 2, 128, 700
+    q, k, v, kc, vc = decode_inputs(1, q_heads, kv_heads, dim, n + 1, [n], "bf16", seed=37)
+    sinks = _sinks(q_heads, gen)
+    whole = nan_like(q)
+    gqa.decode(q, k, v, kc.clone(), vc.clone(), n, sinks=sinks, out=whole)
+    # Part 1: keys 0 .. 299 (a decode at position 299 of a copy whose row 299 is that key);
+    # part 2: keys 300 .. n (the new token included), as the window of the real position.
+    cut = 300
+    kc1, vc1 = kc.clone(), vc.clone()
+    first, lse1 = gqa.decode(q, kc1[:, cut - 1:cut].clone(), vc1[:, cut - 1:cut].clone(), kc1, vc1, cut - 1,
+                             return_lse=True)
+    second, lse2 = gqa.decode(q, k, v, kc.clone(), vc.clone(), n, window=(n - cut, -1), return_lse=True)
+    states, lses = torch.stack([first, second]), torch.stack([lse1, lse2])
+    merged, lse = gqa.merge_states(states, lses, sinks=sinks, return_lse=True)
+    torch.cuda.synchronize()
+    assert merged.device.type == "cuda" and lse.device.type == "cuda"
+    diff = (merged.float() - whole.float()).abs().max().item()
+    assert diff <= 2 * 2.0 ** -7, f"merged vs whole decode: {diff:.3g}"
+    cpu, cpu_lse = gqa.merge_states(host(states), lses.cpu().numpy(), sinks=sinks.cpu().numpy(), return_lse=True)
+    assert np.abs(_f64(merged) - cpu.astype(np.float64)).max() <= 2.0 ** -7
+    assert np.abs(lse.cpu().numpy() - cpu_lse).max() <= 1e-5
+    empty = torch.full_like(lse1, float("-inf"))  # a partial that saw nothing weighs 0, unread
+    junk = torch.full_like(first, float("nan"))
+    alone, _ = gqa.merge_states(torch.stack([first, junk]), torch.stack([lse1, empty]), return_lse=True)
+    torch.cuda.synchronize()
+    assert same_bits(alone, gqa.merge_states(first[None], lse1[None]))

@@ -142,6 +142,7 @@ void attn_case_reference(const attn_case* c, double* ref_out, void* exp_k, void*
     s.starts = has_cache ? starts : NULL;
     s.causal = c->causal;
     s.scale = c->scale;
+    s.variants = NULL; /* the defaults: no window, softcap or sinks */
     /* Keys/values the queries see: the caches after the write, or the new tokens alone. */
     if (has_cache) {
         const size_t cache_bytes = (size_t)attn_case_cache_elems(c) * dtype_size(c->dtype);

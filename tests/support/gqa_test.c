@@ -191,25 +191,40 @@ static double view_at(const strided_view* v, int64_t j, int64_t d) {
     return load_elem(v->dtype, v->base, (int64_t)(v->offset + (size_t)j * v->row_stride) + d);
 }
 
-void reference_row(const strided_view* q, const strided_view* k, const strided_view* v, int64_t n_keys,
-                   int64_t head_dim, double scale, double* res) {
-    double m = -INFINITY, l = 0.0;
-    double* s = (double*)test_malloc(sizeof(double) * (size_t)n_keys);
+void reference_row_variants(const strided_view* q, const strided_view* k, const strided_view* v, int64_t first,
+                            int64_t end, int64_t head_dim, double scale, double softcap, double sink, double* res,
+                            double* lse) {
+    const int64_t n = end > first ? end - first : 0;
+    double m = sink, l = 0.0;
+    double* s = (double*)test_malloc(sizeof(double) * (size_t)(n + 1));
     int64_t j, d;
     for (d = 0; d < head_dim; ++d) res[d] = 0.0;
-    for (j = 0; j < n_keys; ++j) {
+    for (j = 0; j < n; ++j) {
         double dot = 0.0;
-        for (d = 0; d < head_dim; ++d) dot += view_at(q, 0, d) * view_at(k, j, d);
+        for (d = 0; d < head_dim; ++d) dot += view_at(q, 0, d) * view_at(k, first + j, d);
         s[j] = dot * scale;
+        if (softcap > 0.0) s[j] = softcap * tanh(s[j] / softcap);
         if (s[j] > m) m = s[j]; /* a NaN logit never wins here, and makes the row NaN below */
     }
-    for (j = 0; j < n_keys; ++j) {
+    if (m == -INFINITY) { /* no key and no sink */
+        if (lse) *lse = -INFINITY;
+        free(s);
+        return;
+    }
+    if (sink != -INFINITY) l = exp(sink - m);
+    for (j = 0; j < n; ++j) {
         const double p = exp(s[j] - m);
         l += p;
-        for (d = 0; d < head_dim; ++d) res[d] += p * view_at(v, j, d);
+        for (d = 0; d < head_dim; ++d) res[d] += p * view_at(v, first + j, d);
     }
     for (d = 0; d < head_dim; ++d) res[d] /= l;
+    if (lse) *lse = m + log(l);
     free(s);
+}
+
+void reference_row(const strided_view* q, const strided_view* k, const strided_view* v, int64_t n_keys,
+                   int64_t head_dim, double scale, double* res) {
+    reference_row_variants(q, k, v, 0, n_keys, head_dim, scale, 0.0, -INFINITY, res, NULL);
 }
 
 void append_rows(const attn_shape* s, void* cache, const void* rows) {
@@ -222,14 +237,20 @@ void append_rows(const attn_shape* s, void* cache, const void* rows) {
     }
 }
 
-void reference_attention(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out) {
+void reference_attention_lse(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out,
+                             double* ref_lse) {
     const int64_t G = s->num_q_heads / s->num_kv_heads, D = s->head_dim;
     const double scale = s->scale != 0.0 ? s->scale : 1.0 / sqrt((double)D);
+    const attn_variants none = {-1, -1, 0.0, NULL};
+    const attn_variants* var = s->variants ? s->variants : &none;
     int64_t b, i, h;
     for (b = 0; b < s->batch; ++b) {
         const int64_t start = s->starts ? s->starts[b] : 0;
         for (i = 0; i < s->seq_len; ++i) {
-            const int64_t n_keys = s->causal ? start + i + 1 : start + s->seq_len;
+            const int64_t pos = start + i, kv_len = start + s->seq_len;
+            int64_t first = 0, end = s->causal ? pos + 1 : kv_len; /* the keys query i sees */
+            if (var->window_left >= 0 && pos - var->window_left > first) first = pos - var->window_left;
+            if (var->window_right >= 0 && pos + var->window_right + 1 < end) end = pos + var->window_right + 1;
             for (h = 0; h < s->num_q_heads; ++h) {
                 const size_t q_row = (size_t)(((b * s->seq_len + i) * s->num_q_heads + h) * D);
                 const size_t kv_row = (size_t)((b * s->kv_rows * s->num_kv_heads + h / G) * D);
@@ -237,10 +258,16 @@ void reference_attention(const attn_shape* s, const void* q, const void* k, cons
                 const strided_view qv = {q, s->dtype, q_row, 0};
                 const strided_view kv = {k, s->dtype, kv_row, stride};
                 const strided_view vv = {v, s->dtype, kv_row, stride};
-                reference_row(&qv, &kv, &vv, n_keys, D, scale, ref_out + q_row);
+                const double sink = var->sinks ? (double)var->sinks[h] : -INFINITY;
+                double* lse = ref_lse ? ref_lse + (b * s->num_q_heads + h) * s->seq_len + i : NULL;
+                reference_row_variants(&qv, &kv, &vv, first, end, D, scale, var->softcap, sink, ref_out + q_row, lse);
             }
         }
     }
+}
+
+void reference_attention(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out) {
+    reference_attention_lse(s, q, k, v, ref_out, NULL);
 }
 
 double max_error(int32_t dtype, const void* got, const double* want, int64_t n, int64_t* worst) {

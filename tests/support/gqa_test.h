@@ -101,6 +101,13 @@ typedef struct strided_view {
  * res[0 .. head_dim). A NaN or infinite logit makes the whole row NaN, as in libgqa. */
 void reference_row(const strided_view* q, const strided_view* k, const strided_view* v, int64_t n_keys,
                    int64_t head_dim, double scale, double* res);
+/* The same over keys first .. end - 1 with the variants of gqa.h: logits scale * q.k, then
+ * softcap * tanh(logit / softcap) when softcap > 0; sink (-INFINITY: none) joins the
+ * denominator only. *lse (when given): natural log of the denominator; a row that sees no key
+ * has res 0 and lse = sink (-inf without). */
+void reference_row_variants(const strided_view* q, const strided_view* k, const strided_view* v, int64_t first,
+                            int64_t end, int64_t head_dim, double scale, double softcap, double sink, double* res,
+                            double* lse);
 
 /* One call's shape, for the reference of all its rows. q and out are [batch, seq_len,
  * num_q_heads, head_dim]; k and v are [batch, kv_rows, num_kv_heads, head_dim] and hold every
@@ -108,12 +115,19 @@ void reference_row(const strided_view* q, const strided_view* k, const strided_v
  * without caches (kv_rows = seq_len). Query i of sequence b sits at key position
  * starts[b] + i (starts NULL: 0) and sees keys 0 .. that position (causal) or
  * 0 .. starts[b] + seq_len - 1. */
+/* The variant options of a call (gqa.h), for the reference. */
+typedef struct attn_variants {
+    int32_t window_left, window_right; /* -1: unbounded                 */
+    double softcap;                    /* 0: off                        */
+    const float* sinks;                /* [num_q_heads] or NULL (none)  */
+} attn_variants;
 typedef struct attn_shape {
     int32_t dtype;
     int64_t batch, seq_len, num_q_heads, num_kv_heads, head_dim, kv_rows;
     const int32_t* starts;
     int causal;
     double scale; /* 0: 1 / sqrt(head_dim) */
+    const attn_variants* variants; /* NULL: none (window -1, -1; no softcap, no sinks) */
 } attn_shape;
 /* What a call writes to a cache [batch, kv_rows, num_kv_heads, head_dim]: row i of sequence b
  * of rows ([batch, seq_len, num_kv_heads, head_dim], the new k or v) at position starts[b] + i.
@@ -121,6 +135,9 @@ typedef struct attn_shape {
 void append_rows(const attn_shape* s, void* cache, const void* rows);
 /* ref_out[batch * seq_len * num_q_heads * head_dim]: the float64 reference of every row. */
 void reference_attention(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out);
+/* The same, and ref_lse[batch * num_q_heads * seq_len] (gqa.h's lse layout) when given. */
+void reference_attention_lse(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out,
+                             double* ref_lse);
 /* Largest |got[i] - want[i]| over i < n, NaN-aware: an unwritten (NaN) output is the worst
  * error there is. *worst (when given) is its index, -1 when n is 0. */
 double max_error(int32_t dtype, const void* got, const double* want, int64_t n, int64_t* worst);

@@ -82,6 +82,10 @@ inline float __shfl_xor_sync(unsigned, float x, int lane_mask) {
     emu::warp_barrier[warp]->arrive_and_wait();  // nobody overwrites before everyone has read
     return y;
 }
+// A rounded product nvcc never contracts into an FMA. GCC in ISO C++ mode (-std=c++20) contracts
+// nothing, so here every product is rounded anyway: the emulation cannot show a contraction
+// nvcc would make (only the SASS can; cuda/README.md, "Logits").
+inline float __fmul_rn(float a, float b) { return a * b; }
 using std::max;
 using std::min;
 

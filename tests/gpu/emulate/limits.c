@@ -2,7 +2,8 @@
  * device 0 (an H100-like 132 SMs, 227 KB per block), and the host work of a call. Built and run
  * by emulate.sh.
  *   - A 99 KB device (sm_86/89/120: A10, L4, L40S, RTX 4090) runs every decode and prefill of
- *     head_dim 128 and 256 with a shallower cp.async ring: the same bits as device 0.
+ *     head_dim 128, 256 and 512 with a shallower cp.async ring: the same bits as device 0
+ *     (tensor-core prefill d512: smaller key tiles, within the tolerance).
  *   - A device too small for a kernel gets UNSUPPORTED before anything is written (prefill with
  *     caches included: no cache copy runs first), or the other kernel where it fits.
  *   - Device facts and kernel attributes are read and set once per device, not per call.
@@ -163,6 +164,27 @@ static const call_shape kDecode128 = {DECODE, GQA_DTYPE_F16, 2, 1, 8, 1, 128, 40
 static const call_shape kDecode256 = {DECODE, GQA_DTYPE_BF16, 2, 1, 8, 1, 256, 400, 300};
 static const call_shape kPrefill128 = {PREFILL, GQA_DTYPE_F16, 1, 70, 4, 1, 128, 400, 200};
 static const call_shape kPrefill256 = {PREFILL, GQA_DTYPE_BF16, 1, 40, 4, 1, 256, 200, 100};
+static const call_shape kDecode512 = {DECODE, GQA_DTYPE_F16, 1, 1, 4, 1, 512, 200, 150};
+static const call_shape kPrefill512 = {PREFILL, GQA_DTYPE_BF16, 1, 20, 2, 1, 512, 100, 50};
+
+/* The call on `device` succeeds and agrees with device 0 within the dtype's tolerance (another
+ * tile size: the same arithmetic in another order). */
+static void expect_close_to_h100(int device, const char* kernel, const call_shape* s) {
+    inputs in = make_inputs(s);
+    result want = run_on(DEV_H100, kernel, s, &in, 0), got = run_on(device, kernel, s, &in, 0);
+    CHECK(want.status == GQA_STATUS_OK && got.status == GQA_STATUS_OK, "%s hd%d '%s' on device %d: %s %s",
+          op_name(s->op), s->hd, kernel, device, want.error, got.error);
+    if (want.status == GQA_STATUS_OK && got.status == GQA_STATUS_OK) {
+        double worst = 0.0;
+        for (size_t i = 0; i < in.nq; ++i) {
+            const double d = fabs(load_elem(s->dtype, want.out, (int64_t)i) - load_elem(s->dtype, got.out, (int64_t)i));
+            if (!(d <= worst)) worst = d;
+        }
+        CHECK(worst <= tolerance(s->dtype), "%s hd%d '%s' on device %d: differs from device 0 by %g", op_name(s->op),
+              s->hd, kernel, device, worst);
+    }
+    free_result(&want); free_result(&got); free_inputs(&in);
+}
 
 static void test_99kb_device(void) {
     /* Tensor-core decode: 108,800 B (d128, 3 stages) and 143,616 B (d256, 2 stages) do not fit
@@ -173,8 +195,13 @@ static void test_99kb_device(void) {
         expect_same_as_h100(DEV_99KB, kernels[i], &kDecode256);
         expect_same_as_h100(DEV_99KB, kernels[i], &kPrefill128);
         expect_same_as_h100(DEV_99KB, kernels[i], &kPrefill256);
+        expect_same_as_h100(DEV_99KB, kernels[i], &kDecode512);  /* 1-stage rings */
     }
     expect_same_as_h100(DEV_99KB, "", &kDecode128);
+    /* d512: the SIMT prefill (68,736 B) runs as on device 0; the tensor-core prefill takes
+     * 16-key tiles there (99,840 B instead of 166,400). */
+    expect_same_as_h100(DEV_99KB, "simt", &kPrefill512);
+    expect_close_to_h100(DEV_99KB, "tensor_core", &kPrefill512);
 }
 
 static void test_too_small_devices(void) {
@@ -193,6 +220,8 @@ static void test_too_small_devices(void) {
     /* 48 KB: no decode kernel of head_dim 256 fits (1-stage tensor cores 76 KB, 2-stage SIMT 77 KB). */
     expect_rejected_unwritten(DEV_48KB, "", &kDecode256);
     expect_rejected_unwritten(DEV_48KB, "simt", &kDecode256);
+    /* 64 KB: no prefill kernel of head_dim 512 fits (SIMT 68,736 B, tensor cores 99,840 B). */
+    expect_rejected_unwritten(DEV_64KB, "", &kPrefill512);
 }
 
 /* After a first call has prepared the device, a call makes no device-attribute queries, sets
