@@ -18,8 +18,9 @@
  * Query head h reads KV head h / (num_q_heads / num_kv_heads).
  * Alignment: on the CPU q, k, v, out, k_cache and v_cache may start at any byte address
  * (every access is alignment-safe; a NumPy array at an odd offset is fine); lse and sinks are
- * float*, aligned as their type says. On CUDA every tensor must be 16-byte aligned, else the
- * call returns GQA_STATUS_UNSUPPORTED and writes nothing.
+ * float*, aligned as their type says. On CUDA q, k, v, out, k_cache, v_cache and the workspace
+ * must be 16-byte aligned (sinks, lse and gqa_merge_states' arrays: aligned as their element
+ * type), else the call returns GQA_STATUS_UNSUPPORTED and writes nothing.
  *
  * Every entry point validates everything before touching memory: a call that returns a
  * status other than GQA_STATUS_OK has written no byte of out, k_cache or v_cache. Besides the

@@ -491,17 +491,22 @@ def test_small_cpu_and_cuda_agree_decode(decode_kernel):
         assert_cpu_and_cuda_agree(gpu, cpu, kc, kc_h, dtype, decode_kernel)
 
 
+def assert_prefill_rejected(q, k, error, match):
+    """gqa.prefill(q, k, k) raises `error` (its message matching `match`) and writes nothing."""
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
+    with pytest.raises(error, match=match):
+        gqa.prefill(q, k, k, out=out)
+    torch.cuda.synchronize()
+    assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+
+
 @needs_torch
 def test_small_unknown_prefill_kernel_is_rejected(monkeypatch):
     monkeypatch.setenv("GQA_CUDA_PREFILL", "fastest")
     gen = torch.Generator(device="cuda").manual_seed(21)
     q = randn((1, 5, 2, 64), "f16", gen)
     k = randn((1, 5, 1, 64), "f16", gen)
-    out = nan_like(q)
-    with pytest.raises(gqa.InvalidArgumentError, match="GQA_CUDA_PREFILL"):
-        gqa.prefill(q, k, k, out=out)
-    torch.cuda.synchronize()
-    assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+    assert_prefill_rejected(q, k, gqa.InvalidArgumentError, "GQA_CUDA_PREFILL")
 
 
 @needs_torch
@@ -833,11 +838,7 @@ def test_small_strides_off_16_byte_rows_are_rejected():
     buf = randn((1, 5, 4, 68), "f16", gen)  # rows of 68 elements: 136 bytes, not a multiple of 16
     q = buf[..., :64]
     k = randn((1, 5, 2, 64), "f16", gen)
-    out = nan_like(k.new_empty((1, 5, 4, 64)))
-    with pytest.raises(gqa.UnsupportedError, match="q_strides"):
-        gqa.prefill(q, k, k, out=out)
-    torch.cuda.synchronize()
-    assert torch.isnan(out.float()).all(), "a rejected call wrote into out"
+    assert_prefill_rejected(q, k, gqa.UnsupportedError, "q_strides")
 
 
 @needs_torch
