@@ -172,8 +172,9 @@ float* thread_scratch(int64_t floats) {
 }
 
 // Packed K/V kept at a time: the (sequence, KV head) pairs of a call are packed and computed in
-// slabs of about this many bytes (at least one pair), which bounds the memory of long batches.
-constexpr int64_t kPackSlabBytes = int64_t{64} << 20;
+// slabs of about this many bytes per thread (at least one pair), which bounds the memory of long
+// batches and keeps a slab in the threads' L2 from its pack to its tiles.
+constexpr int64_t kPackSlabBytesPerThread = int64_t{3} << 19;
 // Key blocks per pack task; slabs of fewer blocks are packed by the calling thread alone.
 constexpr int64_t kPackTaskBlocks = 8;
 
@@ -226,7 +227,7 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
         first_block.clear();
         for (slab_end = slab_begin; slab_end < pairs.size(); ++slab_end) {
             const int64_t more = pairs[slab_end].blocks;
-            if (slab_end > slab_begin && (blocks + more) * block_bytes > kPackSlabBytes) break;
+            if (slab_end > slab_begin && (blocks + more) * block_bytes > kPackSlabBytesPerThread * threads) break;
             first_block.push_back(blocks);
             blocks += more;
         }
