@@ -16,7 +16,7 @@
 #include <sys/syscall.h>
 #endif
 
-#include "gqa_test.h"
+#include "attn_case.h"
 
 /* ---- child: run prefills, report what the library logged ---- */
 
@@ -37,29 +37,18 @@ static void on_log(int32_t level, const char* message, void* user_data) {
 
 /* Causal prefill without caches, B1 S H:Hkv D, against the float64 reference. */
 static void check_prefill(int32_t dtype, int32_t S, int32_t H, int32_t Hkv, int32_t D) {
-    const size_t es = dtype_size(dtype), nq = (size_t)S * H * D, nk = (size_t)S * Hkv * D;
-    void *q = test_malloc(nq * es), *k = test_malloc(nk * es), *v = test_malloc(nk * es), *out = test_malloc(nq * es);
-    fill_random(dtype, q, nq);
-    fill_random(dtype, k, nk);
-    fill_random(dtype, v, nk);
-    fill_value(dtype, out, nq, NAN);
-    gqa_prefill_config cfg = GQA_PREFILL_CONFIG_INIT;
-    cfg.dtype = dtype;
-    cfg.batch_size = 1;
-    cfg.seq_len = S;
-    cfg.num_q_heads = H;
-    cfg.num_kv_heads = Hkv;
-    cfg.head_dim = D;
-    gqa_status s = gqa_attention_prefill(out, q, k, v, NULL, NULL, &cfg, NULL);
-    CHECK(s == GQA_STATUS_OK, "prefill dtype %d: %s", dtype, gqa_last_error());
-    const attn_shape shape = {dtype, 1, S, H, Hkv, D, S, NULL, 1, 0.0, NULL};
-    const double worst = attention_error(&shape, q, k, v, out);
-    CHECK(worst <= tolerance(dtype), "GQA_CPU_ISA=%s dtype %d S%d %d:%d d%d: max err %g", getenv("GQA_CPU_ISA"),
-          dtype, S, H, Hkv, D, worst);
-    free(q);
-    free(k);
-    free(v);
-    free(out);
+    attn_case c;
+    attn_expect expect;
+    char label[128];
+    const char* isa = getenv("GQA_CPU_ISA");
+    snprintf(label, sizeof label, "GQA_CPU_ISA=%s dtype %d S%d %d:%d d%d", isa ? isa : "(unset)", dtype, S, H, Hkv, D);
+    attn_case_prefill(&c, dtype, 1, S, H, Hkv, D, 0, 0, 1);
+    attn_case_alloc(&c, (uint64_t)(S * 1009 + D));
+    attn_expect_take(&expect, &c);
+    CHECK(attn_case_run(&c) == GQA_STATUS_OK, "%s: %s", label, gqa_last_error());
+    attn_expect_check(&c, &expect, label);
+    attn_expect_free(&expect);
+    attn_case_free(&c);
 }
 
 static int child(int small_signal_stack) {

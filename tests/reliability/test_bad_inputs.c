@@ -11,12 +11,9 @@
 #include <float.h>
 #include <stdint.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "attn_case.h"
 
@@ -288,37 +285,6 @@ static long run_row(const bad_row* r) {
     guarded_free(&cfg);
     attn_case_free(&c);
     return test_failures - before;
-}
-
-/* Fork, run, and turn a crash, abort or hang into a failure naming the row. */
-static int run_isolated(const char* label, long (*fn)(const void*), const void* arg) {
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        perror("fork");
-        exit(2);
-    }
-    if (pid == 0) {
-        alarm(60);
-        long failed = fn(arg);
-        fflush(stderr);
-        _exit(failed ? 1 : 0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (WIFSIGNALED(status)) {
-        fprintf(stderr, "FAIL: [%s] the call crashed or hung: signal %d (%s)\n", label, WTERMSIG(status),
-                strsignal(WTERMSIG(status)));
-        return 0;
-    }
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        if (WIFEXITED(status) && WEXITSTATUS(status) != 1) {
-            fprintf(stderr, "FAIL: [%s] the child exited with %d (a sanitizer report or abort?)\n", label,
-                    WEXITSTATUS(status));
-        }
-        return 0;
-    }
-    return 1;
 }
 
 static long run_row_fn(const void* arg) { return run_row((const bad_row*)arg); }
@@ -720,18 +686,18 @@ int main(void) {
     attn_case_decode(EDGE("decode max_seq_len 1, cache_len 0"), GQA_DTYPE_F16, 2, 2, 2, 4, 1, 0, NULL);
 #undef EDGE
     int edges_ok = 0;
-    for (int i = 0; i < nedges; ++i) edges_ok += run_isolated(edges[i].label, run_edge, &edges[i]);
+    for (int i = 0; i < nedges; ++i) edges_ok += test_run_isolated(edges[i].label, run_edge, &edges[i]);
 
     int api_ok = 0, api_tried = 0, api_ids[API_CASES];
     for (int i = 0; i < API_CASES; ++i) {
         if (i == 5 && cuda_usable) continue;
         api_ids[i] = i;
         ++api_tried;
-        api_ok += run_isolated(api_labels[i], run_api_case, &api_ids[i]);
+        api_ok += test_run_isolated(api_labels[i], run_api_case, &api_ids[i]);
     }
 
     int tried[4] = {0}, ok[4] = {0};
-    for (int i = 0; i < nrows; ++i) count_row(&rows[i], run_isolated(rows[i].label, run_row_fn, &rows[i]), tried, ok);
+    for (int i = 0; i < nrows; ++i) count_row(&rows[i], test_run_isolated(rows[i].label, run_row_fn, &rows[i]), tried, ok);
     for (int i = 0; i < nedges; ++i) free(edges[i].c.cache_lens);
 
     int total = 0, total_ok = 0;

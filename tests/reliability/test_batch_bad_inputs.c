@@ -12,8 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "gqa_test.h"
 
@@ -204,8 +202,10 @@ static const row kRows[] = {
     {"device CUDA (no kernels yet)", s_cuda, GQA_STATUS_UNSUPPORTED, "CUDA", ""},
 };
 
-/* Runs one row in the current process; returns the number of failed checks. */
-static long run_row(const row* r) {
+/* Runs one row (in its own process: test_run_isolated); returns the number of failed checks. */
+static long run_row(const void* arg) {
+    const row* r = (const row*)arg;
+    const long before = test_failures;
     call c;
     call_init(&c);
     r->spoil(&c);
@@ -223,7 +223,7 @@ static long run_row(const row* r) {
                   kBufNames[i], at);
     }
     call_free(&c);
-    return test_failures;
+    return test_failures - before;
 }
 
 int main(void) {
@@ -242,23 +242,8 @@ int main(void) {
     call_free(&base);
     const int n = (int)(sizeof kRows / sizeof kRows[0]);
     for (int i = 0; i < n; ++i) {
-        fflush(NULL);
-        pid_t pid = fork();
-        if (pid < 0) {
-            perror("fork");
-            return 2;
-        }
-        if (pid == 0) {
-            alarm(60);
-            _exit(run_row(&kRows[i]) == 0 ? 0 : 1);
-        }
-        int status = 0;
-        waitpid(pid, &status, 0);
-        ++test_checks;
-        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            test_fail(__FILE__, __LINE__, "%s: the child %s", kRows[i].label,
-                     WIFSIGNALED(status) ? "died of a signal (crash, abort or hang)" : "reported a failure (above)");
-        }
+        CHECK(test_run_isolated(kRows[i].label, run_row, &kRows[i]), "%s: failed in its own process (above)",
+              kRows[i].label);
     }
     return test_summary("test_batch_bad_inputs");
 }

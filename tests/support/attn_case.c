@@ -123,6 +123,10 @@ gqa_status attn_case_run(attn_case* c) {
 }
 
 void attn_case_reference(const attn_case* c, double* ref_out, void* exp_k, void* exp_v) {
+    attn_case_reference_lse(c, ref_out, NULL, exp_k, exp_v);
+}
+
+void attn_case_reference_lse(const attn_case* c, double* ref_out, double* ref_lse, void* exp_k, void* exp_v) {
     const int has_cache = c->max_seq_len > 0;
     int32_t* starts = (int32_t*)test_malloc(sizeof(int32_t) * (size_t)c->batch);
     attn_shape s;
@@ -142,7 +146,7 @@ void attn_case_reference(const attn_case* c, double* ref_out, void* exp_k, void*
     s.starts = has_cache ? starts : NULL;
     s.causal = c->causal;
     s.scale = c->scale;
-    s.variants = NULL; /* the defaults: no window, softcap or sinks */
+    s.variants = c->variants; /* NULL: the defaults, no window, softcap or sinks */
     /* Keys/values the queries see: the caches after the write, or the new tokens alone. */
     if (has_cache) {
         const size_t cache_bytes = (size_t)attn_case_cache_elems(c) * dtype_size(c->dtype);
@@ -155,7 +159,7 @@ void attn_case_reference(const attn_case* c, double* ref_out, void* exp_k, void*
         keys = kk;
         values = vv;
     }
-    reference_attention(&s, c->q.data, keys, values, ref_out);
+    reference_attention_lse(&s, c->q.data, keys, values, ref_out, ref_lse);
     if (kk != exp_k) free(kk);
     if (vv != exp_v) free(vv);
     free(starts);

@@ -18,6 +18,7 @@ typedef struct attn_case {
     int32_t causal;
     float scale;
     int32_t num_splits;
+    const attn_variants* variants; /* for the reference (NULL: none); the caller's config has them */
     guarded_buf q, k, v, out, k_cache, v_cache;
 } attn_case;
 
@@ -42,6 +43,9 @@ gqa_status attn_case_run(attn_case* c);
  * run writes the caches): ref_out[out_elems]; expected caches (the caches after the new
  * k, v were written) into exp_k/exp_v when given (cache_elems elements of the storage dtype). */
 void attn_case_reference(const attn_case* c, double* ref_out, void* exp_k, void* exp_v);
+/* attn_case_reference with the case's variants and, when ref_lse is given, the lse of every row
+ * ([batch, num_q_heads, seq_len]). */
+void attn_case_reference_lse(const attn_case* c, double* ref_out, double* ref_lse, void* exp_k, void* exp_v);
 
 /* Check a run against a reference taken before it: output within tolerance (and everywhere
  * written: no NaN), caches equal to the expected caches byte for byte, inputs unchanged,

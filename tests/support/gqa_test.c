@@ -1,6 +1,10 @@
 /* gqa_test.c: see gqa_test.h. */
+#define _GNU_SOURCE /* fork, waitpid, alarm, strsignal */
 #include "gqa_test.h"
 
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdarg.h>
 
 /* ---- checks ------------------------------------------------------------------------------ */
@@ -29,6 +33,36 @@ void* test_malloc(size_t bytes) {
         exit(2);
     }
     return p;
+}
+
+int test_run_isolated(const char* label, long (*fn)(const void*), const void* arg) {
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        exit(2);
+    }
+    if (pid == 0) {
+        alarm(60);
+        long failed = fn(arg);
+        fflush(NULL);
+        _exit(failed ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFSIGNALED(status)) {
+        fprintf(stderr, "FAIL: [%s] the call crashed or hung: signal %d (%s)\n", label, WTERMSIG(status),
+                strsignal(WTERMSIG(status)));
+        return 0;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (WIFEXITED(status) && WEXITSTATUS(status) != 1) {
+            fprintf(stderr, "FAIL: [%s] the child exited with %d (a sanitizer report or abort?)\n", label,
+                    WEXITSTATUS(status));
+        }
+        return 0;
+    }
+    return 1;
 }
 
 /* ---- storage dtypes ---------------------------------------------------------------------- */
@@ -237,6 +271,17 @@ void append_rows(const attn_shape* s, void* cache, const void* rows) {
     }
 }
 
+void reference_key_range(const attn_variants* v, int causal, int64_t pos, int64_t n_keys, int64_t* first,
+                         int64_t* end) {
+    *first = 0;
+    *end = causal && pos + 1 < n_keys ? pos + 1 : n_keys;
+    if (v && v->window_left >= 0 && pos - v->window_left > *first) *first = pos - v->window_left;
+    if (v && v->window_right >= 0 && pos + v->window_right + 1 < *end) *end = pos + v->window_right + 1;
+    if (*end < *first) *end = *first;
+}
+
+double lse_tolerance(void) { return 2e-3; }
+
 void reference_attention_lse(const attn_shape* s, const void* q, const void* k, const void* v, double* ref_out,
                              double* ref_lse) {
     const int64_t G = s->num_q_heads / s->num_kv_heads, D = s->head_dim;
@@ -247,10 +292,8 @@ void reference_attention_lse(const attn_shape* s, const void* q, const void* k, 
     for (b = 0; b < s->batch; ++b) {
         const int64_t start = s->starts ? s->starts[b] : 0;
         for (i = 0; i < s->seq_len; ++i) {
-            const int64_t pos = start + i, kv_len = start + s->seq_len;
-            int64_t first = 0, end = s->causal ? pos + 1 : kv_len; /* the keys query i sees */
-            if (var->window_left >= 0 && pos - var->window_left > first) first = pos - var->window_left;
-            if (var->window_right >= 0 && pos + var->window_right + 1 < end) end = pos + var->window_right + 1;
+            int64_t first, end; /* the keys query i sees */
+            reference_key_range(var, s->causal, start + i, start + s->seq_len, &first, &end);
             for (h = 0; h < s->num_q_heads; ++h) {
                 const size_t q_row = (size_t)(((b * s->seq_len + i) * s->num_q_heads + h) * D);
                 const size_t kv_row = (size_t)((b * s->kv_rows * s->num_kv_heads + h / G) * D);

@@ -43,6 +43,10 @@ void test_fail(const char* file, int line, const char* fmt, ...)
 int test_summary(const char* name);
 /* malloc that never returns NULL (exits 2: out of memory is not a test result). */
 void* test_malloc(size_t bytes);
+/* Runs fn(arg) in a forked child under a 60 s alarm, so that a crash, an abort or a hang is a
+ * failure of that case (printed here, naming label) and not the end of the test; fn returns its
+ * number of failed checks. Returns 1 when the child passed, else 0. */
+int test_run_isolated(const char* label, long (*fn)(const void*), const void* arg);
 
 /* ---- storage dtypes ---------------------------------------------------------------------- */
 size_t dtype_size(int32_t dtype);
@@ -109,18 +113,26 @@ void reference_row_variants(const strided_view* q, const strided_view* k, const 
                             int64_t end, int64_t head_dim, double scale, double softcap, double sink, double* res,
                             double* lse);
 
-/* One call's shape, for the reference of all its rows. q and out are [batch, seq_len,
- * num_q_heads, head_dim]; k and v are [batch, kv_rows, num_kv_heads, head_dim] and hold every
- * key a query sees: the caches after the call (kv_rows = max_seq_len), or the new k, v
- * without caches (kv_rows = seq_len). Query i of sequence b sits at key position
- * starts[b] + i (starts NULL: 0) and sees keys 0 .. that position (causal) or
- * 0 .. starts[b] + seq_len - 1. */
 /* The variant options of a call (gqa.h), for the reference. */
 typedef struct attn_variants {
     int32_t window_left, window_right; /* -1: unbounded                 */
     double softcap;                    /* 0: off                        */
     const float* sinks;                /* [num_q_heads] or NULL (none)  */
 } attn_variants;
+/* The keys [*first, *end) the query at absolute position pos sees, of the n_keys that exist
+ * (0 .. n_keys - 1): causality (keys <= pos), then the window of v (NULL: none). */
+void reference_key_range(const attn_variants* v, int causal, int64_t pos, int64_t n_keys, int64_t* first,
+                         int64_t* end);
+/* Largest error allowed for an lse output against the float64 reference (fp32 logits of the
+ * stored inputs): 2e-3, every dtype. */
+double lse_tolerance(void);
+
+/* One call's shape, for the reference of all its rows. q and out are [batch, seq_len,
+ * num_q_heads, head_dim]; k and v are [batch, kv_rows, num_kv_heads, head_dim] and hold every
+ * key a query sees: the caches after the call (kv_rows = max_seq_len), or the new k, v
+ * without caches (kv_rows = seq_len). Query i of sequence b sits at key position
+ * starts[b] + i (starts NULL: 0) and sees keys 0 .. that position (causal) or
+ * 0 .. starts[b] + seq_len - 1, within the window of variants. */
 typedef struct attn_shape {
     int32_t dtype;
     int64_t batch, seq_len, num_q_heads, num_kv_heads, head_dim, kv_rows;
