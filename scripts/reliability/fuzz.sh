@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libFuzzer run over both entry points (tests/fuzz/fuzz_gqa.c), time-boxed.
+# libFuzzer run over prefill, decode, the batched op and merge (tests/fuzz/), time-boxed.
 #   fuzz.sh [seconds]          default 60 (env GQA_FUZZ_SECONDS)
 # libgqa is built with clang, -fsanitize=address,undefined,fuzzer-no-link (coverage inside the
 # library too), the harness with -fsanitize=fuzzer,address,undefined. The run starts from a
@@ -31,7 +31,8 @@ so_dir="$(dirname "$(find "$lib" -name 'libgqa.so' | head -1)")"
 rel_log "build the harness"
 clang -std=c11 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all -shared-libsan \
   -I"$ROOT/include" -I"$ROOT/tests/support" \
-  "$ROOT/tests/fuzz/fuzz_gqa.c" "$ROOT/tests/support/gqa_test.c" "$ROOT/tests/support/attn_case.c" \
+  "$ROOT"/tests/fuzz/fuzz_{gqa,common,attention,batch,merge}.c \
+  "$ROOT/tests/support/gqa_test.c" "$ROOT/tests/support/attn_case.c" \
   -L"$so_dir" -lgqa -lm -Wl,-rpath,"$so_dir" -Wl,-rpath,"$rt_dir" -o "$dir/fuzz_gqa" || exit 1
 
 rm -rf "$dir/corpus" "$dir/artifacts"
