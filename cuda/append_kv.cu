@@ -1,8 +1,10 @@
-// append_kv.cu: prefill's cache write. Copies the seq_len new k and v rows of each sequence
-// into the caches at [start, start + seq_len), 16 bytes per thread.
+// append_kv.cu: the cache write of prefill and of the batched op's longer sequences (the
+// decode kernels append their own). Copies the q_len new k and v rows of each sequence into the
+// caches at positions [start, start + q_len), through the page table when there is one, 16
+// bytes per thread; a row whose page id is outside the pool is skipped and reported.
 //
-// It is a plain byte copy (any 2-byte dtype). The prefill kernels read the new tokens from k
-// and v, never from these cache rows, so the two kernels do not depend on each other's order.
+// It is a plain byte copy (any 2-byte dtype). The attention kernels read the new tokens from k
+// and v, never from these cache rows, so the kernels do not depend on each other's order.
 #include "common.cuh"
 #include "launchers.hpp"
 
@@ -17,11 +19,10 @@ struct AppendKvShape {
 
 __global__ void __launch_bounds__(AppendKvShape::kThreads) append_kv_kernel(const __grid_constant__ AttnParams p) {
     using Elem = uint16_t;  // any 2-byte dtype: bits are copied
+    const Sequence seq = p.sequence(blockIdx.y);
+    if (!seq.run || seq.q_len <= p.decode_max_q) return;  // nothing to do, or the decode kernel's
     const int64_t vecs_per_row = p.head_dim / kVec;  // 16-byte vectors per (token, kv head)
-    const int64_t vecs_per_seq = p.seq_len * p.num_kv_heads * vecs_per_row;
-    const int bl = blockIdx.y;
-    const int64_t b = int64_t(p.chunk.first) + bl;
-    const int64_t start = p.chunk.start[bl];
+    const int64_t vecs_per_seq = seq.q_len * p.num_kv_heads * vecs_per_row;
     const Elem* k = static_cast<const Elem*>(p.k);
     const Elem* v = static_cast<const Elem*>(p.v);
     Elem* k_cache = static_cast<Elem*>(p.k_cache);
@@ -30,13 +31,18 @@ __global__ void __launch_bounds__(AppendKvShape::kThreads) append_kv_kernel(cons
          e += int64_t(gridDim.x) * blockDim.x) {
         const int64_t c = e % vecs_per_row, row = e / vecs_per_row;
         const int64_t kvh = row % p.num_kv_heads, t = row / p.num_kv_heads;
-        const int64_t dst = p.cache_row(b, start + t, kvh) + c * kVec;
-        store16(k_cache + dst, load16(k + p.new_k_row(b, t, kvh) + c * kVec));
-        store16(v_cache + dst, load16(v + p.new_v_row(b, t, kvh) + c * kVec));
+        const int64_t dst = p.cache_row(seq, seq.start + t, kvh);
+        if (dst < 0) {
+            if (c == 0) p.report(GQA_BATCH_FLAG_BAD_PAGE);
+            continue;
+        }
+        store16(k_cache + dst + c * kVec, load16(k + p.new_k_row(seq, t, kvh) + c * kVec));
+        store16(v_cache + dst + c * kVec, load16(v + p.new_v_row(seq, t, kvh) + c * kVec));
     }
 }
 
-// Enough blocks per sequence to cover it, one thread per 16 bytes of a sequence's rows.
+// Enough blocks per sequence to cover its longest possible q_len (seq_len), one thread per 16
+// bytes of its rows.
 dim3 append_kv_grid(const AttnParams& p) {
     const int64_t vecs_per_seq = p.seq_len * p.num_kv_heads * (p.head_dim / kVec);
     const int64_t blocks = (vecs_per_seq + AppendKvShape::kThreads - 1) / AppendKvShape::kThreads;

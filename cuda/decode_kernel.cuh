@@ -1,14 +1,16 @@
-// decode_kernel.cuh: GQA decode, one new token per sequence.
+// decode_kernel.cuh: GQA decode: one new token per sequence, or (batched op) a few, as in
+// speculative verification.
 //
-// One block = (split, kv head x head group, sequence). Up to kHeads query heads of one KV head
-// share every K/V tile the block loads (16-byte loads into shared memory), so the cache is read
-// once per KV head rather than once per query head (groups larger than kHeads take
-// ceil(G / kHeads) blocks). With num_splits > 1 each split covers a slice of the keys and
-// writes unnormalised partials for combine_kernel; otherwise the block writes out directly.
+// One block = (split, kv head x row group, sequence). The rows of a KV head are its (new token,
+// query head) pairs (DecodeBlock); up to kHeads of them share every K/V tile the block loads
+// (16-byte loads into shared memory), so the cache is read once per KV head rather than once
+// per query head (more rows take ceil(rows / kHeads) blocks). Each row masks the keys past its
+// own position. With splits > 1 each split covers a slice of the keys and writes unnormalised
+// partials for combine_kernel; otherwise the block writes out directly.
 //
-// The new token (key position start) is read from k and v, never from the cache, and the block
-// of split 0 / head group 0 copies it into the cache at `start`: no block of this launch reads
-// that cache row, so the fused append cannot race with the attention.
+// The new tokens (key positions from start on) are read from k and v, never from the cache,
+// and the block of split 0 / row group 0 copies them into the cache: no block of this launch
+// reads those cache rows, so the fused append cannot race with the attention.
 //
 // K/V tiles stream through a Stages-deep cp.async ring in dynamic shared memory: while one tile
 // is computed, the next Stages - 1 are in flight, which a memory-bound kernel needs to keep
@@ -54,7 +56,7 @@ struct DecodeTile {
 };
 
 template <typename T, int D, int Stages>
-__global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
+__global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads, kDecodeMinBlocksPerSm)
     decode_kernel(const __grid_constant__ AttnParams p) {
     using Tile = DecodeTile<D, Stages>;
     constexpr int kK = Tile::kKeys, kStride = Tile::kStride, kChunks = Tile::kChunks;
@@ -74,11 +76,12 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
     const int lane = tid & 31;
     const int warp = tid >> 5;
     const DecodeBlock<kH, kK> blk(p);
-    const int64_t b = blk.b, kvh = blk.kvh, start = blk.start, lo = blk.lo, hi = blk.hi;
-    const int nh = blk.nh;
-    blk.template append_new_token<T, D>(p, tid);
+    if (!blk.active) return;  // block-uniform, before any barrier
+    const int64_t kvh = blk.kvh, lo = blk.lo, hi = blk.hi;
+    const int nh = blk.nr;  // the block's rows ("heads" below: (token, query head) pairs)
+    blk.template append_new_tokens<T, D, Tile::kThreads>(p, tid);
 
-    // The block's query heads, in fp32; heads past nh are zero.
+    // The block's query rows, in fp32; rows past nh are zero.
     const T* q = static_cast<const T*>(p.q);
     for (int e = tid; e < kH * kChunks; e += Tile::kThreads) {
         const int h = e / kChunks, c = e % kChunks;
@@ -93,13 +96,13 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         for (int i = 0; i < kVec; ++i) q_s[h][c * kVec + i] = f[i];
     }
 
-    // Softmax state of the heads warp, warp + kWarps, ... (identical in every lane); a split's
+    // Softmax state of the rows warp, warp + kWarps, ... (identical in every lane); a split's
     // partial starts empty (combine_kernel adds the sink).
     float m[Tile::kHeadsPerWarp], l[Tile::kHeadsPerWarp];
 #pragma unroll
     for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
         const int h = warp + i * Tile::kWarps;
-        const RowState init = RowState::start(p.num_splits == 1 && h < nh ? p.sink_log2(blk.h0 + h) : -INFINITY);
+        const RowState init = RowState::start(blk.splits == 1 && h < nh ? p.sink_log2(blk.head(p, h)) : -INFINITY);
         m[i] = init.m;
         l[i] = init.l;
     }
@@ -109,12 +112,14 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
     for (int i = 0; i < Tile::kItemsPerThread; ++i) acc[i][0] = acc[i][1] = 0.0f;
 
     // Tile `tile` of this split into ring slot `slot` (rows at or past hi zero-filled).
-    auto load_tile = [&](int64_t tile, int slot) {
+    auto load_tile = [&](int tile, int slot) {
         T* ks = ring + slot * Tile::kStageElems;
-        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
+        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, blk.seq, kvh, lo + tile * kK, hi, ks,
                                                         ks + kK * kStride, tid);
     };
-    const int64_t num_tiles = blk.num_tiles;
+    // Positions, and so tiles, are below 2^31 (AttnParams::sequence): int32 in the loop.
+    const int num_tiles = int(blk.num_tiles);
+    const int first_key = int(lo), end_key = int(hi);
     // Prologue: the first kStages - 1 tiles. Every step commits one group (maybe empty), so
     // "wait until at most kStages - 1 groups are pending" always means "this tile has landed".
 #pragma unroll
@@ -123,10 +128,10 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         cp_async_commit();
     }
 
-    for (int64_t tile = 0; tile < num_tiles; ++tile) {
-        const int64_t k0 = lo + tile * kK;
-        const int64_t ahead = tile + Tile::kStages - 1;  // refills the slot freed last iteration
-        if (ahead < num_tiles) load_tile(ahead, int(ahead % Tile::kStages));
+    for (int tile = 0; tile < num_tiles; ++tile) {
+        const int k0 = first_key + tile * kK;
+        const int ahead = tile + Tile::kStages - 1;  // refills the slot freed last iteration
+        if (ahead < num_tiles) load_tile(ahead, ahead % Tile::kStages);
         cp_async_commit();
         cp_async_wait<Tile::kStages - 1>();
         const T* k_s = ring + (tile % Tile::kStages) * Tile::kStageElems;
@@ -155,16 +160,22 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
                 s[i] = fmaf(qb.w, kf[7], s[i]);
             }
         }
-        const bool visible = k0 + lane < hi;
 #pragma unroll
         for (int i = 0; i < Tile::kHeadsPerWarp; ++i) {
             const int h = warp + i * Tile::kWarps;
             if (h < nh) {  // warp-uniform: the shuffles below see the whole warp
-                const float si = visible ? p.logit(s[i]) : -INFINITY;
-                // k0 < hi, so lane 0's key is visible and m_new is finite.
+                const int key = k0 + lane;
+                // The row's keys: its position (recomputed per tile: holding one per row in
+                // registers made ptxas spill at d128) and AttnParams::sees; positions are
+                // below 2^31 (AttnParams::sequence).
+                const bool seen = key < end_key && p.sees(int32_t(blk.row_pos(p, h)), key);
+                const float si = seen ? p.logit(s[i]) : -INFINITY;
                 const float m_new = fmaxf(m[i], warp_max(si));
-                const float alpha = exp2f(m[i] - m_new);  // exp2f(-inf) == 0 on the first tile
-                const float pr = exp2f(si - m_new);
+                // Guard: a row that has seen only masked keys (a later token's keys, in a split
+                // past its position) has m_new = -inf, and -inf - -inf is NaN.
+                const bool any = m_new != -INFINITY;
+                const float alpha = any ? exp2f(m[i] - m_new) : 1.0f;  // exp2f(-inf) == 0 on the first tile
+                const float pr = any ? exp2f(si - m_new) : 0.0f;
                 l[i] = l[i] * alpha + warp_sum(pr);
                 m[i] = m_new;
                 p_s[h][lane] = pr;
@@ -212,12 +223,12 @@ __global__ void __launch_bounds__(DecodeTile<D, Stages>::kThreads)
         const int e = tid + i * Tile::kThreads;
         const int h = e / kPairs, c = e % kPairs;
         if (h >= nh) continue;
-        if (p.num_splits == 1) {
+        if (blk.splits == 1) {
             const RowState state{m_s[h], l_s[h]};
             const float inv_l = state.inv_sum();
             T* out = static_cast<T*>(p.out) + blk.out_row(p, h) + 2 * c;
             *reinterpret_cast<Pair*>(out) = Storage<T>::from_floats(acc[i][0] * inv_l, acc[i][1] * inv_l);
-            if (p.lse && c == 0) p.lse[p.lse_entry(b, 0, blk.h0 + h)] = state.natural_lse();
+            if (p.lse && c == 0) p.lse[blk.lse_entry(p, h)] = state.natural_lse();
         } else {
             const int64_t entry = blk.partial_entry(p, h);
             *reinterpret_cast<float2*>(p.partial_o + entry * D + 2 * c) = make_float2(acc[i][0], acc[i][1]);

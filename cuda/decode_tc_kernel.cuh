@@ -8,16 +8,17 @@
 // (FlashInfer does the same for large groups), so the math is nearly free and the kernel can
 // stay memory-bound.
 //
-// One block = (split, kv head x group of up to 16 query heads, sequence): 4 warps; a key tile
-// of 16 x kKeySlices keys gives each warp its own 16 keys, over which it keeps its own online
-// softmax:
+// One block = (split, kv head x group of up to 16 rows, sequence): the rows are (new token,
+// query head) pairs as in decode_kernel.cuh (DecodeBlock), each masking the keys outside its
+// own window and causal range; "heads" below are these rows. 4 warps; a key tile of 16 x
+// kKeySlices keys gives each warp its own 16 keys, over which it keeps its own online softmax:
 //   S[16 heads x 16 keys] = Q·Kᵀ   (A = Q via ldmatrix, B = K rows via ldmatrix)
 //   O[16 heads x D]      += P·V    (A = P from the S accumulators, B = V via ldmatrix.trans)
 // At the end the key slices' (m, l, O) are merged through shared memory in a fixed order.
 // Above head_dim 256 O would not fit one warp's registers: two warps (kColSplit) share each 16
 // keys, both compute the same S and softmax state, and each accumulates half of O's columns.
-// Head rows past the group (G < 16) are zero and never written. The new token is read from k, v
-// and copied into the cache as in decode_kernel.cuh (no block of the launch reads that row).
+// Head rows past the block's rows are zero and never written. The new tokens are read from k,
+// v and copied into the cache as in decode_kernel.cuh (no block of the launch reads those rows).
 // Where the deepest ring does not fit a device's shared memory (99 KB per block on sm_86,
 // sm_89, sm_120: d128 needs 108,800 B with 3 stages), one stage less is used.
 #pragma once
@@ -63,7 +64,7 @@ struct DecodeTcTile {
 };
 
 template <typename T, int D, int Stages>
-__global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
+__global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads, kDecodeMinBlocksPerSm)
     decode_tc_kernel(const __grid_constant__ AttnParams p) {
     using Tile = DecodeTcTile<D, Stages>;
     constexpr int kK = Tile::kKeys, kH = Tile::kHeads, kStride = Tile::kStride;
@@ -81,9 +82,10 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     const int col0 = Tile::kColSplit == 1 ? 0 : tid / 32 / Tile::kKeySlices * Tile::kCols;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
     const DecodeBlock<kH, kK> blk(p);
-    const int64_t b = blk.b, kvh = blk.kvh, start = blk.start, lo = blk.lo, hi = blk.hi;
-    const int nh = blk.nh;
-    blk.template append_new_token<T, D>(p, tid);
+    if (!blk.active) return;  // block-uniform, before any barrier
+    const int64_t kvh = blk.kvh, lo = blk.lo, hi = blk.hi;
+    const int nh = blk.nr;
+    blk.template append_new_tokens<T, D, Tile::kThreads>(p, tid);
 
     // The block's query heads; rows past nh are zero (computed, never written).
     const T* q = static_cast<const T*>(p.q);
@@ -97,7 +99,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     // Tile `tile` of this split into ring slot `slot` (rows at or past hi zero-filled).
     auto load_tile = [&](int tile, int slot) {
         T* ks = ring + slot * Tile::kStageElems;
-        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, b, kvh, start, lo + tile * kK, hi, ks,
+        load_kv_rows<T, D, kK, kStride, Tile::kThreads>(p, blk.seq, kvh, lo + tile * kK, hi, ks,
                                                         ks + kK * kStride, tid);
     };
     const int num_tiles = int(blk.num_tiles);  // < 2^31 / kK: positions are int32
@@ -118,6 +120,10 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
     const int lm_row = lane % 8 + ((lane / 8) % 2) * 8;  // matrices 1, 3 are 8 rows further
     const int lm_col = (lane / 16) * 8;                  // matrices 2, 3 are 8 columns further
     const T* q_frag = q_s + lm_row * kStride + lm_col;
+    // Head rows group, group + 8 see the keys [begin[r], end[r]) of [lo, hi) (positions are
+    // below 2^31: AttnParams::sequence).
+    const int32_t begin[2] = {int32_t(blk.row_begin(p, group)), int32_t(blk.row_begin(p, group + 8))};
+    const int32_t end[2] = {int32_t(blk.row_end(p, group)), int32_t(blk.row_end(p, group + 8))};
 
     for (int tile = 0; tile < num_tiles; ++tile) {
         const int ahead = tile + kStages - 1;  // refills the slot freed last iteration
@@ -140,17 +146,19 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
             mma_16x8x16<T>(s[1], a, kb[2], kb[3]);
         }
 
-        // Logits (scale, softcap; base 2), mask keys at or past hi (only in the split's last
-        // tile), online softmax.
+        // Logits (scale, softcap; base 2), mask the keys outside each row's range (the split's
+        // ends; a row's later tokens, its window), online softmax.
         const int64_t k0 = lo + tile * kK + 16 * warp;
-        const bool needs_mask = k0 + 16 > hi;
+        const bool needs_mask = k0 < max(begin[0], begin[1]) || k0 + 16 > min(end[0], end[1]);
         p.logits(s);
         if (needs_mask)
 #pragma unroll
             for (int i = 0; i < 2; ++i)
 #pragma unroll
-                for (int e = 0; e < 4; ++e)
-                    if (k0 + 8 * i + 2 * t + (e & 1) >= hi) s[i][e] = -INFINITY;
+                for (int e = 0; e < 4; ++e) {
+                    const int64_t key = k0 + 8 * i + 2 * t + (e & 1);
+                    if (key < begin[e / 2] || key >= end[e / 2]) s[i][e] = -INFINITY;
+                }
         online_softmax(s, m, l, o);
 
         // O += P·V: the two S column tiles are exactly the A fragment of one k-step.
@@ -193,7 +201,7 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
         const int h = e / (D / 4), c = e % (D / 4);
         // The merged state starts at the sink (RowState::start) when the result is final;
         // a split's partial starts empty (combine_kernel adds the sink).
-        const RowState init = RowState::start(p.num_splits == 1 ? p.sink_log2(blk.h0 + h) : -INFINITY);
+        const RowState init = RowState::start(blk.splits == 1 ? p.sink_log2(blk.head(p, h)) : -INFINITY);
         float mw[kSlices];
         float big = init.m;
 #pragma unroll
@@ -214,13 +222,13 @@ __global__ void __launch_bounds__(DecodeTcTile<D, Stages>::kThreads)
             acc.z += f * ow.z;
             acc.w += f * ow.w;
         }
-        if (p.num_splits == 1) {
+        if (blk.splits == 1) {
             const RowState state{big, sum};
             const float inv_l = state.inv_sum();
             Pair* out = reinterpret_cast<Pair*>(static_cast<T*>(p.out) + blk.out_row(p, h) + 4 * c);
             out[0] = Storage<T>::from_floats(acc.x * inv_l, acc.y * inv_l);
             out[1] = Storage<T>::from_floats(acc.z * inv_l, acc.w * inv_l);
-            if (p.lse && c == 0) p.lse[p.lse_entry(b, 0, blk.h0 + h)] = state.natural_lse();
+            if (p.lse && c == 0) p.lse[blk.lse_entry(p, h)] = state.natural_lse();
         } else {
             // An empty split writes m = -inf, l = 0, O = 0, which combine_kernel skips.
             const int64_t entry = blk.partial_entry(p, h);

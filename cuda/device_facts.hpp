@@ -29,8 +29,8 @@ const DeviceFacts& usable_device();
 void prepare_kernel(const gpu::Kernel& k, const DeviceFacts& dev);
 
 // INVALID_ARGUMENT unless ptr is device (or managed) memory of dev; UNSUPPORTED unless it is
-// `alignment`-byte aligned (tensors: 16, the kernels' vector loads; fp32 arrays: 4). One
-// cudaPointerGetAttributes.
+// `alignment`-byte aligned (tensors: 16, the kernels' vector loads; fp32 and int32 arrays: 4).
+// One cudaPointerGetAttributes.
 void check_device_pointer(const void* ptr, const char* name, const DeviceFacts& dev, size_t alignment = 16);
 
 }  // namespace gqa

@@ -6,7 +6,7 @@
 // Thread layout: 128 threads, 4 per query row (a "quad"); a quad splits the tile's keys for
 // Q·Kᵀ and the head dim for P·V, so a row's softmax state never leaves its quad.
 //
-// Keys are at absolute positions 0 .. kv_len-1 with kv_len = start + seq_len (start = 0 without
+// Keys are at absolute positions 0 .. kv_len-1 with kv_len = start + q_len (start = 0 without
 // caches); query i sits at position start + i and, when causal, sees keys 0 .. start + i, cut to
 // its window. The block's sequence, head and key range, and each row's keys, come from
 // PrefillBlock (kv_tiles.cuh); the logits from AttnParams::logit (scale, softcap).
@@ -61,18 +61,20 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
     const int row = tid >> 2;  // query row of this thread's quad
     const int quad = tid & 3;  // position inside the quad
     const PrefillBlock<kQ, kK, false> blk(p);  // the reference path keeps grid order
-    const int64_t q0 = blk.q0, qh = blk.qh, b = blk.b, kvh = blk.kvh, start = blk.start;
+    if (!blk.active) return;  // block-uniform, before any barrier
+    const Sequence& seq = blk.seq;
+    const int64_t q0 = blk.q0, qh = blk.qh, kvh = blk.kvh;
     const int64_t kv_end = blk.hi;  // keys at or past kv_end are masked for every query here
     const int64_t row_begin = blk.row_begin(p, row), row_end = blk.row_end(p, row);  // this row's keys
 
     const T* q = static_cast<const T*>(p.q);
-    const KvSource<T> kv_src = p.kv_source<T>(b, kvh, start);
+    const KvSource<T> kv_src = p.kv_source<T>(seq, kvh);
 
-    // Q tile; rows past seq_len are zero (computed, never written).
+    // Q tile; rows past q_len are zero (computed, never written).
     for (int e = tid; e < kQ * kChunks; e += Tile::kThreads) {
         const int r = e / kChunks, c = e % kChunks;
         uint4 x = make_uint4(0, 0, 0, 0);
-        if (blk.has_row(p, r)) x = load16(q + p.q_row(b, q0 + r, qh) + c * kVec);
+        if (blk.has_row(r)) x = load16(q + p.q_row(seq, q0 + r, qh) + c * kVec);
         store16(&q_s[r * kStride + c * kVec], x);
     }
 
@@ -87,15 +89,20 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
 
     for (int64_t tile = 0; tile < blk.num_tiles; ++tile) {
         const int64_t k0 = blk.lo + tile * kK;
-        // K and V tile; rows at or past kv_end are zero so that P·V never touches NaN.
+        // K and V tile; rows at or past kv_end are zero so that P·V never touches NaN (and so
+        // are rows whose page id is outside the pool: skipped and reported).
         for (int e = tid; e < kK * kChunks; e += Tile::kThreads) {
             const int r = e / kChunks, c = e % kChunks;
             const int64_t pos = k0 + r;
             uint4 kx = make_uint4(0, 0, 0, 0), vx = make_uint4(0, 0, 0, 0);
             if (pos < kv_end) {
                 const KvRow<T> kv = kv_src.row(pos);
-                kx = load16(kv.k + c * kVec);
-                vx = load16(kv.v + c * kVec);
+                if (kv.k) {
+                    kx = load16(kv.k + c * kVec);
+                    vx = load16(kv.v + c * kVec);
+                } else if (c == 0) {
+                    p.report(GQA_BATCH_FLAG_BAD_PAGE);
+                }
             }
             store16(&k_s[r * kStride + c * kVec], kx);
             store16(&v_s[r * kStride + c * kVec], vx);
@@ -167,11 +174,11 @@ __global__ void __launch_bounds__(PrefillTile<D>::kThreads)
         __syncthreads();  // k_s, v_s and p_s are overwritten by the next tile
     }
 
-    if (blk.has_row(p, row)) {
+    if (blk.has_row(row)) {
         const RowState state{m, l};
         const float inv_l = state.inv_sum();
-        if (p.lse && quad == 0) p.lse[p.lse_entry(b, q0 + row, qh)] = state.natural_lse();
-        T* out = static_cast<T*>(p.out) + p.out_row(b, q0 + row, qh);
+        if (p.lse && quad == 0) p.lse[p.lse_entry(seq, q0 + row, qh)] = state.natural_lse();
+        T* out = static_cast<T*>(p.out) + p.out_row(seq, q0 + row, qh);
 #pragma unroll
         for (int i = 0; i < Tile::kChunksPerThread; ++i) {
             const int c = quad + 4 * i;

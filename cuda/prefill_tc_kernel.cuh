@@ -70,19 +70,21 @@ __global__ void __launch_bounds__(PrefillTcTile<D, N>::kThreads)
     const int col0 = Tile::kColSplit == 1 ? 0 : tid / 32 / Tile::kRowWarps * Tile::kCols;
     const int group = lane / 4, t = lane % 4;  // fragment coordinates (tensor_core.cuh)
     const PrefillBlock<kM, kN, true> blk(p);
-    const int64_t q0 = blk.q0, qh = blk.qh, b = blk.b, kvh = blk.kvh, start = blk.start;
+    if (!blk.active) return;  // block-uniform, before any barrier
+    const Sequence& seq = blk.seq;
+    const int64_t q0 = blk.q0, qh = blk.qh, kvh = blk.kvh;
     const int64_t num_tiles = blk.num_tiles;
 
-    // Q tile; rows past seq_len are zero (computed, never written).
+    // Q tile; rows past q_len are zero (computed, never written).
     const T* q = static_cast<const T*>(p.q);
     for (int e = tid; e < kM * kChunks; e += Tile::kThreads) {
         const int r = e / kChunks, c = e % kChunks;
-        const bool valid = blk.has_row(p, r);
-        const T* src = valid ? q + p.q_row(b, q0 + r, qh) + c * kVec : q;
+        const bool valid = blk.has_row(r);
+        const T* src = valid ? q + p.q_row(seq, q0 + r, qh) + c * kVec : q;
         cp_async_16(&q_s[r * kStride + c * kVec], src, valid);
     }
     auto load_kv = [&](int64_t tile, int stage) {
-        load_kv_rows<T, D, kN, kStride, Tile::kThreads>(p, b, kvh, start, blk.lo + tile * kN, blk.hi,
+        load_kv_rows<T, D, kN, kStride, Tile::kThreads>(p, seq, kvh, blk.lo + tile * kN, blk.hi,
                                                         k_s + stage * kN * kStride,
                                                         v_s + stage * kN * kStride, tid);
     };
@@ -188,8 +190,8 @@ __global__ void __launch_bounds__(PrefillTcTile<D, N>::kThreads)
     if (p.lse && t == 0 && col0 == 0)
 #pragma unroll
         for (int r = 0; r < 2; ++r)
-            if (blk.has_row(p, 16 * warp + group + 8 * r))
-                p.lse[p.lse_entry(b, q0 + 16 * warp + group + 8 * r, qh)] = row[r].natural_lse();
+            if (blk.has_row(16 * warp + group + 8 * r))
+                p.lse[p.lse_entry(seq, q0 + 16 * warp + group + 8 * r, qh)] = row[r].natural_lse();
     T* o_s = q_s + 16 * warp * kStride;
 #pragma unroll
     for (int i = 0; i < Tile::kOTiles; ++i)
@@ -203,8 +205,8 @@ __global__ void __launch_bounds__(PrefillTcTile<D, N>::kThreads)
     constexpr int kWarpChunks = Tile::kCols / kVec;
     for (int e = lane; e < 16 * kWarpChunks; e += 32) {
         const int r = e / kWarpChunks, c = col0 / kVec + e % kWarpChunks;
-        if (blk.has_row(p, 16 * warp + r))
-            store16(out + p.out_row(b, q0 + 16 * warp + r, qh) + c * kVec,
+        if (blk.has_row(16 * warp + r))
+            store16(out + p.out_row(seq, q0 + 16 * warp + r, qh) + c * kVec,
                     *reinterpret_cast<const uint4*>(&o_s[r * kStride + c * kVec]));
     }
 }

@@ -28,7 +28,12 @@ bool cuda_usable(std::string* why);
 // device; UNSUPPORTED for what the kernels cannot run (f32, a head_dim without an
 // instantiation, grid limits); INVALID_ARGUMENT for host pointers or a too-small workspace.
 void cuda_check_supported(const Problem& p);
-uint64_t cuda_decode_workspace_bytes(const Problem& p);
+// Split-KV workspace bytes of a decode or batched call, from its shape fields only.
+uint64_t cuda_workspace_bytes(const Problem& p);
 void cuda_attention(const Problem& p);
+// The batched op's GQA_VALIDATE_METADATA mode: `bytes` of device memory into host memory,
+// ordered after the work already on `stream`, which it waits for (synchronising: not during a
+// CUDA graph capture). CUDA_ERROR naming `what` on failure.
+void cuda_copy_to_host(void* host, const void* device, uint64_t bytes, void* stream, const char* what);
 
 }  // namespace gqa

@@ -15,11 +15,14 @@ void cuda_check_supported(const Problem&) {
     cuda_usable(&why);
     fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
 }
-uint64_t cuda_decode_workspace_bytes(const Problem&) { return 0; }
+uint64_t cuda_workspace_bytes(const Problem&) { return 0; }
 void cuda_attention(const Problem&) {
     throw Error(GQA_STATUS_DEVICE_UNAVAILABLE, "this libgqa was built without its CUDA backend");
 }
 void cuda_check_merge(const MergeProblem&) { cuda_check_supported(Problem{}); }
 void cuda_merge_states(const MergeProblem&) { cuda_attention(Problem{}); }
+void cuda_copy_to_host(void*, const void*, uint64_t, void*, const char*) {
+    throw Error(GQA_STATUS_DEVICE_UNAVAILABLE, "this libgqa was built without its CUDA backend");
+}
 
 }  // namespace gqa

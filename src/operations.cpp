@@ -64,15 +64,20 @@ void decode_workspace_size(const gqa_decode_config* config, uint64_t* bytes) {
     uint64_t needed = 0;
     if (p.device == GQA_DEVICE_CUDA) {
         require_cuda();
-        needed = cuda_decode_workspace_bytes(p);
+        needed = cuda_workspace_bytes(p);
     }
     *bytes = needed;
 }
 
 void batch_workspace_size(const gqa_batch_config* config, uint64_t* bytes) {
     if (!bytes) fail(GQA_STATUS_INVALID_ARGUMENT, "bytes is NULL");
-    validate_batch_shape(config);  // CUDA: UNSUPPORTED until its kernels exist
-    *bytes = 0;                    // the CPU needs no workspace
+    const Problem p = validate_batch_shape(config);
+    uint64_t needed = 0;  // the CPU needs no workspace
+    if (p.device == GQA_DEVICE_CUDA) {
+        require_cuda();
+        needed = cuda_workspace_bytes(p);
+    }
+    *bytes = needed;
 }
 
 void set_num_threads(int32_t num_threads) {

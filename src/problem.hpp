@@ -70,6 +70,17 @@ struct Problem {
     int64_t num_pages = 0;
     int64_t max_pages_per_seq = 0;
 
+    // The batched op on CUDA: its metadata is device memory, read by the kernels only (a CUDA
+    // graph replays with whatever the buffers hold). The host-memory fields above (q_indptr,
+    // start_positions, page_table) stay nullptr then, so no host code can read it by mistake.
+    struct DeviceBatch {
+        const int32_t* q_indptr = nullptr;
+        const int32_t* kv_lens = nullptr;
+        const int32_t* page_table = nullptr;
+        int32_t* error_flags = nullptr;  // optional
+        int64_t total_q = 0;
+    } device_batch;
+
     // Decode split-KV request and CUDA workspace (see gqa_decode_config).
     int32_t num_splits = 0;
     void* workspace = nullptr;

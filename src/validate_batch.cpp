@@ -3,12 +3,16 @@
 // On the CPU the metadata (q_indptr, kv_lens, page_table) is host memory and is read here in
 // full: row ranges, lengths against the sequence's pages, every page id a sequence touches, and
 // the shared-page write rule. On CUDA it is device memory that the host must not read (a
-// captured graph replays with new contents), so only the shape fields are checked.
+// captured graph replays with new contents): the kernels check each sequence's metadata
+// themselves (skip and flag, cuda/common.cuh: AttnParams::sequence), and only with
+// GQA_VALIDATE_METADATA=1 is it copied to the host and checked here as on the CPU.
 #include "validate_batch.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -184,22 +188,43 @@ void require_private_written_pages(const Problem& p) {
     }
 }
 
-// On CUDA: the device must be usable, then the one check the CUDA kernels will replace (with
-// cuda_check_supported(p) once p has its tensors).
-void require_cuda_batch() {
-    std::string why;
-    if (!cuda_usable(&why)) fail(GQA_STATUS_DEVICE_UNAVAILABLE, "device is GQA_DEVICE_CUDA but %s", why.c_str());
-    fail(GQA_STATUS_UNSUPPORTED, "gqa_attention_batch has no CUDA kernels yet; run it on the CPU");
+// The three metadata checks, on host copies (p's q_indptr, start_positions, page_table).
+void require_metadata(const Problem& p, int32_t total_q) {
+    require_row_ranges(p, p.q_indptr, total_q);
+    require_lengths_and_pages(p);
+    require_private_written_pages(p);
+}
+
+// GQA_VALIDATE_METADATA, read at every CUDA call (so that a test can switch in-process): "1"
+// copies the metadata to the host and checks it as on the CPU before anything is launched;
+// unset, "" or "0": the kernels skip and flag out-of-range metadata instead. Anything else is
+// an error before anything is written.
+bool metadata_validation_requested() {
+    const char* value = std::getenv("GQA_VALIDATE_METADATA");
+    if (value == nullptr || *value == '\0' || std::strcmp(value, "0") == 0) return false;
+    if (std::strcmp(value, "1") == 0) return true;
+    fail(GQA_STATUS_INVALID_ARGUMENT, "environment variable GQA_VALIDATE_METADATA (\"%s\") must be \"1\" (validate "
+         "the batched op's device metadata on the host), \"0\" or unset", value);
+}
+
+// GQA_VALIDATE_METADATA=1: the device metadata copied to the host (after the work already on the
+// call's stream, which this waits for), then the CPU's checks.
+void require_valid_device_metadata(const Problem& p, const gqa_batch_config& c) {
+    std::vector<int32_t> q_indptr(p.batch + 1), kv_lens(p.batch), page_table(p.batch * p.max_pages_per_seq);
+    cuda_copy_to_host(q_indptr.data(), c.q_indptr, q_indptr.size() * 4, p.stream, "q_indptr (GQA_VALIDATE_METADATA=1)");
+    cuda_copy_to_host(kv_lens.data(), c.kv_lens, kv_lens.size() * 4, p.stream, "kv_lens (GQA_VALIDATE_METADATA=1)");
+    cuda_copy_to_host(page_table.data(), c.page_table, page_table.size() * 4, p.stream,
+                      "page_table (GQA_VALIDATE_METADATA=1)");
+    Problem host = p;
+    host.q_indptr = q_indptr.data();
+    host.start_positions = kv_lens.data();
+    host.page_table = page_table.data();
+    require_metadata(host, c.total_q);
 }
 
 }  // namespace
 
-Problem validate_batch_shape(const gqa_batch_config* config) {
-    const gqa_batch_config c = read_config(config);
-    Problem p = batch_shape(c);
-    if (p.device == GQA_DEVICE_CUDA) require_cuda_batch();
-    return p;
-}
+Problem validate_batch_shape(const gqa_batch_config* config) { return batch_shape(read_config(config)); }
 
 Problem validate_batch(void* out, const void* q, const void* k, const void* v, void* k_cache, void* v_cache,
                        const gqa_batch_config* config, void* stream) {
@@ -211,14 +236,17 @@ Problem validate_batch(void* out, const void* q, const void* k, const void* v, v
     } pointers[] = {{"out", out}, {"q", q}, {"k", k}, {"v", v}, {"k_cache", k_cache}, {"v_cache", v_cache},
                     {"q_indptr", c.q_indptr}, {"kv_lens", c.kv_lens}, {"page_table", c.page_table}};
     for (const auto& named : pointers) require_pointer(named.name, named.ptr);
-    if (p.device == GQA_DEVICE_CUDA) require_cuda_batch();  // device metadata: never read here
-
-    p.q_indptr = c.q_indptr;
-    p.start_positions = c.kv_lens;
-    p.page_table = c.page_table;
-    require_row_ranges(p, c.q_indptr, c.total_q);
-    require_lengths_and_pages(p);
-    require_private_written_pages(p);
+    const bool cuda = p.device == GQA_DEVICE_CUDA;
+    if (cuda) {  // device metadata: never read here (but see GQA_VALIDATE_METADATA below)
+        p.device_batch = {c.q_indptr, c.kv_lens, c.page_table, c.error_flags, c.total_q};
+        p.workspace = c.workspace;  // split-KV partials (the CPU needs none: ignored there)
+        p.workspace_bytes = c.workspace_bytes;
+    } else {
+        p.q_indptr = c.q_indptr;
+        p.start_positions = c.kv_lens;
+        p.page_table = c.page_table;
+        require_metadata(p, c.total_q);
+    }
 
     const int64_t eb = dtype_bytes(p.dtype);
     const int64_t B = p.batch;
@@ -229,6 +257,7 @@ Problem validate_batch(void* out, const void* q, const void* k, const void* v, v
     const int64_t cache_elements = tensor_bytes("k_cache", p.num_pages, p.page_size, p.num_kv_heads, p.head_dim, 1);
     const int64_t table_elements = tensor_bytes("page_table", B, p.max_pages_per_seq, 1, 1, 1);
     if (p.sinks) require_sink_values(p.sinks, p.num_q_heads, p.device);
+    const int64_t workspace_bytes = static_cast<int64_t>(std::min<uint64_t>(p.workspace_bytes, INT64_MAX));
     auto rows = [&](const char* name, const void* ptr, int64_t heads, const Strides& s, bool written) {
         return Extent::bshd(name, ptr, 1, c.total_q, heads, p.head_dim, s, eb, written);
     };
@@ -236,6 +265,8 @@ Problem validate_batch(void* out, const void* q, const void* k, const void* v, v
                          Extent::flat("k_cache", k_cache, cache_elements, eb, true),
                          Extent::flat("v_cache", v_cache, cache_elements, eb, true),
                          Extent::flat("lse", p.lse, static_cast<int64_t>(p.num_q_heads) * c.total_q, 4, true),
+                         Extent::flat("error_flags", cuda ? c.error_flags : nullptr, 1, 4, true),
+                         Extent::flat("workspace", p.workspace, workspace_bytes, 1, true),
                          rows("q", q, p.num_q_heads, p.q_strides, false),
                          rows("k", k, p.num_kv_heads, p.k_strides, false),
                          rows("v", v, p.num_kv_heads, p.v_strides, false),
@@ -250,6 +281,10 @@ Problem validate_batch(void* out, const void* q, const void* k, const void* v, v
     p.k_cache = k_cache;
     p.v_cache = v_cache;
     p.stream = stream;
+    if (cuda) {
+        validate_backend(p);  // device pointers, kernels, workspace, the variants CUDA runs
+        if (metadata_validation_requested()) require_valid_device_metadata(p, c);
+    }
     return p;
 }
 

@@ -6,7 +6,13 @@ tensors and CUDA arrays (__cuda_array_interface__ / __dlpack__) run on the CUDA 
 """
 
 from . import reference
-from ._batch import batch_attention, batch_workspace_size
+from ._batch import (
+    BATCH_FLAG_BAD_INDPTR,
+    BATCH_FLAG_BAD_KV_LEN,
+    BATCH_FLAG_BAD_PAGE,
+    batch_attention,
+    batch_workspace_size,
+)
 from .paged import BatchStep, PagedKVCache
 from ._api import (
     built_with_cuda,
@@ -35,7 +41,8 @@ from ._errors import (
 __version__ = version()
 
 __all__ = [
-    "prefill", "decode", "merge_states", "decode_workspace_size", "reference", "batch_attention", "batch_workspace_size", "PagedKVCache", "BatchStep", "version", "cuda_available",
+    "prefill", "decode", "merge_states", "decode_workspace_size", "reference", "batch_attention", "batch_workspace_size", "PagedKVCache", "BatchStep",
+    "BATCH_FLAG_BAD_INDPTR", "BATCH_FLAG_BAD_KV_LEN", "BATCH_FLAG_BAD_PAGE", "version", "cuda_available",
     "cuda_unavailable_reason", "built_with_cuda", "set_num_threads", "get_num_threads", "set_log_level",
     "GQAError", "InvalidArgumentError", "CacheOverflowError", "UnsupportedError", "DeviceError",
     "VersionMismatchError", "InternalError",

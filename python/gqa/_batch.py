@@ -15,6 +15,12 @@ from ._arrays import CPU, DEVICE_CODES, DTYPE_CODES, as_buffer, as_tensor, commo
 from ._errors import InvalidArgumentError
 from ._ffi import ffi, lib
 
+# What the CUDA kernels OR into error_flags when device metadata is out of range (the sequence or
+# page is skipped; nothing outside the page pool is read or written).
+BATCH_FLAG_BAD_INDPTR = lib.GQA_BATCH_FLAG_BAD_INDPTR
+BATCH_FLAG_BAD_KV_LEN = lib.GQA_BATCH_FLAG_BAD_KV_LEN
+BATCH_FLAG_BAD_PAGE = lib.GQA_BATCH_FLAG_BAD_PAGE
+
 
 def _metadata(name: str, obj: Any, shape: tuple, device: int):
     """(keepalive, address) of an int32 metadata array: host memory for a CPU call, device
@@ -45,7 +51,7 @@ def _metadata(name: str, obj: Any, shape: tuple, device: int):
 def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table, causal: bool = True,
                     scale: float | None = None, window=(-1, -1), softcap: float = 0.0, sinks=None,
                     return_lse: bool = False, out=None, num_splits: int = 0, workspace=None, error_flags=None,
-                    stream=None):
+                    stream=None, max_q_len: int = 0):
     """Sequence b owns rows q_indptr[b] .. q_indptr[b+1]-1 of q/k/v/out and has kv_lens[b]
     tokens cached in pages page_table[b] of the paged caches; its new K/V are written at
     positions kv_lens[b] .. and its queries attend causally (bottom-right aligned) to
@@ -55,8 +61,15 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
     q_indptr [B + 1], kv_lens [B], page_table [B, max_pages_per_seq] (int32; host arrays on the
     CPU, device arrays on CUDA). Returns out [total_q, Hq, D], or (out, lse [Hq, total_q])
     with return_lse. gqa.PagedKVCache builds the metadata.
+
+    CUDA: the metadata is read by the kernels only (capture the call in a CUDA graph once, then
+    rewrite the buffers between replays). max_q_len (0: total_q) bounds every q_len and sizes the
+    grids: give it for decode-heavy batches. error_flags, an int32 CUDA tensor of one element
+    that the caller zeroes, receives the BATCH_FLAG_* of out-of-range metadata (skipped);
+    GQA_VALIDATE_METADATA=1 checks the metadata on the host first (synchronising) instead.
     """
     causal, c_scale, num_splits = _args.flag("causal", causal), _scale(scale), _args.int32("num_splits", num_splits)
+    max_q_len = _args.int32("max_q_len", max_q_len)
     return_lse = _args.flag("return_lse", return_lse)
     tq, tk, tv = (as_tensor(name, t, strided=True) for name, t in (("q", q), ("k", k), ("v", v)))
     _require_shape(tq, [None, None, None], "q is [total_q, num_q_heads, head_dim]")
@@ -83,6 +96,7 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
             _metadata("page_table", page_table, (B, max_pages), device)]
 
     cfg = _configs.config(("batch", dtype, device, B, total_q, Hq, Hkv, D, page_size, num_pages, max_pages))
+    cfg.max_q_len = max_q_len
     cfg.causal, cfg.scale, cfg.num_splits = int(causal), c_scale, num_splits
     cfg.q_indptr, cfg.kv_lens, cfg.page_table = (ffi.cast("const int32_t*", address) for _, address in keep)
     lse = _variants.apply(cfg, tq, window=window, softcap=softcap, sinks=sinks, return_lse=return_lse,
@@ -110,14 +124,16 @@ def batch_attention(q, k, v, k_cache, v_cache, *, q_indptr, kv_lens, page_table,
 
 def batch_workspace_size(batch_size: int, total_q: int, num_q_heads: int, num_kv_heads: int, head_dim: int,
                          page_size: int, num_pages: int, max_pages_per_seq: int, dtype: str = "float16",
-                         device: str = "cuda", max_q_len: int = 0) -> int:
-    """Bytes of CUDA workspace a batched call of this shape may use for split-KV (0 on the CPU)."""
+                         device: str = "cuda", max_q_len: int = 0, num_splits: int = 0) -> int:
+    """Bytes of CUDA workspace a batched call of this shape (and num_splits: 0 automatic) may use
+    for split-KV (0 on the CPU). It depends on these shape fields only, not on the lengths."""
     cfg = _configs.new_config("batch")
     cfg.dtype = _args.choice("dtype", dtype, DTYPE_CODES)
     cfg.device = _args.choice("device", device, DEVICE_CODES)
     cfg.batch_size, cfg.total_q, cfg.max_q_len = batch_size, total_q, max_q_len
     cfg.num_q_heads, cfg.num_kv_heads, cfg.head_dim = num_q_heads, num_kv_heads, head_dim
     cfg.page_size, cfg.num_pages, cfg.max_pages_per_seq = page_size, num_pages, max_pages_per_seq
+    cfg.num_splits = _args.int32("num_splits", num_splits)
     size = ffi.new("uint64_t*")
     _check_status(lib.gqa_batch_workspace_size(cfg, size))
     return int(size[0])

@@ -118,7 +118,7 @@ static int should_accept(const batch_call* f, const float* sinks, const gqa_stri
     const gqa_batch_config* c = &f->c;
     if (f->null_mask) return 0;
     if (c->struct_size != sizeof(gqa_batch_config) || c->abi_version != GQA_ABI_VERSION) return 0;
-    if (!valid_dtype(c->dtype) || c->device != GQA_DEVICE_CPU) return 0; /* CUDA: no kernels yet */
+    if (!valid_dtype(c->dtype) || c->device != GQA_DEVICE_CPU) return 0; /* CUDA: host memory (or no CUDA) */
     if (c->batch_size < 1 || c->total_q < 0 || c->max_q_len < 0) return 0;
     if (c->num_q_heads < 1 || c->num_kv_heads < 1 || c->num_q_heads % c->num_kv_heads || c->head_dim < 1 ||
         c->head_dim > 512)

@@ -149,7 +149,8 @@ else
         # shellcheck disable=SC2086
         step "$tool:pytest-small" "$OUT_DIR/sanitizer.log" timeout "$TO" env PYTORCH_NO_CUDA_MEMORY_CACHING=1 \
             "$CS" --tool "$tool" --error-exitcode 99 ${GQA_SANITIZER_PY_ARGS:-} \
-            "$PY" -m pytest "$ROOT/tests/python/test_gpu.py" -m gpu -k small -q -p no:cacheprovider
+            "$PY" -m pytest "$ROOT/tests/python/test_gpu.py" "$ROOT/tests/python/test_gpu_batch.py" -m gpu -k small -q \
+            -p no:cacheprovider
     done
 fi
 

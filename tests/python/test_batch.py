@@ -220,7 +220,7 @@ def raw_case():
     return make_case(np.random.default_rng(13), [3, 1, 0], [6, 9, 2], 4, 2, 8, np.float32, 4, spare_pages=1)
 
 
-INVALID, OVERFLOW, UNSUPPORTED = 1, 2, 3
+INVALID, OVERFLOW = 1, 2
 
 
 def field_spoilers():
@@ -295,7 +295,7 @@ def test_a_cache_over_the_metadata_is_rejected():
     r.rejected(INVALID, "k_cache overlaps page_table", k_cache=r.table.ctypes.data)
 
 
-def test_a_cuda_call_is_refused_before_anything_is_written():
+def test_a_cuda_call_with_host_memory_is_refused_before_anything_is_written():
     r = RawCall(raw_case())
     r.cfg.device, r.cfg.dtype = lib.GQA_DEVICE_CUDA, lib.GQA_DTYPE_F16
-    r.rejected(UNSUPPORTED if gqa.cuda_available() else 4, "CUDA")
+    r.rejected(INVALID if gqa.cuda_available() else 4, "CUDA")

@@ -199,7 +199,7 @@ static const row kRows[] = {
     {"out aliases q", s_alias_out_q, GQA_STATUS_INVALID_ARGUMENT, "out overlaps q", ""},
     {"v_cache aliases k_cache", s_alias_kc_vc, GQA_STATUS_INVALID_ARGUMENT, "k_cache overlaps v_cache", ""},
     {"k_cache over page_table", s_alias_kc_table, GQA_STATUS_INVALID_ARGUMENT, "k_cache overlaps page_table", ""},
-    {"device CUDA (no kernels yet)", s_cuda, GQA_STATUS_UNSUPPORTED, "CUDA", ""},
+    {"device CUDA, host memory", s_cuda, GQA_STATUS_INVALID_ARGUMENT, "CUDA", ""},
 };
 
 /* Runs one row (in its own process: test_run_isolated); returns the number of failed checks. */

@@ -86,6 +86,7 @@ inline float __shfl_xor_sync(unsigned, float x, int lane_mask) {
 // nothing, so here every product is rounded anyway: the emulation cannot show a contraction
 // nvcc would make (only the SASS can; cuda/README.md, "Logits").
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline int atomicOr(int* address, int value) { return __atomic_fetch_or(address, value, __ATOMIC_RELAXED); }
 using std::max;
 using std::min;
 

@@ -23,6 +23,8 @@ typedef struct {
     long func_attribute_sets;      /* cudaFuncSetAttribute */
     long occupancy_queries;        /* cudaOccupancyMaxActiveBlocksPerMultiprocessor */
     long launches;                 /* kernel launches, accepted or not */
+    long copies;                   /* cudaMemcpy, cudaMemcpyAsync */
+    long synchronizations;         /* cudaDeviceSynchronize, cudaStreamSynchronize */
 } emu_counters;
 emu_counters emu_get_counters(void);
 

@@ -55,6 +55,7 @@ thread_local int current_device = 0;
 thread_local cudaError_t last_error = cudaSuccess;
 
 std::atomic<long> attribute_queries{0}, pointer_queries{0}, attribute_sets{0}, occupancy_queries{0}, launches{0};
+std::atomic<long> copies{0}, synchronizations{0};
 std::atomic<int> launches_until_failure{0};  // 0: none injected
 
 std::mutex state_mutex;  // allocations and kernel attributes
@@ -102,7 +103,7 @@ void emu_set_device(int device, int sm_count, int smem_per_block_optin) {
 void emu_fail_launch(int n) { launches_until_failure.store(n); }
 emu_counters emu_get_counters(void) {
     return {attribute_queries.load(), pointer_queries.load(), attribute_sets.load(), occupancy_queries.load(),
-            launches.load()};
+            launches.load(), copies.load(), synchronizations.load()};
 }
 
 cudaError_t cudaGetDeviceCount(int* count) {
@@ -199,12 +200,23 @@ cudaError_t cudaFree(void* ptr) {
     return cudaSuccess;
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+    ++copies;
     std::memcpy(dst, src, bytes);
+    return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t) {
+    return cudaMemcpy(dst, src, bytes, kind);  // kernels run at their launch: the stream is always idle
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    ++synchronizations;
     return cudaSuccess;
 }
 cudaError_t cudaMemset(void* ptr, int value, size_t bytes) {
     std::memset(ptr, value, bytes);
     return cudaSuccess;
 }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+    ++synchronizations;
+    return cudaSuccess;
+}
 }

@@ -6,13 +6,17 @@
 # cuda/launch.cu's one launch call runs the kernel there), links them with the API layer
 # (src/*.cpp) and emu_runtime.cpp (emulated devices), and runs emu_selftest.cpp (the emulator's
 # own checks), tests/c/test_gpu_basic.c, limits.c (devices with less shared memory or fewer SMs,
-# host work per call) and sweep.c (many shapes against the float64 reference).
+# host work per call), sweep.c (prefill and decode over many shapes against the float64
+# reference) and batch_sweep.c (the batched op: ragged batches, paged caches, bad metadata).
 #   plain    optimised build                          (about 6 minutes on 2 free cores)
 #   thread   -fsanitize=thread: a missing barrier or shared-memory race is reported
 #   address  -fsanitize=address,undefined: an out-of-bounds access is reported
 # Environment (for scripted checks such as barrier_check.sh):
 #   EMU_CUDA_DIR  the kernel sources to compile (default: cuda/ of this checkout)
-#   EMU_RUN       the programs to run (default "emu_selftest test_gpu_basic limits sweep")
+#   EMU_RUN       the programs to run (default "emu_selftest test_gpu_basic limits sweep batch_sweep
+#                 python_batch"; python_batch, plain mode only: test_python_batch.py through the
+#                 Python package on libgqa_emu.so, skipped when EMU_PYTHON (default .venv/bin/python,
+#                 else python3) lacks numpy, cffi, pytest, hypothesis or ml_dtypes)
 #   EMU_CACHE     object cache, keyed by the preprocessed source (default /tmp/gqa-emulate-cache-MODE)
 # Needs g++ >= 12 and the CUDA headers (nvcc's include folder); no driver, no GPU.
 # What it cannot show: GPU memory-model effects, performance, anything the real hardware does
@@ -27,14 +31,14 @@ if [ -z "${CUDA_INC:-}" ]; then
     [ -f "$CUDA_INC/cuda_runtime.h" ] || CUDA_INC=$(dirname "$(readlink -f "$(command -v nvcc)")")/../include
 fi
 case "$MODE" in
-    plain) FLAGS="-O2" ;;
+    plain) FLAGS="-O2 -fPIC" ;;  # -fPIC: the objects also make libgqa_emu.so (python_batch)
     thread) FLAGS="-O1 -g -fsanitize=thread" ;;
     address) FLAGS="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=undefined" ;;
     *) echo "usage: $0 [plain|thread|address]" >&2; exit 2 ;;
 esac
 
 CUDA_SRC=${EMU_CUDA_DIR:-$ROOT/cuda}
-RUN=${EMU_RUN:-emu_selftest test_gpu_basic limits sweep}
+RUN=${EMU_RUN:-emu_selftest test_gpu_basic limits sweep batch_sweep python_batch}
 CACHE=${EMU_CACHE:-/tmp/gqa-emulate-cache-$MODE}
 rm -rf "$WORK"
 mkdir -p "$WORK/obj" "$CACHE"
@@ -67,7 +71,10 @@ if [ -e "$WORK/compile-failed" ]; then echo "emulate.sh: a compile failed" >&2; 
 # The C test toolkit (tests/support/gqa_test.h) the C programs share.
 gcc -std=c99 $FLAGS -I"$ROOT/include" -c "$ROOT/tests/support/gqa_test.c" -o "$WORK/gqa_test.o"
 for name in $RUN; do
-    if [ -f "$HERE/$name.cpp" ]; then  # the emulator's own tests: C++ with emu.hpp
+    if [ "$name" = python_batch ]; then  # the whole emulated library, for the Python package
+        [ "$MODE" = plain ] && "${CXX[@]}" -shared -o "$WORK/libgqa_emu.so" "$WORK"/obj/*.o
+        continue
+    elif [ -f "$HERE/$name.cpp" ]; then  # the emulator's own tests: C++ with emu.hpp
         "${CXX[@]}" -include "$HERE/emu.hpp" -c "$HERE/$name.cpp" -o "$WORK/$name.o"
     else
         src="$HERE/$name.c"
@@ -79,9 +86,22 @@ done
 
 status=0
 for name in $RUN; do
-    if [ "$name" = sweep ]; then  # long: its log goes to a file, its failures to the terminal
-        "$WORK/sweep" >"$WORK/sweep.log" 2>&1 || status=1
-        grep -E "^FAIL|^decode kernel|cases,|emulated kernel error" "$WORK/sweep.log"
+    if [ "$name" = python_batch ]; then
+        PY=${EMU_PYTHON:-$ROOT/.venv/bin/python}
+        [ -x "$PY" ] || PY=python3
+        if [ "$MODE" != plain ]; then
+            echo "python_batch: skipped (plain mode only)"
+        elif ! "$PY" -c "import numpy, cffi, pytest, hypothesis, ml_dtypes" 2>/dev/null; then
+            echo "python_batch: skipped ($PY lacks numpy, cffi, pytest, hypothesis or ml_dtypes)"
+        else
+            echo "python_batch:"
+            GQA_LIBRARY="$WORK/libgqa_emu.so" PYTHONPATH="$ROOT/python:$ROOT/tests/python" \
+                "$PY" -m pytest -q -p no:cacheprovider "$HERE/test_python_batch.py" || status=1
+        fi
+    elif [ "$name" = sweep ] || [ "$name" = batch_sweep ]; then  # long: the log to a file, failures to the terminal
+        "$WORK/$name" >"$WORK/$name.log" 2>&1 || status=1
+        echo "$name:"
+        grep -E "^FAIL|^decode kernel|cases,|emulated kernel error" "$WORK/$name.log"
     else
         "$WORK/$name" || status=1
     fi
