@@ -55,6 +55,8 @@ struct Simd {
         const Reg is_neg_inf = _mm256_cmp_ps(x, _mm256_set1_ps(-INFINITY), _CMP_EQ_OQ);
         return _mm256_blendv_ps(x, _mm256_setzero_ps(), is_neg_inf);
     }
+    // Lanes with a < b take x, the others (NaN included) y.
+    static Reg select_lt(Reg a, Reg b, Reg x, Reg y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
     // Lanes with begins[lane] <= j < ends[lane] take a, the others b.
     static Reg select_in(int32_t j, const int32_t* begins, const int32_t* ends, Reg a, Reg b) {
         const __m256i jv = _mm256_set1_epi32(j);

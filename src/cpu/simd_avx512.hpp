@@ -61,6 +61,10 @@ struct Simd {
         const __mmask16 is_neg_inf = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ);
         return _mm512_mask_blend_ps(is_neg_inf, x, _mm512_setzero_ps());
     }
+    // Lanes with a < b take x, the others (NaN included) y.
+    static Reg select_lt(Reg a, Reg b, Reg x, Reg y) {
+        return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x);
+    }
     // Lanes with begins[lane] <= j < ends[lane] take a, the others b.
     static Reg select_in(int32_t j, const int32_t* begins, const int32_t* ends, Reg a, Reg b) {
         const __m512i jv = _mm512_set1_epi32(j);
