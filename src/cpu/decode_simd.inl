@@ -42,6 +42,14 @@ struct Rows {
     int64_t stride;
     Reg load(int64_t jj, int64_t c) const { return load_elems<T>(base + jj * stride + c * W * (T == DType::F32 ? 4 : 2)); }
 };
+// Rows at base + offsets[jj] bytes: a block that spans pages, read in place (the same loads
+// as Rows, so the same bits).
+template <DType T>
+struct GatherRows {
+    const char* base;
+    const int64_t* offsets;
+    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(base + offsets[jj] + c * W * (T == DType::F32 ? 4 : 2)); }
+};
 
 // s[jj] = q . row jj for jj < n, C vectors of q held in registers, 4 rows per reduction.
 template <int C, typename R>
@@ -201,22 +209,39 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     const int64_t last_end = visible_end(t0, nq - 1);
     for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
         // Blocks never depend on the page layout (a paged cache gives the dense cache's bits):
-        // a block that spans pages is staged, which converts exactly as the direct loads do.
+        // a block that spans pages is read through its rows' offsets, or staged where the
+        // direct loads are not used, which converts exactly as they do.
         n = min64(block, last_end - j0);
         const bool one_run = key_run(t0, j0, n) == n;
         const bool k_direct = direct_k && one_run, v_direct = direct_v && one_run;
         const int64_t next = min64(block, last_end - j0 - n);
         const char* k0 = static_cast<const char*>(t0.k) + key_offset(t0, j0) * es;
         const char* v0 = static_cast<const char*>(t0.v) + value_offset(t0, j0) * es;
+        // A block that spans pages: its rows' byte offsets from t0.k / t0.v, found once per
+        // block by walking its runs (one page-table lookup per run), so the rows the direct
+        // paths read are read in place (GatherRows) rather than staged.
+        int64_t k_off[kKeyBlock], v_off[kKeyBlock];
+        if (!one_run) {
+            for (int64_t jj = 0, run; jj < n; jj += run) {
+                run = key_run(t0, j0 + jj, n - jj);
+                int64_t ko = key_offset(t0, j0 + jj) * es, vo = value_offset(t0, j0 + jj) * es;
+                for (int64_t r = jj; r < jj + run; ++r, ko += k_stride, vo += v_stride) {
+                    k_off[r] = ko;
+                    v_off[r] = vo;
+                }
+            }
+        }
         for (int64_t h = 0; h < heads; ++h) {
             // Head h's share of the next block, so the whole next block is in L2 by the time the
             // heads of this one are done.
             prefetch_positions(t0, j0 + n, next, h, heads);
             const Rows<T> k_rows{k0 + h * d * es, k_stride}, v_rows{v0 + h * d * es, v_stride};
-            if (!k_direct) {
+            const char* k_head = static_cast<const char*>(t0.k) + h * d * es;
+            const char* v_head = static_cast<const char*>(t0.v) + h * d * es;
+            if (!direct_k) {
                 for (int64_t jj = 0; jj < n; ++jj) load_row(t0.k, key_offset(t0, j0 + jj) + h * d, T, d, dp, kb + jj * dp);
             }
-            if (!v_direct) {
+            if (!direct_v) {
                 for (int64_t jj = 0; jj < n; ++jj) load_row(t0.v, value_offset(t0, j0 + jj) + h * d, T, d, dp, vb + jj * dp);
             }
             for (int64_t i = 0; i < nq; ++i) {
@@ -232,6 +257,8 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                     float* s = sc + (r0 + r) * sp;
                     if (k_direct) {
                         dots(qf + (state + r) * dp, vectors, k_seen, visible, s);
+                    } else if (direct_k) {
+                        dots(qf + (state + r) * dp, vectors, GatherRows<T>{k_head, k_off + lo}, visible, s);
                     } else {
                         dots(qf + (state + r) * dp, vectors, k_staged, visible, s);
                     }
@@ -240,6 +267,8 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 }
                 if (v_direct) {
                     pv(g_len, v_seen, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
+                } else if (direct_v) {
+                    pv(g_len, GatherRows<T>{v_head, v_off + lo}, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
                 } else {
                     pv(g_len, v_staged, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
                 }

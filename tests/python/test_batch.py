@@ -52,12 +52,15 @@ def test_random_ragged_batches(batch, page_size, Hkv, G, D, dtype, causal, num_s
     check(case, causal=causal, num_splits=num_splits)
 
 
+@pytest.mark.parametrize("Hq,Hkv,dtype", [(9, 3, np.float16), (4, 4, BF16), (8, 2, np.float32)], ids=str)
 @pytest.mark.parametrize("page_size", PAGE_SIZES)
-def test_shuffled_pages_give_the_contiguous_bits(page_size):
+def test_shuffled_pages_give_the_contiguous_bits(page_size, Hq, Hkv, dtype):
     """The work split never depends on the page layout: a shuffled pool gives bitwise the output
-    of one page per sequence (the dense cache as a special case)."""
-    case = make_case(np.random.default_rng(7), [1, 1, 20, 3, 0, 100], [600, 33, 40, 250, 9, 70], 9, 3, 64,
-                     np.float16, page_size)
+    of one page per sequence (the dense cache as a special case). Groups of 3 (K staged, V read
+    in place), 1 and f32 (K and V read in place, through each block's row offsets when it spans
+    pages)."""
+    case = make_case(np.random.default_rng(7), [1, 1, 20, 3, 0, 100], [600, 33, 40, 250, 9, 70], Hq, Hkv, 64,
+                     dtype, page_size)
     paged, _, _ = run(case)
     dense, _, _ = run(contiguous(case))
     assert paged.tobytes() == dense.tobytes()
