@@ -141,6 +141,18 @@ def test_section_replaces_only_the_cpu_part(tmp_path):
     assert "new" in text and "old" not in text and "intro" in text and "<!-- gpu -->" in text
 
 
+def test_a_second_machine_gets_its_own_section(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# results\n\n{report.START}\nxeon table\n{report.END}\n")
+    rows = [report.annotate(_row(PREFILL, 0.10, {"torch": 0.30}), META)]
+    section = report.markdown(_meta(), rows, None, "cpu-zen3")
+    assert section.startswith(report.markers("cpu-zen3")[0]) and "## CPU (Test CPU 9000)" in section
+    for _ in range(2):  # the second write replaces the first
+        report.write_results_md(path, section, *report.markers("cpu-zen3"))
+    text = path.read_text()
+    assert "xeon table" in text and text.count("## CPU (Test CPU 9000)") == 1
+
+
 def test_plot_labels_keep_the_whole_model_name():
     rows = [report.annotate(_row(PREFILL, 0.1, {"torch": 0.2}), META)]
     assert cpu_plot.label(rows[0]) == "Llama-3-8B 32:8\nS=2048 bf16"

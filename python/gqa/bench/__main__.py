@@ -39,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
                     help="flag rows whose IQR exceeds this share of the median (default %(default)s)")
     ap.add_argument("--out", type=Path, default=Path.cwd(), help="folder for cpu-bench.{json,md,png} (default: .)")
     ap.add_argument("--results-md", type=Path, help="also replace the CPU section of this Markdown file")
+    ap.add_argument("--section", default="cpu", help="which CPU section of --results-md (its markers "
+                    "<!-- gqa-bench:NAME:start/end -->; default cpu): another name keeps a second machine's table")
     return ap
 
 
@@ -111,7 +113,7 @@ def main(argv=None) -> int:
     meta["peer_notes"] = report.notes_of(rows)
 
     rows = [report.annotate(r, meta, args.noisy) for r in rows]
-    section = report.markdown(meta, rows, wake)
+    section = report.markdown(meta, rows, wake, args.section)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     report.write_json(out / "cpu-bench.json", meta, rows, wake)
@@ -120,8 +122,8 @@ def main(argv=None) -> int:
 
     wrote_png = cpu_plot.write_png(out / "cpu-bench.png", meta, rows)
     if args.results_md:
-        report.write_results_md(args.results_md, section)
-    print(section.replace(report.START + "\n", "").replace(report.END + "\n", ""))
+        report.write_results_md(args.results_md, section, *report.markers(args.section))
+    print("".join(line for line in section.splitlines(keepends=True) if not line.startswith("<!-- gqa-bench:")))
     missed = report.misses(rows)
     if missed:
         print("targets missed:\n  " + "\n  ".join(missed))

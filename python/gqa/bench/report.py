@@ -16,6 +16,12 @@ from .timing import Stats
 
 START = "<!-- gqa-bench:cpu:start -->"
 END = "<!-- gqa-bench:cpu:end -->"
+
+
+def markers(section: str = "cpu") -> tuple[str, str]:
+    """RESULTS.md's start and end markers of a CPU section ("cpu" is the default one; another
+    name keeps a second machine's table beside it)."""
+    return f"<!-- gqa-bench:{section}:start -->", f"<!-- gqa-bench:{section}:end -->"
 NOISY_SPREAD = 0.10  # a row whose libgqa or fastest-peer IQR exceeds this share of its median
 
 
@@ -160,8 +166,9 @@ def wake_table(wake: dict) -> list[str]:
     return lines + [""] + notes
 
 
-def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None) -> str:
-    """The CPU section of RESULTS.md (between its markers); rows already annotated."""
+def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None, section: str = "cpu") -> str:
+    """A CPU section of RESULTS.md (between its markers); rows already annotated."""
+    start, end = markers(section)
     v = meta["versions"]
     isa = {}
     for r in rows:
@@ -170,8 +177,8 @@ def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None) -> str:
     matmul = ", ".join(f"{d} {_fmt(m.get('gflops'), 0)} GFLOP/s" if m.get("gflops") else f"{d} n/a ({m['na']})"
                        for d, m in meta["matmul"].items())
     lines = [
-        START,
-        "## CPU: libgqa vs torch SDPA, OpenVINO SDPA and onnxruntime GroupQueryAttention",
+        start,
+        f"## CPU ({meta['cpu']}): libgqa vs torch SDPA, OpenVINO SDPA and onnxruntime GroupQueryAttention",
         "",
         f"- CPU: {meta['cpu']} ({meta['cores']} cores available); ISA flags: {' '.join(meta['isa_flags']) or 'unknown'}; "
         f"L2 {meta['l2_per_core'] // 2**10} KiB per core",
@@ -205,7 +212,7 @@ def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None) -> str:
     if wake:
         lines += ["", f"### After idle: one call of `{wake['config']['label']}` after each gap "
                       f"({wake['samples']} samples each, gaps interleaved)", ""] + wake_table(wake)
-    lines += ["", f"Raw numbers: `{meta['json']}`; plot: `{meta['png']}`.", END]
+    lines += ["", f"Raw numbers: `{meta['json']}`; plot: `{meta['png']}`.", end]
     return "\n".join(lines) + "\n"
 
 
