@@ -15,6 +15,8 @@ from .timing import median_seconds
 ISA_FLAGS = ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_vnni",
              "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "amx_fp16"]
 MATMUL_N = 2048
+MATMUL_PROBE_N = 256
+MATMUL_CALL_S = 1.0
 
 
 def cpu_model() -> str:
@@ -109,7 +111,10 @@ def copy_bandwidth(threads: int, mib: int = 256) -> dict:
 
 def matmul_rates(dtypes: list[str]) -> dict[str, dict]:
     """torch.mm of two n x n matrices per dtype (fp32: MKL sgemm; bf16/f16: oneDNN, AMX tiles
-    where the CPU has them), GFLOP/s = 2 n^3 / t; or why it was not measured."""
+    where the CPU has them), GFLOP/s = 2 n^3 / t; or why it was not measured. n doubles from
+    MATMUL_PROBE_N up to MATMUL_N while the next size's call would take under MATMUL_CALL_S (a
+    CPU with no bf16/f16 matmul units runs them near 1 GFLOP/s: one 2048^3 call would take
+    half a minute)."""
     try:
         import torch
     except ImportError:
@@ -117,8 +122,12 @@ def matmul_rates(dtypes: list[str]) -> dict[str, dict]:
     torch_dtype = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
     rates = {}
     for d in dtypes:
-        a = torch.randn(MATMUL_N, MATMUL_N).to(torch_dtype[d])
-        b = torch.randn(MATMUL_N, MATMUL_N).to(torch_dtype[d])
+        n = MATMUL_PROBE_N
+        while True:
+            a, b = (torch.randn(n, n).to(torch_dtype[d]) for _ in range(2))
+            if n >= MATMUL_N or 8 * median_seconds(lambda: torch.mm(a, b), reps=1) > MATMUL_CALL_S:
+                break
+            n *= 2
         seconds = median_seconds(lambda: torch.mm(a, b), reps=5)
-        rates[d] = {"gflops": 2.0 * MATMUL_N ** 3 / seconds / 1e9, "n": MATMUL_N}
+        rates[d] = {"gflops": 2.0 * n ** 3 / seconds / 1e9, "n": n}
     return rates

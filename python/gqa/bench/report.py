@@ -174,7 +174,9 @@ def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None, section:
     for r in rows:
         isa.setdefault(r["op"], set()).add(r["isa"] or "unknown")
     copy = meta["copy"]
-    matmul = ", ".join(f"{d} {_fmt(m.get('gflops'), 0)} GFLOP/s" if m.get("gflops") else f"{d} n/a ({m['na']})"
+    matmul = ", ".join(f"{d} {_fmt(m.get('gflops'), 0)} GFLOP/s"
+                       + (f" (n={m['n']})" if m.get("n", meta["matmul_n"]) != meta["matmul_n"] else "")
+                       if m.get("gflops") else f"{d} n/a ({m['na']})"
                        for d, m in meta["matmul"].items())
     lines = [
         start,
