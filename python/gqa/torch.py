@@ -154,14 +154,13 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     q [B,S,Hq,D], k/v [B,S,Hkv,D], caches [B,max_seq_len,Hkv,D]. Returns ``out`` (new, or the
     one given, filled in place), or (out, lse [B,Hq,S] float32) with return_lse."""
     # The eager plain call first (the overhead budget): default options, scalars of the usual
-    # types, plain tensors, nothing watching; plain_prefill checks the rest or returns False.
+    # types, nothing watching; plain_prefill checks the tensors (plain torch.Tensor ones) or
+    # returns None.
     if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False
             and type(start_pos) is int and (causal is True or causal is False) and (scale is None or type(scale) is float)
-            and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor
-            and (k_cache is None or type(k_cache) is _Tensor) and (v_cache is None or type(v_cache) is _Tensor)
-            and (out is None or type(out) is _Tensor) and not _watched()):
+            and not _watched()):
         result = _kernels.plain_prefill(out, q, k, v, k_cache, v_cache, start_pos, causal,
-                                        0.0 if scale is None else scale)
+                                        0.0 if scale is None else scale, eager=True)
         if result is not None:
             return result
     if out is None:
@@ -212,11 +211,9 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     # The eager plain call first, as in prefill.
     if (window is _NO_WINDOW and softcap is _NO_SOFTCAP and sinks is None and return_lse is False
             and workspace is None and type(cache_len) is int and type(num_splits) is int
-            and (scale is None or type(scale) is float)
-            and type(q) is _Tensor and type(k) is _Tensor and type(v) is _Tensor and type(k_cache) is _Tensor
-            and type(v_cache) is _Tensor and (out is None or type(out) is _Tensor) and not _watched()):
+            and (scale is None or type(scale) is float) and not _watched()):
         result = _kernels.plain_decode(out, q, k, v, k_cache, v_cache, cache_len, 0.0 if scale is None else scale,
-                                       num_splits)
+                                       num_splits, eager=True)
         if result is not None:
             return result
     if out is None:

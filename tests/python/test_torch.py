@@ -342,8 +342,8 @@ class _Spy:
     def __getattr__(self, name):
         kernel = getattr(self.kernels, name)
 
-        def recorded(*args):
-            result = kernel(*args)
+        def recorded(*args, **kwargs):
+            result = kernel(*args, **kwargs)
             if not (name.startswith("plain_") and result is None):
                 self.used.append(name)
             return result
@@ -366,7 +366,10 @@ def test_the_operator_route_is_taken_whenever_something_watches(monkeypatch):
     monkeypatch.setattr(gt, "_kernels", spy)
     args, _ = _decode_args()
     want = gt.decode(*args)
-    assert spy.used  # eager: the kernel, directly
+    for _ in range(2):  # calls like it: the eager route's guard is made, and passes them
+        assert torch.equal(gt.decode(*_decode_args()[0]), want)
+    assert spy.used == ["plain_decode"] * 3  # eager: the kernel, directly
+    assert gqa._torch_ops._last.decode.guard is not None or gqa._torch_ops._TensorGuards is None
     spy.used.clear()
 
     with _Recorder() as recorder:  # a dispatch mode sees the operator
@@ -418,6 +421,61 @@ def test_the_operator_route_is_taken_whenever_something_watches(monkeypatch):
     with torch.inference_mode():  # nothing watches: the eager route, the same result
         assert torch.equal(gt.decode(*_decode_args()[0]), want)
         assert spy.used == ["plain_decode"]
+
+
+@pytest.mark.parametrize("caches", [True, False], ids=["decode", "prefill-no-caches"])
+def test_a_call_like_the_last_one_is_refused_for_what_the_first_is(caches):
+    """The eager route's repeat calls (one guard check for the tensors of a call like the
+    previous one): a tensor that differs in dtype, layout, requires_grad or type is checked in
+    full, so refused with the same errors before anything is written, or sent to the operator."""
+    (q, k, v, kc, vc, n), _ = _decode_args()
+    if caches:
+        def call(q=q, k=k, v=v, k_cache=kc, v_cache=vc, **kw):
+            return gt.decode(q, k, v, k_cache, v_cache, n, **kw)
+    else:
+        def call(q=q, k=k, v=v, **kw):
+            return gt.prefill(q, k, v, start_pos=0, **kw)
+    want = call()
+    for _ in range(3):
+        out = call()
+        assert torch.equal(out, want) and out._version == 0  # a new out: nobody holds a version of it
+    last = gqa._torch_ops._last
+    assert (last.decode if caches else last.prefill_without_caches).guard is not None or \
+        gqa._torch_ops._TensorGuards is None
+    given = torch.empty_like(q)
+    for _ in range(3):
+        before = (given._version, kc._version)
+        assert call(out=given) is given and torch.equal(given, want)
+        assert given._version == before[0] + 1 and kc._version == before[1] + (1 if caches else 0)
+    strided = torch.empty(2, 1, 6, 64)[..., ::2]  # q's shape, a strided last axis
+    bad = [
+        (dict(k=k.clone().requires_grad_()), "k requires grad"),
+        (dict(q=q.double()), "float64"),
+        (dict(v=v.half()), "v has dtype torch.float16"),
+        (dict(out=torch.empty_like(q, dtype=torch.float64)), "out has dtype"),
+        (dict(out=strided), "out must have a contiguous last axis"),
+        (dict(out=torch.empty_like(q).requires_grad_()), "out requires grad"),
+        (dict(q=q.numpy()), "q is a ndarray"),
+        (dict(out=q.numpy()), "out is a ndarray"),
+    ]
+    if caches:
+        bad += [(dict(k_cache=kc.transpose(1, 2).contiguous().transpose(1, 2)), "k_cache must be contiguous"),
+                (dict(v_cache=vc.double()), "v_cache has dtype")]
+    for changed, message in bad:
+        before = kc.clone()
+        with pytest.raises(gqa.GQAError, match=message):
+            call(**changed)
+        assert torch.equal(kc, before)
+        assert torch.equal(call(), want)  # and the call after is a repeat call again
+    assert torch.equal(call(k=k, v=k.clone().copy_(v)), want)  # other tensors of the same metadata
+    assert torch.equal(call(k=v, v=v), call(k=v.clone(), v=v))  # one tensor twice: checked in full, runs
+    param = torch.nn.Parameter(q.clone(), requires_grad=False)
+    assert torch.equal(call(q=param), want)  # a subclass: the operator route
+    with torch.no_grad():
+        assert torch.equal(call(k=k.clone().requires_grad_()), want)
+    with torch.inference_mode():  # other TLS dispatch keys: checked in full, then repeat calls again
+        for _ in range(3):
+            assert torch.equal(call(), want)
 
 
 def test_version_counters_let_autograd_see_a_saved_cache_overwritten():
