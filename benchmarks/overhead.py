@@ -7,6 +7,11 @@ Peers, interleaved (a burst of each in turn, many rounds), on the same memory:
   torch gt.decode out=     gqa.torch.decode / .prefill, out given (the eager route)
   torch gt.decode          the same, out allocated by the call
   torch.ops.gqa.decode     the operator through the dispatcher (what torch.compile calls)
+  empty Library op         torch's floor for that row: a no-op operator of gqa::decode's schema
+                           defined as gqa's are (Library.define and a CPU kernel), through the
+                           dispatcher
+  empty custom_op          the same no-op made by torch.library.custom_op (its Python autograd
+                           and mutation wrappers run on every call)
 
     python benchmarks/overhead.py [--rounds 60] [--burst 1000]
 
@@ -58,17 +63,36 @@ def config(kind):
     return cfg
 
 
+_EMPTY = torch.library.Library("gqa_overhead", "FRAGMENT")  # kept: the no-op operators live as long as it
+
+
+def empty_ops(kind):
+    """The two no-op operators with gqa::<kind>'s schema (see the docstring), as callables."""
+    schema = getattr(torch.ops.gqa, kind).default._schema
+    signature = str(schema)[str(schema).index("("):]  # "(Tensor(a!) out, ...) -> ()"
+    _EMPTY.define(f"{kind}_noop{signature}")
+    _EMPTY.impl(f"{kind}_noop", lambda *args: None, "CPU")
+    written = [a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write]
+    torch.library.custom_op(f"gqa_overhead::{kind}_custom_noop", lambda *args: None, mutates_args=written,
+                            schema=signature)
+    return getattr(torch.ops.gqa_overhead, f"{kind}_noop").default, \
+        getattr(torch.ops.gqa_overhead, f"{kind}_custom_noop").default
+
+
 def decode_peers(rng):
     p, cfg = Problem(rng, 1), config("decode")
     cfg.cache_len = CACHE_LEN
     c_call, null, op = lib.gqa_attention_decode, ffi.NULL, torch.ops.gqa.decode.default
     tout, tq, tk, tv, tkc, tvc = p.tensors
+    noop, custom_noop = empty_ops("decode")
     return {
         "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
         "numpy gqa.decode": lambda: gqa.decode(p.q, p.k, p.v, p.kc, p.vc, CACHE_LEN, out=p.out),
         "torch gt.decode out=": lambda: gt.decode(tq, tk, tv, tkc, tvc, CACHE_LEN, out=tout),
         "torch gt.decode": lambda: gt.decode(tq, tk, tv, tkc, tvc, CACHE_LEN),
         "torch.ops.gqa.decode": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
+        "empty Library op": lambda: noop(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
+        "empty custom_op": lambda: custom_noop(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, None, 0.0, 0, None),
     }
 
 
@@ -77,12 +101,15 @@ def prefill_peers(rng):
     cfg.seq_len, cfg.start_pos = SEQ, CACHE_LEN
     c_call, null, op = lib.gqa_attention_prefill, ffi.NULL, torch.ops.gqa.prefill.default
     tout, tq, tk, tv, tkc, tvc = p.tensors
+    noop, custom_noop = empty_ops("prefill")
     return {
         "C (cffi)": lambda: c_call(*p.pointers, cfg, null),
         "numpy gqa.prefill": lambda: gqa.prefill(p.q, p.k, p.v, p.kc, p.vc, start_pos=CACHE_LEN, out=p.out),
         "torch gt.prefill out=": lambda: gt.prefill(tq, tk, tv, tkc, tvc, start_pos=CACHE_LEN, out=tout),
         "torch gt.prefill": lambda: gt.prefill(tq, tk, tv, tkc, tvc, start_pos=CACHE_LEN),
         "torch.ops.gqa.prefill": lambda: op(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
+        "empty Library op": lambda: noop(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
+        "empty custom_op": lambda: custom_noop(tout, tq, tk, tv, tkc, tvc, CACHE_LEN, True, 0.0),
     }
 
 
