@@ -50,7 +50,7 @@ gqa.decode(q, k, k, c, c.copy(), 0)' 2>&1 | grep -q "is not supported by this CP
 }
 for isa in scalar avx2 avx512 avx512_bf16 amx_bf16; do
   if isa_falls_back "$isa"; then
-    names+=("GQA_CPU_ISA=$isa runs (not on this CPU)"); results+=(skipped)
+    names+=("GQA_CPU_ISA=$isa (not on this CPU)"); results+=(skipped)
     continue
   fi
   run_suite "ctest GQA_CPU_ISA=$isa" env GQA_CPU_ISA=$isa ctest --test-dir build/py --output-on-failure -L cpu
