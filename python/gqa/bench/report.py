@@ -14,14 +14,13 @@ from .configs import DECODE_COPY_TARGET, DECODE_TARGET, PREFILL_TARGET
 from .cpu_run import PEER_TITLES, TOLERANCE
 from .timing import Stats
 
-START = "<!-- gqa-bench:cpu:start -->"
-END = "<!-- gqa-bench:cpu:end -->"
-
-
 def markers(section: str = "cpu") -> tuple[str, str]:
     """RESULTS.md's start and end markers of a CPU section ("cpu" is the default one; another
     name keeps a second machine's table beside it)."""
     return f"<!-- gqa-bench:{section}:start -->", f"<!-- gqa-bench:{section}:end -->"
+
+
+START, END = markers()
 NOISY_SPREAD = 0.10  # a row whose libgqa or fastest-peer IQR exceeds this share of its median
 
 
