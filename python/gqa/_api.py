@@ -6,6 +6,7 @@ a rejected call); Python checks shapes first only to name the argument in its ow
 from __future__ import annotations
 
 import contextlib
+import threading
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,29 +64,93 @@ def _scale(scale: float | None) -> float:
     return 0.0 if scale is None else _args.float32("scale", scale)
 
 
+def _usual_scale(scale) -> bool:
+    """None or a float that _scale returns as it is."""
+    return scale is None or (type(scale) is float and -_args.FLOAT32_MAX <= scale <= _args.FLOAT32_MAX)
+
+
 # ---- the plain NumPy call: no variants, no stream, contiguous arrays of one dtype --------------
-# It needs none of the adapters: one expression checks types, dtypes and shapes, ffi.from_buffer
-# checks that each array is C-contiguous (and writable where libgqa writes) as it takes its
-# address, and the config is this thread's own one for the shape (gqa._configs.plain). When any
-# of that fails, the general path below runs and names what is wrong. The C library checks the
-# values as always.
+# It needs none of the adapters: the shapes and dtype are checked to fit together once per
+# shape (a _Plain), then one expression checks each call's types, dtypes and shapes, and
+# ffi.from_buffer checks that each array is C-contiguous (and writable where libgqa writes) as
+# it takes its address. When any of that fails, the general path below runs and names what is
+# wrong. The C library checks the values as always.
 _ND = np.ndarray
 _NO_WINDOW = (-1, -1)
 _NO_SOFTCAP = 0.0
 _CPU = lib.GQA_DEVICE_CPU
+_INT32_MIN, _INT32_MAX, _FLOAT32_MAX = _args.INT32_MIN, _args.INT32_MAX, _args.FLOAT32_MAX
 _buffer = ffi.from_buffer
 _NULL = ffi.NULL
+_UNSET = object()
 
 
-def _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache) -> bool:
-    """Once the caller has seen q's shape `shape`, k's kv and k_cache's cache (None: no caches)."""
-    dtype = q.dtype
-    return (type(k) is _ND and type(v) is _ND and type(out) is _ND and dtype in NUMPY_DTYPES
-            and k.dtype is dtype and v.dtype is dtype and out.dtype is dtype
-            and v.shape == kv and out.shape == shape
+class _Plain:
+    """Shapes and a dtype of plain calls found to fit together (q's shape, k's, k_cache's or
+    None; q's dtype), the config made for them, and the two scalars of a call last written into
+    it (prefill: causal, scale; decode: scale, num_splits), compared by identity: a call with
+    the same objects writes neither (~0.25 us). Each has its own config, so that record holds."""
+    __slots__ = ("shape", "kv", "cache", "dtype", "cfg", "names", "first", "second")
+
+    def __init__(self, op, shape, kv, cache, dtype, cfg):
+        self.shape, self.kv, self.cache, self.dtype, self.cfg = shape, kv, cache, dtype, cfg
+        self.names = ("causal", "scale") if op == "prefill" else ("scale", "num_splits")
+        self.first = self.second = _UNSET
+
+
+class _Seen(threading.local):
+    """This thread's _Plain of its last plain prefill and decode, and all it made, by shapes."""
+    prefill = decode = None
+
+    def __init__(self):
+        self.by_shapes = {}
+
+
+_seen = _Seen()
+
+
+def _plain_shapes(op, shape, kv, cache, dtype):
+    """The _Plain of these shapes and dtype for a plain call of op ("prefill", "decode"): the one
+    this thread made on their first call, or None when they do not fit together as a plain
+    call's do (a wrong rank raises ValueError or TypeError)."""
+    key = (op, shape, kv, cache, dtype)
+    seen = _seen.by_shapes.get(key)
+    if seen is None or seen.dtype is not dtype:  # an equal dtype is another object: made anew
+        B, S, Hq, D = shape
+        Hkv = kv[2]
+        T = 0 if cache is None else cache[1]
+        if not (dtype in NUMPY_DTYPES and kv == (B, S, Hkv, D) and (cache is None or cache == (B, T, Hkv, D))
+                and (op == "prefill" or (S == 1 and cache is not None))):
+            return None
+        sizes = (B, S, Hq, Hkv, D, T) if op == "prefill" else (B, Hq, Hkv, D, T)
+        if len(_seen.by_shapes) >= _configs.MAX_TEMPLATES:
+            _seen.by_shapes.clear()
+        cfg = _configs.config((op, NUMPY_DTYPES[dtype], _CPU, *sizes))
+        seen = _seen.by_shapes[key] = _Plain(op, shape, kv, cache, dtype, cfg)
+    return seen
+
+
+def _plain_checked(op, q, k, v, k_cache, v_cache, out):
+    """The _Plain of a plain call of op on these arrays (q a NumPy array; k_cache None: no
+    caches; out None: one to be made), or None when it is not one: the shapes and dtype fit
+    together (this thread's last such call's, compared as tuples: the usual case; else
+    _plain_shapes), then each call's types, dtypes and shapes. Contiguity and writability are
+    from_buffer's to check."""
+    shape, kv, dtype = q.shape, k.shape, q.dtype
+    cache = None if k_cache is None else k_cache.shape
+    seen = _seen.decode if op == "decode" else _seen.prefill
+    if seen is None or not (seen.shape == shape and seen.kv == kv and seen.cache == cache and seen.dtype is dtype):
+        seen = _plain_shapes(op, shape, kv, cache, dtype)
+        if seen is None:
+            return None
+        setattr(_seen, op, seen)
+    if (type(k) is _ND and type(v) is _ND and k.dtype is dtype and v.dtype is dtype and v.shape == kv
+            and (out is None or (type(out) is _ND and out.dtype is dtype and out.shape == shape))
             and ((cache is None and v_cache is None)
                  or (type(k_cache) is _ND and type(v_cache) is _ND and k_cache.dtype is dtype
-                     and v_cache.dtype is dtype and v_cache.shape == cache)))
+                     and v_cache.dtype is dtype and v_cache.shape == cache))):
+        return seen
+    return None
 
 
 def _no_variants(window, softcap, sinks, return_lse) -> bool:
@@ -95,52 +160,54 @@ def _no_variants(window, softcap, sinks, return_lse) -> bool:
             and sinks is None and return_lse is False)
 
 
+def _run(c_function, arrays, seen, first, second):
+    """The plain call into libgqa with seen's config, its two scalars (see _Plain) set to first
+    and second (_check_status only when there is something to raise)."""
+    cfg = seen.cfg
+    if first is not seen.first or second is not seen.second:
+        setattr(cfg, seen.names[0], first)
+        setattr(cfg, seen.names[1], second)
+        seen.first, seen.second = first, second
+    _logging.sync_level()
+    status = c_function(*arrays, cfg, _NULL)
+    if status != _OK or _logging.pending.exc is not None:
+        _check_status(status)
+
+
 def _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, scale, out):
     """prefill on plain NumPy arrays, or None when this is not such a call."""
     try:
-        shape, kv = q.shape, k.shape
-        B, S, Hq, D = shape
-        Hkv = kv[2]
-        cache = None if k_cache is None else k_cache.shape
-        T = 0 if cache is None else cache[1]
-        if out is None:
-            out = np.empty(shape, q.dtype)
-        if not (kv == (B, S, Hkv, D) and (cache is None or cache == (B, T, Hkv, D))
-                and _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache)):
+        seen = _plain_checked("prefill", q, k, v, k_cache, v_cache, out)
+        if seen is None:
             return None
-        if cache is None:
+        if out is None:  # made once the shapes are known to fit
+            out = np.empty(seen.shape, seen.dtype)
+        if k_cache is None:
             caches = (_NULL, _NULL)
         else:
             caches = (_buffer(k_cache, require_writable=True), _buffer(v_cache, require_writable=True))
         arrays = (_buffer(out, require_writable=True), _buffer(q), _buffer(k), _buffer(v), *caches)
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    cfg = _configs.plain(("prefill", NUMPY_DTYPES[q.dtype], _CPU, B, S, Hq, Hkv, D, T))
-    cfg.start_pos, cfg.causal, cfg.scale = start_pos, causal, scale
-    _logging.sync_level()
-    _check_status(lib.gqa_attention_prefill(*arrays, cfg, _NULL))
+    seen.cfg.start_pos = start_pos
+    _run(lib.gqa_attention_prefill, arrays, seen, causal, scale)
     return out
 
 
 def _plain_decode(q, k, v, k_cache, v_cache, cache_len, scale, num_splits, out):
     """decode on plain NumPy arrays with one cache_len (an int), or None when this is not such a call."""
     try:
-        shape, kv, cache = q.shape, k.shape, k_cache.shape
-        B, one, Hq, D = shape
-        Hkv, T = kv[2], cache[1]
-        if out is None:
-            out = np.empty(shape, q.dtype)
-        if not (one == 1 and kv == (B, 1, Hkv, D) and cache == (B, T, Hkv, D)
-                and _plain_numpy(q, k, v, k_cache, v_cache, out, shape, kv, cache)):
+        seen = _plain_checked("decode", q, k, v, k_cache, v_cache, out)
+        if seen is None:
             return None
+        if out is None:  # made once the shapes are known to fit
+            out = np.empty(seen.shape, seen.dtype)
         arrays = (_buffer(out, require_writable=True), _buffer(q), _buffer(k), _buffer(v),
                   _buffer(k_cache, require_writable=True), _buffer(v_cache, require_writable=True))
     except (AttributeError, ValueError, IndexError, TypeError):
         return None
-    cfg = _configs.plain(("decode", NUMPY_DTYPES[q.dtype], _CPU, B, Hq, Hkv, D, T))
-    cfg.cache_len, cfg.scale, cfg.num_splits = cache_len, scale, num_splits
-    _logging.sync_level()
-    _check_status(lib.gqa_attention_decode(*arrays, cfg, _NULL))
+    seen.cfg.cache_len = cache_len
+    _run(lib.gqa_attention_decode, arrays, seen, scale, num_splits)
     return out
 
 
@@ -158,8 +225,16 @@ def prefill(q, k, v, k_cache=None, v_cache=None, *, start_pos: int = 0, causal: 
     v, out whose head_dim axis is contiguous (fused QKV, BHSD) are used in place.
     ``start_pos`` is an int (or NumPy integer), never a float, not even 2.0; ``causal`` a bool.
     """
+    # The usual call first: default options, scalars that the checks below would return as they are.
+    usual = (type(q) is _ND and stream is None and window is _NO_WINDOW and softcap is _NO_SOFTCAP
+             and sinks is None and return_lse is False and type(start_pos) is int
+             and _INT32_MIN <= start_pos <= _INT32_MAX and (causal is True or causal is False) and _usual_scale(scale))
+    if usual:
+        done = _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, 0.0 if scale is None else scale, out)
+        if done is not None:
+            return done
     start_pos, causal, c_scale = _args.int32("start_pos", start_pos), _args.flag("causal", causal), _scale(scale)
-    if type(q) is _ND and stream is None and _no_variants(window, softcap, sinks, return_lse):
+    if not usual and type(q) is _ND and stream is None and _no_variants(window, softcap, sinks, return_lse):
         done = _plain_prefill(q, k, v, k_cache, v_cache, start_pos, causal, c_scale, out)
         if done is not None:
             return done
@@ -218,8 +293,16 @@ def decode(q, k, v, k_cache, v_cache, cache_len, *, scale: float | None = None, 
     torch or CuPy array) or as an (address, nbytes) pair. ``cache_len`` and ``num_splits`` are ints (or NumPy
     integers; a sequence or array of them for per-sequence lengths), never floats, not even 3.0.
     """
+    usual = (type(q) is _ND and stream is None and workspace is None and window is _NO_WINDOW  # as in prefill
+             and softcap is _NO_SOFTCAP and sinks is None and return_lse is False and type(cache_len) is int
+             and _INT32_MIN <= cache_len <= _INT32_MAX and type(num_splits) is int
+             and _INT32_MIN <= num_splits <= _INT32_MAX and _usual_scale(scale))
+    if usual:
+        done = _plain_decode(q, k, v, k_cache, v_cache, cache_len, 0.0 if scale is None else scale, num_splits, out)
+        if done is not None:
+            return done
     c_scale, num_splits = _scale(scale), _args.int32("num_splits", num_splits)
-    if (type(q) is _ND and type(cache_len) is int and stream is None and workspace is None
+    if (not usual and type(q) is _ND and type(cache_len) is int and stream is None and workspace is None
             and _no_variants(window, softcap, sinks, return_lse)):
         done = _plain_decode(q, k, v, k_cache, v_cache, _args.int32("cache_len", cache_len), c_scale, num_splits, out)
         if done is not None:

@@ -32,7 +32,7 @@ _SHAPES = {
 _TYPES = {op: ffi.typeof(f"{name}*") for op, (name, _) in _SHAPES.items()}
 
 _templates: dict = {}
-_MAX_TEMPLATES = 4096  # shapes seen; past that the cache starts over (bounded memory for a server)
+MAX_TEMPLATES = 4096  # shapes seen; past that the cache starts over (bounded memory for a server)
 _lock = threading.Lock()
 
 
@@ -65,7 +65,7 @@ def config(key):
         with _lock:
             template = _templates.get(key)
             if template is None:
-                if len(_templates) >= _MAX_TEMPLATES:
+                if len(_templates) >= MAX_TEMPLATES:
                     _templates.clear()
                 template = _templates[key] = _template(key)
     return ffi.new(_TYPES[key[0]], template[0])
@@ -89,7 +89,7 @@ def plain(key, shape_key=None):
     configs = per_thread.configs
     cfg = configs.get(key)
     if cfg is None:
-        if len(configs) >= _MAX_TEMPLATES:
+        if len(configs) >= MAX_TEMPLATES:
             configs.clear()
         cfg = configs[key] = config(key if shape_key is None else shape_key)
     return cfg

@@ -1,6 +1,7 @@
 """Every bad call raises the right GQAError and writes NOTHING (out and caches compared bytewise)."""
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -294,3 +295,87 @@ def test_stream_objects_accepted_for_cpu_arrays():
     k = q[:, :, :1].copy()
     for s in (None, 0, TorchLikeStream()):
         assert np.isfinite(gqa.prefill(q, k, k, stream=s)).all()
+
+
+# ---- repeat calls: the plain path remembers its last shapes (and config); nothing else -------------
+
+def _outcome(call):
+    """(error type, message), or the bytes of the result."""
+    try:
+        return call().tobytes()
+    except gqa.GQAError as e:
+        return type(e), str(e)
+
+
+def _first_call(call):
+    """_outcome(call) in a thread that has made no call (remembers nothing)."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(_outcome(call)))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
+def _call_of(op, a):
+    if op == "prefill":
+        return lambda: gqa.prefill(a["q"], a["k"], a["v"], a["k_cache"], a["v_cache"], out=a["out"],
+                                   start_pos=a.get("start_pos", 0), scale=a.get("scale"), causal=a.get("causal", True))
+    return lambda: gqa.decode(a["q"], a["k"], a["v"], a["k_cache"], a["v_cache"], a.get("cache_len", 3), out=a["out"],
+                              scale=a.get("scale"), num_splits=a.get("num_splits", 0))
+
+
+def _in_place(name, attr, value):
+    """A case that changes array `name` itself (the same object as in the calls before): its
+    attribute attr becomes value(the array)."""
+    def change(a):
+        x = a[name]
+        if attr == "writeable":
+            x.flags.writeable = value(x)
+        else:
+            setattr(x, attr, value(x))
+    return change
+
+
+SAME_OBJECT_BAD = {
+    "k dtype in place": _in_place("k", "dtype", lambda x: np.int32),
+    "out dtype in place": _in_place("out", "dtype", lambda x: np.int32),
+    "v shape in place": _in_place("v", "shape", lambda x: (*x.shape[:2], HKV * D)),
+    "out shape in place": _in_place("out", "shape", lambda x: (*x.shape[:2], HQ // 2, 2 * D)),
+    "k_cache shape in place": _in_place("k_cache", "shape", lambda x: (B, M // 2, HKV, 2 * D)),
+    "k_cache read-only in place": _in_place("k_cache", "writeable", lambda x: False),
+    "out read-only in place": _in_place("out", "writeable", lambda x: False),
+}
+
+
+@pytest.mark.parametrize("op, case", [("prefill", c) for c in sorted(PREFILL_BAD)]
+                         + [("decode", c) for c in sorted(DECODE_BAD)]
+                         + [(op, c) for op in ("prefill", "decode") for c in sorted(SAME_OBJECT_BAD)])
+def test_a_bad_call_after_good_ones_of_its_shapes_is_refused_as_a_first_call_is(op, case):
+    """After plain calls of one shape (the same arrays), a call with one thing changed (another
+    array, or the same array with another dtype, shape or writeable flag) is checked in full:
+    the same error as in a thread that never called, and nothing written."""
+    a = args() if op == "prefill" else dec_args()
+    call = _call_of(op, a)
+    for _ in range(3):
+        call()
+    a["out"][...] = np.nan
+    (PREFILL_BAD if op == "prefill" else DECODE_BAD).get(case, SAME_OBJECT_BAD.get(case))(a)
+    error = assert_nothing_written(a, call, gqa.GQAError)
+    assert (type(error), str(error)) == _first_call(call)
+
+
+@pytest.mark.parametrize("op", ["prefill", "decode"])
+def test_repeat_calls_with_other_arrays_and_scalars_give_what_a_first_call_gives(op):
+    """Calls of one shape in a row, changing the arrays (new objects) and the scalars a config
+    holds (causal, scale, num_splits) or each call sets (start_pos, cache_len): each result is
+    bitwise what the same call gives in a thread that never called."""
+    a = args() if op == "prefill" else dec_args()
+    changes = [{}, {"scale": 0.5}, {"scale": 0.5}, {}, {"q": a["q"] * 2.0}, {"out": np.empty_like(a["out"])}]
+    changes += ([{"causal": False}, {"start_pos": 3}, {"causal": False, "scale": 0.25}, {}] if op == "prefill"
+                else [{"num_splits": 2}, {"cache_len": 7}, {"num_splits": 2, "scale": 0.25}, {}])
+    for change in changes:
+        b = dict(a, **change)
+        for name in ("k_cache", "v_cache", "out"):  # written: each call starts from the same contents
+            b[name] = a[name].copy()
+        first = _first_call(_call_of(op, dict(b, k_cache=b["k_cache"].copy(), v_cache=b["v_cache"].copy())))
+        assert _outcome(_call_of(op, b)) == first, change
