@@ -162,17 +162,20 @@ def _plain_config(key):
     return cfg
 
 
-# ---- the eager route's repeat calls -------------------------------------------------------------
-# A plain call from gqa.torch's eager route (eager=True) like this thread's previous one of the
-# same operation (same config: shapes, dtype, device, scalars; tensors of the same type, dispatch
-# keys, dtype, device, sizes, strides, requires_grad all False, no tensor twice) needs none of the
-# per-tensor checks: torch's C++ tensor guard (the check a compiled graph runs on its inputs)
-# tests all that in one call, ~0.9 us for six tensors against ~3.5 us to read the same metadata
-# tensor by tensor (2-core EPYC, torch 2.13). The TLS dispatch keys are part of it, so a call
-# under inference_mode or autocast misses it and is checked in full (tracers and modes never get
-# here: gqa.torch sends their calls to the dispatcher). A guard costs ~15 us to make: one is made
-# on the second call in a row with one config that no guard passed, so calls of ever-changing
-# shapes never pay for one. Not on the dispatcher's route, whose kernels run under other TLS keys.
+# ---- repeat calls ---------------------------------------------------------------------------------
+# A plain call like this thread's previous one of the same operation on the same route (same
+# config: shapes, dtype, device, scalars; tensors of the same type, dispatch keys, dtype, device,
+# sizes, strides, requires_grad all False, no tensor twice) needs none of the per-tensor checks:
+# torch's C++ tensor guard (the check a compiled graph runs on its inputs) tests all that in one
+# call, ~0.9 us for six tensors against ~3.5 us to read the same metadata tensor by tensor
+# (2-core EPYC, torch 2.13). The TLS dispatch keys are part of it, so a call under
+# inference_mode or autocast misses it and is checked in full (tracers and modes never reach a
+# kernel with real tensors; gqa.torch sends their calls to the dispatcher). A guard costs ~15 us
+# to make: one is made on the second call in a row with one config that no guard passed, so
+# calls of ever-changing shapes never pay for one. The two routes, gqa.torch's eager one
+# (eager=True) and the operators' kernels (run by the dispatcher, or by gqa.torch when the eager
+# plain call does not take its arguments), remember their calls apart: a kernel runs under other
+# TLS dispatch keys than its caller, so one guard would miss every call of the other route.
 
 try:
     from torch._C._dynamo.guards import TensorGuards as _TensorGuards, _empty_strided_cpu
@@ -200,7 +203,7 @@ if _TensorGuards is not None and not _guards_work():
 
 
 class _Repeat:
-    """A config the eager route has run, with its scalars (the rest of its key) and, once made,
+    """A config a route has run, with its scalars (the rest of its key) and, once made,
     its guards: of the inputs (q, k, v[, caches]) for a call that allocates out, and of out and
     the inputs for one that gives it (out like q); empty: the arguments that allocate out on the
     CPU. A guard also refuses a tensor passed twice (out=q, k is v: checked in full)."""
@@ -213,15 +216,15 @@ class _Repeat:
 
 
 class _Last(threading.local):
-    prefill = prefill_without_caches = decode = None  # this thread's _Repeat of each call
+    prefill = prefill_without_caches = decode = None  # this thread's _Repeat of each call on one route
 
 
-_last = _Last()
+_last, _last_kernel = _Last(), _Last()  # gqa.torch's eager route, the kernels
 
 
 def _remember(last, cfg, first, second, on_cpu, inputs):
-    """After a plain eager call with config cfg (inputs: q, k, v[, caches]) that no guard of last
-    passed: what this thread remembers now (last, with guards made on its second such call)."""
+    """After a plain call with config cfg (inputs: q, k, v[, caches]) that no guard of last (the
+    route's) passed: what the route remembers now (last, with guards made on its second such call)."""
     if last is None or last.cfg is not cfg:
         return _Repeat(cfg, first, second, on_cpu)
     q = inputs[0]
@@ -237,7 +240,8 @@ def _remember(last, cfg, first, second, on_cpu, inputs):
 
 def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos: int, causal: bool, scale: float, eager: bool = False):
     """The plain prefill; returns out (a new one when out is None), or None if it is not plain."""
-    last = None if not eager else _last.prefill if k_cache is not None else _last.prefill_without_caches
+    route = _last if eager else _last_kernel
+    last = route.prefill if k_cache is not None else route.prefill_without_caches
     if (last is not None and last.guard is not None and last.first == causal and last.second == scale
             and (v_cache is None and (last.guard.check(q, k, v) if out is None else last.guard_out.check(out, q, k, v))
                  if k_cache is None else last.guard.check(q, k, v, k_cache, v_cache) if out is None
@@ -268,10 +272,10 @@ def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos: int, causal: bool, 
                 and _INT32_MIN <= start_pos <= _INT32_MAX):
             return None
         repeat = None
-        if eager and cache is None:
-            _last.prefill_without_caches = _remember(last, cfg, causal, scale, on_cpu, (q, k, v))
-        elif eager:
-            _last.prefill = _remember(last, cfg, causal, scale, on_cpu, (q, k, v, k_cache, v_cache))
+        if cache is None:
+            route.prefill_without_caches = _remember(last, cfg, causal, scale, on_cpu, (q, k, v))
+        else:
+            route.prefill = _remember(last, cfg, causal, scale, on_cpu, (q, k, v, k_cache, v_cache))
     # A new out (like the contiguous q: so contiguous too) comes from the CPU allocator directly on
     # a repeat call (~0.7 us against ~1.7 for torch.empty_like, which goes through the dispatcher
     # twice). It has no version anyone holds: not bumped, as torch's own ops leave theirs at 0.
@@ -297,7 +301,8 @@ def plain_prefill(out, q, k, v, k_cache, v_cache, start_pos: int, causal: bool, 
 
 def plain_decode(out, q, k, v, k_cache, v_cache, cache_len: int, scale: float, num_splits: int, eager: bool = False):
     """The plain decode; returns out (a new one when out is None), or None if it is not plain."""
-    last = _last.decode if eager else None
+    route = _last if eager else _last_kernel
+    last = route.decode
     if (last is not None and last.guard is not None and last.first == scale and last.second == num_splits
             and (last.guard.check(q, k, v, k_cache, v_cache) if out is None
                  else last.guard_out.check(out, q, k, v, k_cache, v_cache))
@@ -324,8 +329,7 @@ def plain_decode(out, q, k, v, k_cache, v_cache, cache_len: int, scale: float, n
                 and _INT32_MIN <= cache_len <= _INT32_MAX):
             return None
         repeat = None
-        if eager:
-            _last.decode = _remember(last, cfg, scale, num_splits, on_cpu, (q, k, v, k_cache, v_cache))
+        route.decode = _remember(last, cfg, scale, num_splits, on_cpu, (q, k, v, k_cache, v_cache))
     if out is None:  # as in plain_prefill
         out = _empty_like(q) if repeat is None or repeat.empty is None else _empty_strided_cpu(*repeat.empty)
         written = (k_cache, v_cache)

@@ -423,25 +423,42 @@ def test_the_operator_route_is_taken_whenever_something_watches(monkeypatch):
         assert spy.used == ["plain_decode"]
 
 
+def _route_calls(operator, caches, q, k, v, kc, vc, n):
+    """call(**changed): the decode (caches) or prefill without caches of these tensors, with
+    some replaced, through gqa.torch (operator False) or torch.ops.gqa.* (out made like q when
+    not given); and the thread's _Last of that route and op."""
+    def call(q=q, k=k, v=v, k_cache=kc, v_cache=vc, out=None):
+        if not operator:
+            return (gt.decode(q, k, v, k_cache, v_cache, n, out=out) if caches
+                    else gt.prefill(q, k, v, start_pos=0, out=out))
+        out = torch.empty_like(q) if out is None else out
+        if caches:
+            torch.ops.gqa.decode.default(out, q, k, v, k_cache, v_cache, n, None, 0.0, 0, None)
+        else:
+            torch.ops.gqa.prefill.default(out, q, k, v, None, None, 0, True, 0.0)
+        return out
+
+    def last():
+        route = gqa._torch_ops._last_kernel if operator else gqa._torch_ops._last
+        return route.decode if caches else route.prefill_without_caches
+
+    return call, last
+
+
+@pytest.mark.parametrize("operator", [False, True], ids=["eager", "operator"])
 @pytest.mark.parametrize("caches", [True, False], ids=["decode", "prefill-no-caches"])
-def test_a_call_like_the_last_one_is_refused_for_what_the_first_is(caches):
-    """The eager route's repeat calls (one guard check for the tensors of a call like the
-    previous one): a tensor that differs in dtype, layout, requires_grad or type is checked in
-    full, so refused with the same errors before anything is written, or sent to the operator."""
+def test_a_call_like_the_last_one_is_refused_for_what_the_first_is(caches, operator):
+    """The repeat calls (one guard check for the tensors of a call like the previous one), of
+    gqa.torch's eager route and of the operators' kernels (each its own guards): a tensor that
+    differs in dtype, layout, requires_grad or type is checked in full, so refused with the same
+    errors before anything is written, or sent to the operator."""
     (q, k, v, kc, vc, n), _ = _decode_args()
-    if caches:
-        def call(q=q, k=k, v=v, k_cache=kc, v_cache=vc, **kw):
-            return gt.decode(q, k, v, k_cache, v_cache, n, **kw)
-    else:
-        def call(q=q, k=k, v=v, **kw):
-            return gt.prefill(q, k, v, start_pos=0, **kw)
+    call, last = _route_calls(operator, caches, q, k, v, kc, vc, n)
     want = call()
     for _ in range(3):
         out = call()
-        assert torch.equal(out, want) and out._version == 0  # a new out: nobody holds a version of it
-    last = gqa._torch_ops._last
-    assert (last.decode if caches else last.prefill_without_caches).guard is not None or \
-        gqa._torch_ops._TensorGuards is None
+        assert torch.equal(out, want) and out._version == (1 if operator else 0)  # new: nobody holds a version
+    assert last().guard is not None or gqa._torch_ops._TensorGuards is None
     given = torch.empty_like(q)
     for _ in range(3):
         before = (given._version, kc._version)
@@ -455,9 +472,11 @@ def test_a_call_like_the_last_one_is_refused_for_what_the_first_is(caches):
         (dict(out=torch.empty_like(q, dtype=torch.float64)), "out has dtype"),
         (dict(out=strided), "out must have a contiguous last axis"),
         (dict(out=torch.empty_like(q).requires_grad_()), "out requires grad"),
-        (dict(q=q.numpy()), "q is a ndarray"),
-        (dict(out=q.numpy()), "out is a ndarray"),
+        (dict(v=v[:, :, :1]), r"v has shape \[2, 1, 1, 32\]"),
+        (dict(k=k.to("meta")), "k is on meta but q is on cpu"),
     ]
+    if not operator:  # the dispatcher refuses these itself
+        bad += [(dict(q=q.numpy()), "q is a ndarray"), (dict(out=q.numpy()), "out is a ndarray")]
     if caches:
         bad += [(dict(k_cache=kc.transpose(1, 2).contiguous().transpose(1, 2)), "k_cache must be contiguous"),
                 (dict(v_cache=vc.double()), "v_cache has dtype")]
@@ -469,13 +488,29 @@ def test_a_call_like_the_last_one_is_refused_for_what_the_first_is(caches):
         assert torch.equal(call(), want)  # and the call after is a repeat call again
     assert torch.equal(call(k=k, v=k.clone().copy_(v)), want)  # other tensors of the same metadata
     assert torch.equal(call(k=v, v=v), call(k=v.clone(), v=v))  # one tensor twice: checked in full, runs
+    assert torch.equal(call(out=q.clone()), want)  # out from q: a new tensor of its metadata
     param = torch.nn.Parameter(q.clone(), requires_grad=False)
-    assert torch.equal(call(q=param), want)  # a subclass: the operator route
+    assert torch.equal(call(q=param), want)  # a subclass: the operator route, or checked in full
     with torch.no_grad():
         assert torch.equal(call(k=k.clone().requires_grad_()), want)
     with torch.inference_mode():  # other TLS dispatch keys: checked in full, then repeat calls again
         for _ in range(3):
             assert torch.equal(call(), want)
+
+
+def test_the_routes_remember_their_calls_apart():
+    """An eager call and an operator call of one config, in turn: each route keeps its own guard
+    (a kernel runs under other TLS dispatch keys than gqa.torch's caller), so neither misses."""
+    (q, k, v, kc, vc, n), _ = _decode_args()
+    eager, eager_last = _route_calls(False, True, q, k, v, kc, vc, n)
+    operator, operator_last = _route_calls(True, True, q, k, v, kc, vc, n)
+    want = eager()
+    for _ in range(3):
+        assert torch.equal(eager(), want) and torch.equal(operator(), want)
+    if gqa._torch_ops._TensorGuards is not None:
+        assert eager_last() is not operator_last()
+        assert eager_last().guard is not None and not eager_last().missed
+        assert operator_last().guard is not None and not operator_last().missed
 
 
 def test_version_counters_let_autograd_see_a_saved_cache_overwritten():
