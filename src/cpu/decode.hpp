@@ -57,14 +57,16 @@ static inline Tile decode_head_tile(const DecodeWork& w, int64_t h) {
     return t;
 }
 
-// Positions per block of the SIMD kernels: about kDecodeBlockBytes of K rows (all heads),
-// 16..kKeyBlock positions, a multiple of 16 (benchmarks/NOTES.md section 7).
+// Positions per block of the SIMD kernels: about kDecodeBlockBytes of K rows (all heads), a
+// multiple of 16 up to kKeyBlock; 8 when 16 positions are already more than that (many heads:
+// Phi-3's 32 x d96 in f32 is 12 KiB a position), since a block and the next, prefetched while it
+// is computed, must stay well inside a 512 KiB L2 (Zen 3; benchmarks/NOTES.md section 13).
 constexpr int64_t kDecodeBlockBytes = 32 * 1024;
 static inline int64_t decode_block(const DecodeWork& w) {
     const Tile& t = w.head0;
     const int64_t position_bytes = w.num_kv_heads * t.head_dim * (t.dtype == DType::F32 ? 4 : 2);
     const int64_t fit = kDecodeBlockBytes / position_bytes / 16 * 16;
-    return fit < 16 ? 16 : fit > kKeyBlock ? kKeyBlock : fit;
+    return fit < 16 ? 8 : fit > kKeyBlock ? kKeyBlock : fit;
 }
 
 // fp32 scratch a decode kernel may use for one DecodeWork (or for one head's Tile, which a

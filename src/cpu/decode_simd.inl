@@ -78,42 +78,109 @@ inline void dots_fixed(const float* q, const R& k, int64_t n, float* s) {
     }
 }
 
-// The same for any number of vectors (q read from L1): head dims without a fixed kernel.
+// The same for any number of vectors, 8 rows per pass: q is re-read from L1 for each vector (one
+// q load serves 8 rows), so the 8 independent FMA chains cover the FMA latency on both ports
+// and no register holds q (AVX2 has 16: a head_dim of 96 or 128 leaves no room for it). Each
+// row's sum is formed in the same order as in dots_fixed (4-row reductions, 1-row tail), so
+// both give the same bits.
 template <typename R>
-inline void dots_any_width(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
-    for (int64_t jj = 0; jj < n; ++jj) {
+inline void dots_streamed(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
+    int64_t jj = 0;
+    for (; jj + 8 <= n; jj += 8) {
+        Reg a[8];
+        const Reg q0 = Simd::load(q);
+#pragma GCC unroll 8
+        for (int r = 0; r < 8; ++r) a[r] = Simd::mul(q0, k.load(jj + r, 0));
+        for (int64_t c = 1; c < vectors; ++c) {
+            const Reg qc = Simd::load(q + c * W);
+#pragma GCC unroll 8
+            for (int r = 0; r < 8; ++r) a[r] = Simd::fmadd(qc, k.load(jj + r, c), a[r]);
+        }
+        Simd::reduce_add4(a[0], a[1], a[2], a[3], s + jj);
+        Simd::reduce_add4(a[4], a[5], a[6], a[7], s + jj + 4);
+    }
+    for (; jj + 4 <= n; jj += 4) {
+        Reg a[4];
+        const Reg q0 = Simd::load(q);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; ++r) a[r] = Simd::mul(q0, k.load(jj + r, 0));
+        for (int64_t c = 1; c < vectors; ++c) {
+            const Reg qc = Simd::load(q + c * W);
+#pragma GCC unroll 4
+            for (int r = 0; r < 4; ++r) a[r] = Simd::fmadd(qc, k.load(jj + r, c), a[r]);
+        }
+        Simd::reduce_add4(a[0], a[1], a[2], a[3], s + jj);
+    }
+    for (; jj < n; ++jj) {
         Reg a = Simd::mul(Simd::load(q), k.load(jj, 0));
         for (int64_t c = 1; c < vectors; ++c) a = Simd::fmadd(Simd::load(q + c * W), k.load(jj, c), a);
         s[jj] = Simd::reduce_add(a);
     }
 }
 
+// q held in registers where it fits beside 4 accumulators (AVX-512: 32 registers); otherwise
+// streamed from L1.
 template <typename R>
 inline void dots(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
+    if (Simd::kStreamDots) {
+        dots_streamed(q, vectors, k, n, s);
+        return;
+    }
     switch (vectors) {
         case 4: dots_fixed<4>(q, k, n, s); break;
         case 6: dots_fixed<6>(q, k, n, s); break;
         case 8: dots_fixed<8>(q, k, n, s); break;
-        default: dots_any_width(q, vectors, k, n, s); break;
+        default: dots_streamed(q, vectors, k, n, s); break;
     }
 }
 
-// acc[r] = acc[r] * correction[r] + sum_jj p[r][jj] * V[jj] for NR rows sharing every V load.
+// acc[r][c .. c + CB) = acc[r][..] * correction[r] + sum_jj p[r][jj] * V[jj][..] for NR rows
+// sharing every V load, CB vectors at a time.
+template <int NR, int CB, typename R>
+inline void pv_vectors(const R& v, int64_t c, int64_t n, const float* p, int64_t p_stride, float* acc,
+                       int64_t acc_stride, const float* correction) {
+    Reg a[NR][CB];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
+        for (int b = 0; b < CB; ++b) a[r][b] = Simd::mul(Simd::load(acc + r * acc_stride + (c + b) * W), Simd::set1(correction[r]));
+    }
+    for (int64_t jj = 0; jj < n; ++jj) {
+        Reg x[CB];
+#pragma GCC unroll 8
+        for (int b = 0; b < CB; ++b) x[b] = v.load(jj, c + b);
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) {
+            const Reg pr = Simd::set1(p[r * p_stride + jj]);
+#pragma GCC unroll 8
+            for (int b = 0; b < CB; ++b) a[r][b] = Simd::fmadd(pr, x[b], a[r][b]);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+#pragma GCC unroll 8
+        for (int b = 0; b < CB; ++b) Simd::store(acc + r * acc_stride + (c + b) * W, a[r][b]);
+    }
+}
+
+// All vectors of NR rows: about 8 accumulators at a time (NR rows x CB vectors), the independent
+// FMA chains that cover the FMA latency; a single row (G = 1) would otherwise wait on one chain.
+// Each accumulator sums over jj in the same order whatever CB, so CB changes no bits.
 template <int NR, typename R>
 inline void pv_rows(const R& v, int64_t vectors, int64_t n, const float* p, int64_t p_stride, float* acc,
                     int64_t acc_stride, const float* correction) {
-    for (int64_t c = 0; c < vectors; ++c) {
-        Reg a[NR];
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; ++r) a[r] = Simd::mul(Simd::load(acc + r * acc_stride + c * W), Simd::set1(correction[r]));
-        for (int64_t jj = 0; jj < n; ++jj) {
-            const Reg x = v.load(jj, c);
-#pragma GCC unroll 8
-            for (int r = 0; r < NR; ++r) a[r] = Simd::fmadd(Simd::set1(p[r * p_stride + jj]), x, a[r]);
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < NR; ++r) Simd::store(acc + r * acc_stride + c * W, a[r]);
+    constexpr int kCb = NR == 1 ? 8 : NR == 2 ? 4 : NR <= 4 ? 2 : 1;
+    int64_t c = 0;
+    if (kCb >= 8) {
+        for (; c + 8 <= vectors; c += 8) pv_vectors<NR, (kCb >= 8 ? 8 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
     }
+    if (kCb >= 4) {
+        for (; c + 4 <= vectors; c += 4) pv_vectors<NR, (kCb >= 4 ? 4 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
+    }
+    if (kCb >= 2) {
+        for (; c + 2 <= vectors; c += 2) pv_vectors<NR, (kCb >= 2 ? 2 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
+    }
+    for (; c < vectors; ++c) pv_vectors<NR, 1>(v, c, n, p, p_stride, acc, acc_stride, correction);
 }
 
 template <typename R>
