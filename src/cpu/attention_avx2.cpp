@@ -12,8 +12,6 @@ namespace {
 struct Simd {
     using Reg = __m256;
     static constexpr int64_t kWidth = 8;
-    // Decode Q.K^T (decode_simd.inl): 16 registers: q (up to 16 vectors for d128) and 4+ accumulators do not fit; streaming q from L1 lets 8 rows run at once.
-    static constexpr bool kStreamDots = true;
 
     static Reg zero() { return _mm256_setzero_ps(); }
     static Reg set1(float x) { return _mm256_set1_ps(x); }

@@ -118,14 +118,10 @@ inline void dots_streamed(const float* q, int64_t vectors, const R& k, int64_t n
     }
 }
 
-// q held in registers where it fits beside 4 accumulators (AVX-512: 32 registers); otherwise
-// streamed from L1.
+// q held in registers where it fits beside the 4 accumulators (up to 8 vectors: AVX2 has 16
+// registers); wider rows (d96 and d128 on AVX2) are streamed.
 template <typename R>
 inline void dots(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
-    if (Simd::kStreamDots) {
-        dots_streamed(q, vectors, k, n, s);
-        return;
-    }
     switch (vectors) {
         case 4: dots_fixed<4>(q, k, n, s); break;
         case 6: dots_fixed<6>(q, k, n, s); break;

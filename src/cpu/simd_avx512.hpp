@@ -20,8 +20,6 @@ namespace {
 struct Simd {
     using Reg = __m512;
     static constexpr int64_t kWidth = 16;
-    // Decode Q.K^T (decode_simd.inl): 32 registers hold q (up to 8 vectors) beside 4 accumulators.
-    static constexpr bool kStreamDots = false;
 
     static Reg zero() { return _mm512_setzero_ps(); }
     static Reg set1(float x) { return _mm512_set1_ps(x); }
