@@ -8,6 +8,12 @@ present_key/present_value, so onnxruntime appends in place (its shared-buffer mo
 onnxruntime-genai runs it) instead of copying the cache every call; seqlens_k = cache_len
 (total length - 1), total_sequence_length = cache_len + 1. The CPU provider has f32 and f16
 kernels only.
+
+Between runs onnxruntime's pool spins (allow_spinning, its default) for tens of milliseconds or
+more, holding a core through the next backend's timing (measured: libgqa 1.1-1.7x slower right
+after it). So the interleaved rounds use a session with session.force_spinning_stop=1 (workers
+still spin inside a run, and stop when it returns), and cpu_run times a default session once
+more on its own, closing it before anything else runs; the report keeps the faster of the two.
 """
 from __future__ import annotations
 
@@ -54,7 +60,7 @@ def _model(inputs: Inputs) -> bytes:
     return model.SerializeToString()
 
 
-def runner(inputs: Inputs, threads: int) -> Runner:
+def runner(inputs: Inputs, threads: int, spin_between_runs: bool = False) -> Runner:
     cfg = inputs.cfg
     if cfg.dtype not in ("f32", "f16"):
         raise Unavailable(f"no {cfg.dtype} kernel for GroupQueryAttention on the CPU provider")
@@ -63,6 +69,8 @@ def runner(inputs: Inputs, threads: int) -> Runner:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spin_between_runs:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     try:
         session = ort.InferenceSession(_model(inputs), options, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own Fail/NotImplemented types
