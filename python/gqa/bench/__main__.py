@@ -5,7 +5,7 @@ Prints the table and writes cpu-bench.json, cpu-bench.md and cpu-bench.png into 
 the current directory); --results-md FILE also replaces the CPU section of FILE (e.g.
 benchmarks/RESULTS.md). Every backend gets the same thread count: --threads, else
 GQA_NUM_THREADS, else the cores this process may use. A peer that is not installed or cannot run
-a config is skipped with the reason. The whole grid takes ~10 minutes on 2 cores; --quick ~2.
+a config is skipped with the reason. The whole grid takes 10-14 minutes on 2 cores; --quick ~2.
 
 The GPU benchmarks are `python -m gqa.bench {decode,prefill,all} --device cuda` (gpu_main.py;
 its own --help).
