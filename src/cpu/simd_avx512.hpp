@@ -20,6 +20,9 @@ namespace {
 struct Simd {
     using Reg = __m512;
     static constexpr int64_t kWidth = 16;
+    // Decode, G > 1 in bf16/f16: stage K in fp32 once per block rather than convert it in each
+    // row's loads (faster on the Xeon: benchmarks/NOTES.md section 8).
+    static constexpr bool kStageHalfKeys = true;
 
     static Reg zero() { return _mm512_setzero_ps(); }
     static Reg set1(float x) { return _mm512_set1_ps(x); }
