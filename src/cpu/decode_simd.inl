@@ -79,10 +79,10 @@ inline void dots_fixed(const float* q, const R& k, int64_t n, float* s) {
     }
 }
 
-// The same for any number of vectors, 8 rows per pass: q is re-read from L1 for each vector (one
-// q load serves 8 rows), so the 8 independent FMA chains cover the FMA latency on both ports
+// The same for any number of vectors, 8 keys per pass: q is re-read from L1 for each vector (one
+// q load serves 8 keys), so the 8 independent FMA chains cover the FMA latency on both ports
 // and no register holds q (AVX2 has 16: a head_dim of 96 or 128 leaves no room for it). Each
-// row's sum is formed in the same order as in dots_fixed (4-row reductions, 1-row tail), so
+// key's sum is formed in the same order as in dots_fixed (4-key reductions, 1-key tail), so
 // both give the same bits.
 template <typename R>
 inline void dots_streamed(const float* q, int64_t vectors, const R& k, int64_t n, float* s) {
@@ -168,14 +168,14 @@ inline void pv_rows(const R& v, int64_t vectors, int64_t n, const float* p, int6
                     int64_t acc_stride, const float* correction) {
     constexpr int kCb = NR == 1 ? 8 : NR == 2 ? 4 : NR <= 4 ? 2 : 1;
     int64_t c = 0;
-    if (kCb >= 8) {
-        for (; c + 8 <= vectors; c += 8) pv_vectors<NR, (kCb >= 8 ? 8 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
+    if constexpr (kCb >= 8) {
+        for (; c + 8 <= vectors; c += 8) pv_vectors<NR, 8>(v, c, n, p, p_stride, acc, acc_stride, correction);
     }
-    if (kCb >= 4) {
-        for (; c + 4 <= vectors; c += 4) pv_vectors<NR, (kCb >= 4 ? 4 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
+    if constexpr (kCb >= 4) {
+        for (; c + 4 <= vectors; c += 4) pv_vectors<NR, 4>(v, c, n, p, p_stride, acc, acc_stride, correction);
     }
-    if (kCb >= 2) {
-        for (; c + 2 <= vectors; c += 2) pv_vectors<NR, (kCb >= 2 ? 2 : 1)>(v, c, n, p, p_stride, acc, acc_stride, correction);
+    if constexpr (kCb >= 2) {
+        for (; c + 2 <= vectors; c += 2) pv_vectors<NR, 2>(v, c, n, p, p_stride, acc, acc_stride, correction);
     }
     for (; c < vectors; ++c) pv_vectors<NR, 1>(v, c, n, p, p_stride, acc, acc_stride, correction);
 }
