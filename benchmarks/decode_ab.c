@@ -13,7 +13,10 @@
  *     -g MS                   idle-gap mode: sleep MS before each timed call (no burst)
  *
  * Prints per config and library: min and median wall time per call, GB/s of K+V at the
- * median, process CPU time per call (all threads), and in idle-gap mode the CPU cores the
+ * median, process CPU time per call (all threads), for every library after the first its time
+ * over the first's: the median and quartiles of that ratio over the rounds (each round's burst
+ * medians, so a slow minute of the machine slows both sides of a ratio alike), and in idle-gap
+ * mode the CPU cores the
  * process kept busy while it slept (a pool that polls while idle shows here). Each library keeps its
  * own thread pool: the settle sleep lets the previous library's workers go back to sleep. */
 #define _GNU_SOURCE
@@ -140,7 +143,8 @@ int main(int argc, char** argv) {
         fill(kc, cn, c.dtype, 4);
         fill(vc, cn, c.dtype, 5);
         const double kv_bytes = 2.0 * (double)cn * (double)es;
-        double wall[8][4096], cpu[8], idle_cpu[8], idle_wall[8];
+        static double wall[8][4096], round_med[8][256];
+        double cpu[8], idle_cpu[8], idle_wall[8];
         int n[8] = {0};
         int burst = 1;
         for (int li = 0; li < nlibs; ++li) cpu[li] = idle_cpu[li] = idle_wall[li] = 0;
@@ -167,6 +171,7 @@ int main(int argc, char** argv) {
                     const double t = now(CLOCK_MONOTONIC) - t0;
                     burst = gap_ms >= 0 ? 1 : t > 5e-3 ? 1 : (int)(5e-3 / t) > 32 ? 32 : (int)(5e-3 / t);
                 }
+                const int first = n[li];
                 for (int b = 0; b < burst && n[li] < 4096; ++b) {
                     if (gap_ms > 0) {
                         const double i0 = now(CLOCK_PROCESS_CPUTIME_ID), w0 = now(CLOCK_MONOTONIC);
@@ -179,14 +184,26 @@ int main(int argc, char** argv) {
                     wall[li][n[li]++] = now(CLOCK_MONOTONIC) - t0;
                     cpu[li] += now(CLOCK_PROCESS_CPUTIME_ID) - c0;
                 }
+                double this_round[4096];
+                memcpy(this_round, wall[li] + first, sizeof(double) * (size_t)(n[li] - first));
+                qsort(this_round, (size_t)(n[li] - first), sizeof(double), compare);
+                if (r < 256) round_med[li][r] = n[li] > first ? this_round[(n[li] - first) / 2] : 0.0;
             }
         }
+        const int ratio_rounds = rounds < 256 ? rounds : 256;
         for (int li = 0; li < nlibs; ++li) {
             qsort(wall[li], (size_t)n[li], sizeof(double), compare);
             const double med = wall[li][n[li] / 2];
             printf("%2d:%-2d d%-3d B=%d L=%-5d %-4s  lib%d  min %8.1f us  med %8.1f us  %6.1f GB/s  cpu/call %8.1f us",
                    c.hq, c.hkv, c.d, c.b, c.l, dtype_names[c.dtype], li, 1e6 * wall[li][0], 1e6 * med,
                    kv_bytes / med / 1e9, 1e6 * cpu[li] / n[li]);
+            if (li > 0 && ratio_rounds > 0) {
+                double ratio[256];
+                for (int r = 0; r < ratio_rounds; ++r) ratio[r] = round_med[li][r] / round_med[0][r];
+                qsort(ratio, (size_t)ratio_rounds, sizeof(double), compare);
+                printf("  /lib0 %.3f (%.3f-%.3f)", ratio[ratio_rounds / 2], ratio[ratio_rounds / 4],
+                       ratio[(3 * ratio_rounds) / 4]);
+            }
             if (idle_wall[li] > 0) printf("  idle cores %.3f", idle_cpu[li] / idle_wall[li]);
             printf("\n");
         }
