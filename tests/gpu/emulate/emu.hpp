@@ -2,13 +2,15 @@
 //
 // Force-included (g++ -include) before each cuda/*.cu file compiled as C++. A launch
 // (cuda/launch.cu calls emu_launch under GQA_EMULATE) runs its blocks one after another; each
-// block runs one std::thread per CUDA thread, so the kernels' indexing, masking and barrier
-// placement really execute: __syncthreads and __syncwarp are std::barrier waits, shuffles go
-// through a per-warp exchange array. Shared memory is the launch's dynamic shared memory only
-// (the kernels use no static __shared__), NaN-poisoned (0xff) before every block. mma.sync,
-// ldmatrix and cp.async are warp collectives (emu_tensor_core.hpp); a cp.async poisons its
-// destination when issued and copies at the wait_group that covers it, and emu_smem.hpp checks
-// that no thread touches a cp.async destination between its issue and a barrier after its wait.
+// CUDA thread of a block is a fiber on the launching thread (emu_fibers.cpp), or a std::thread in
+// the sanitizer builds (ThreadSanitizer must see threads), so the kernels' indexing, masking and
+// barrier placement really execute: __syncthreads and __syncwarp are barrier waits (Barrier),
+// shuffles go through a per-warp exchange array. Shared memory is the launch's dynamic shared
+// memory only (the kernels use no static __shared__), NaN-poisoned (0xff) before every block.
+// mma.sync, ldmatrix and cp.async are warp collectives (emu_tensor_core.hpp); a cp.async poisons
+// its destination when issued and copies at the wait_group that covers it, and emu_smem.hpp
+// checks that no thread touches a cp.async destination between its issue and a barrier after its
+// wait.
 // The emulated devices (SM count, shared memory per block) are set by tests (emu_control.h).
 // With -fsanitize=thread a missing barrier also shows as a data race; with -fsanitize=address
 // an out-of-bounds access as a heap overflow. It does NOT model the GPU memory model, timing,
@@ -25,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -39,12 +42,40 @@
 #undef __shared__
 #define __shared__ static_shared_memory_is_not_emulated_use_dynamic_smem
 
+// Fibers, except under a sanitizer: ThreadSanitizer finds a missing barrier only between real
+// threads, and AddressSanitizer does not follow stack switches.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define EMU_FIBERS 0
+#else
+#define EMU_FIBERS 1
+#endif
+
 namespace emu {
+// __syncthreads and __syncwarp: count CUDA threads arrive, then all go on. A fiber that waits
+// lets the next fiber run (emu_fibers.cpp); a std::thread waits in a std::barrier.
+class Barrier {
+  public:
+    explicit Barrier(int count) : count_(count) {}
+#if EMU_FIBERS
+    void arrive_and_wait();
+
+  private:
+    int count_, arrived_ = 0;
+    unsigned generation_ = 0;
+#else
+    void arrive_and_wait() { barrier_.arrive_and_wait(); }
+
+  private:
+    int count_;
+    std::barrier<> barrier_{count_};
+#endif
+};
+
 inline thread_local uint3 thread_idx;
 inline thread_local uint3 block_idx;
 extern dim3 block_dim, grid_dim;
-extern std::barrier<>* block_barrier;
-extern std::barrier<>* warp_barrier[32];
+extern Barrier* block_barrier;
+extern Barrier* warp_barrier[32];
 extern float exchange[32][32];
 extern uint32_t fragments[32][32][6];     // per warp, per lane: mma A (4) and B (2) registers
 extern const void* row_address[32][32];  // per warp, per lane: ldmatrix row addresses
@@ -99,6 +130,13 @@ inline void warp_sync() { warp_barrier[warp_id()]->arrive_and_wait(); }
 #include "emu_smem.hpp"
 #include "emu_tensor_core.hpp"
 
+#if EMU_FIBERS
+namespace emu {
+// Runs run_thread(t) for t in [0, threads) as fibers on this thread; returns when all have ended.
+void run_as_fibers(int threads, const std::function<void(int)>& run_thread);
+}  // namespace emu
+#endif
+
 // What cuda/launch.cu does instead of kernel<<<grid, block, smem, stream>>>(p): the checks of a
 // real launch (shared memory over the kernel's allowance, block size), then every block.
 template <class Params>
@@ -126,25 +164,29 @@ void emu_launch(void (*kernel)(Params), dim3 grid, dim3 block, const Params& p, 
                 emu::block_idx = make_uint3(x, y, z);  // for messages from this thread
                 std::fill(smem.begin(), smem.end(), 0xff);  // NaN in f16 and bf16: stale reads show
                 emu::smem_shadow_reset(smem_bytes);
-                std::barrier<> block_barrier(threads);
+                emu::Barrier block_barrier(threads);
                 emu::block_barrier = &block_barrier;
-                std::vector<std::barrier<>*> warps;
+                std::vector<emu::Barrier*> warps;
                 for (int w = 0; w * 32 < threads; ++w) {
-                    warps.push_back(new std::barrier<>(std::min(32, threads - 32 * w)));
+                    warps.push_back(new emu::Barrier(std::min(32, threads - 32 * w)));
                     emu::warp_barrier[w] = warps.back();
                 }
+                const std::function<void(int)> run_thread = [&](int t) {
+                    emu::thread_idx = make_uint3(unsigned(t), 0, 0);
+                    emu::block_idx = make_uint3(x, y, z);
+                    emu::epoch = 0;
+                    kernel(p);
+                    if (!emu::pending_copies.empty())
+                        emu::die_in_block("thread %d ended with cp.async copies never waited for", t);
+                    emu::committed_groups = 0;
+                };
+#if EMU_FIBERS
+                emu::run_as_fibers(threads, run_thread);
+#else
                 std::vector<std::thread> pool;
-                for (int t = 0; t < threads; ++t)
-                    pool.emplace_back([&, t] {
-                        emu::thread_idx = make_uint3(unsigned(t), 0, 0);
-                        emu::block_idx = make_uint3(x, y, z);
-                        emu::epoch = 0;
-                        kernel(p);
-                        if (!emu::pending_copies.empty())
-                            emu::die_in_block("thread %d ended with cp.async copies never waited for", t);
-                        emu::committed_groups = 0;
-                    });
+                for (int t = 0; t < threads; ++t) pool.emplace_back(run_thread, t);
                 for (auto& th : pool) th.join();
+#endif
                 for (auto* w : warps) delete w;
             }
 }

@@ -16,8 +16,8 @@
 
 namespace emu {
 dim3 block_dim, grid_dim;
-std::barrier<>* block_barrier;
-std::barrier<>* warp_barrier[32];
+Barrier* block_barrier;
+Barrier* warp_barrier[32];
 float exchange[32][32];
 uint32_t fragments[32][32][6];
 const void* row_address[32][32];

@@ -4,7 +4,9 @@
 //   - a cp.async poisons its destination when issued and copies at its wait_group;
 //   - a cp.async read by another thread without a __syncthreads after its wait, or a refill of
 //     shared memory another thread read since the last __syncthreads, stops the emulation, in
-//     whatever order the threads run (checked in a child process: the emulator aborts).
+//     whatever order the threads run (checked in a child process: the emulator aborts);
+//   - with fibers: a barrier that some threads never reach stops the emulation (no hang), and a
+//     plain shared-memory store read by another thread without a __syncthreads is never seen.
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -79,6 +81,24 @@ void refill_after_read(Params p) {
     if (!p.with_barrier) __syncthreads();
 }
 
+// Thread 0 leaves before the barrier the others wait at (a barrier in divergent code).
+void barrier_never_reached(Params p) {
+    if (threadIdx.x == 0) return;
+    __syncthreads();
+    p.seen[threadIdx.x % 32] = 1;
+}
+
+// Each thread stores its index to shared memory and, after the barrier (or none), reads its
+// neighbour's: without it the neighbour has not stored yet in the fiber order (thread t runs to
+// its next barrier before thread t + 1 starts), so the read sees the NaN poison.
+void neighbour_exchange(Params p) {
+    unsigned char* s = gqa::gpu::dynamic_smem();
+    s[threadIdx.x] = static_cast<unsigned char>(threadIdx.x);
+    if (p.with_barrier) __syncthreads();
+    if (s[(threadIdx.x + 1) % blockDim.x] != (threadIdx.x + 1) % blockDim.x) p.poisoned[0] = 0;
+    if (!p.with_barrier) __syncthreads();
+}
+
 // Runs kernel in a child process; true when the emulation stopped it (abort).
 bool emulation_stops(void (*kernel)(Params), Params p) {
     std::fflush(stderr);
@@ -116,6 +136,18 @@ int main() {
     p.with_barrier = 0;
     expect(emulation_stops(read_after_fill, p), "reading another thread's cp.async without a __syncthreads stops");
     expect(emulation_stops(refill_after_read, p), "refilling what another thread read without a __syncthreads stops");
+#if EMU_FIBERS
+    // Real threads would hang here; the fibers see that no thread can go on.
+    expect(emulation_stops(barrier_never_reached, p), "a barrier some threads never reach stops, not hangs");
+    // Real threads may interleave so that the race goes unseen; the fiber order shows it.
+    for (int with_barrier = 1; with_barrier >= 0; --with_barrier) {
+        p.with_barrier = with_barrier;
+        poisoned[0] = 1;
+        emu_launch(neighbour_exchange, dim3(1), dim3(64), p, 512, "neighbour_exchange");
+        expect(poisoned[0] == with_barrier, with_barrier ? "a neighbour's store is seen after a __syncthreads"
+                                                          : "a neighbour's store read without a __syncthreads is not seen");
+    }
+#endif
     std::fprintf(stderr, "emu_selftest: %d failed\n", failures);
     return failures != 0;
 }

@@ -5,8 +5,8 @@
 // ldmatrix. A cp.async issued in interval e and waited for in interval w may land at any time
 // in [e, w], so another thread may read the chunk only from interval w + 1 on (after a
 // __syncthreads that follows the wait), and a cp.async may not overwrite a chunk that another
-// thread read in the same interval. Both are checked whatever order the std::threads happen to
-// run in, so a missing barrier fails every time, not only when the threads interleave badly.
+// thread read in the same interval. Both are checked whatever order the threads (fibers or
+// std::threads) run in, so a missing barrier fails every time, not only when they interleave badly.
 // (Plain C++ loads and stores of shared memory are not seen; the NaN poisoning covers those.)
 #pragma once
 

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # tests/gpu/emulate/emulate.sh [plain|thread|address]: checks the CUDA kernels WITHOUT a GPU.
 #
-# Compiles cuda/*.cu as host C++ with emu.hpp force-included (one std::thread per CUDA thread,
-# std::barrier for __syncthreads; mma.sync, ldmatrix and cp.async emulated as warp collectives;
+# Compiles cuda/*.cu as host C++ with emu.hpp force-included (each CUDA thread a fiber that runs
+# until its next barrier, emu_fibers.cpp; a std::thread per CUDA thread in the thread and address
+# modes; mma.sync, ldmatrix and cp.async emulated as warp collectives;
 # cuda/launch.cu's one launch call runs the kernel there), links them with the API layer
 # (src/*.cpp) and emu_runtime.cpp (emulated devices), and runs emu_selftest.cpp (the emulator's
 # own checks), tests/c/test_gpu_basic.c, limits.c (devices with less shared memory or fewer SMs,
 # host work per call), sweep.c (prefill and decode over many shapes against the float64
 # reference) and batch_sweep.c (the batched op: ragged batches, paged caches, bad metadata).
-#   plain    optimised build                          (about 6 minutes on 2 free cores)
+#   plain    optimised build, fibers                  (about 5 minutes on 2 cores, compiling included)
 #   thread   -fsanitize=thread: a missing barrier or shared-memory race is reported
 #   address  -fsanitize=address,undefined: an out-of-bounds access is reported
 # Environment (for scripted checks such as barrier_check.sh):
@@ -63,7 +64,7 @@ compile() {
     while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do sleep 0.1; done
 }
 for f in "$CUDA_SRC"/*.cu "$CUDA_SRC"/instances/*.cu; do compile -x c++ -include "$HERE/emu.hpp" "$f"; done
-for f in "$ROOT"/src/*.cpp "$HERE/cpu_stub.cpp" "$HERE/emu_runtime.cpp"; do
+for f in "$ROOT"/src/*.cpp "$HERE/cpu_stub.cpp" "$HERE/emu_runtime.cpp" "$HERE/emu_fibers.cpp"; do
     case "$f" in *cuda_unavailable.cpp) ;; *) compile "$f" ;; esac
 done
 wait
