@@ -86,6 +86,12 @@ for name in $RUN; do
 done
 
 status=0
+# The two long programs start at once and run beside the others (each fiber-run program keeps
+# one core busy); their logs are read in order below.
+declare -A started
+for name in $RUN; do
+    case "$name" in sweep | batch_sweep) "$WORK/$name" >"$WORK/$name.log" 2>&1 & started[$name]=$! ;; esac
+done
 for name in $RUN; do
     if [ "$name" = python_batch ]; then
         PY=${EMU_PYTHON:-$ROOT/.venv/bin/python}
@@ -100,7 +106,7 @@ for name in $RUN; do
                 "$PY" -m pytest -q -p no:cacheprovider "$HERE/test_python_batch.py" || status=1
         fi
     elif [ "$name" = sweep ] || [ "$name" = batch_sweep ]; then  # long: the log to a file, failures to the terminal
-        "$WORK/$name" >"$WORK/$name.log" 2>&1 || status=1
+        wait "${started[$name]}" || status=1
         echo "$name:"
         grep -E "^FAIL|^decode kernel|cases,|emulated kernel error" "$WORK/$name.log"
     else
