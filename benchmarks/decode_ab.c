@@ -16,9 +16,9 @@
  * median, process CPU time per call (all threads), for every library after the first its time
  * over the first's: the median and quartiles of that ratio over the rounds (each round's burst
  * medians, so a slow minute of the machine slows both sides of a ratio alike), and in idle-gap
- * mode the CPU cores the
- * process kept busy while it slept (a pool that polls while idle shows here). Each library keeps its
- * own thread pool: the settle sleep lets the previous library's workers go back to sleep. */
+ * mode the CPU cores the process kept busy while it slept (a pool that polls while idle shows
+ * here). Each library keeps its own thread pool: the settle sleep lets the previous library's
+ * workers go back to sleep. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdint.h>

@@ -55,19 +55,19 @@ namespace emu {
 // lets the next fiber run (emu_fibers.cpp); a std::thread waits in a std::barrier.
 class Barrier {
   public:
-    explicit Barrier(int count) : count_(count) {}
 #if EMU_FIBERS
+    explicit Barrier(int count) : count_(count) {}
     void arrive_and_wait();
 
   private:
     int count_, arrived_ = 0;
     unsigned generation_ = 0;
 #else
+    explicit Barrier(int count) : barrier_(count) {}
     void arrive_and_wait() { barrier_.arrive_and_wait(); }
 
   private:
-    int count_;
-    std::barrier<> barrier_{count_};
+    std::barrier<> barrier_;
 #endif
 };
 

@@ -38,7 +38,8 @@ struct Fiber {
     std::vector<PendingCopy> pending_copies;
 };
 
-std::vector<Fiber> fibers;
+std::vector<Fiber> fibers;  // [0, launched): this block's threads; the rest keep their stacks
+int launched = 0;
 int current = -1;  // the running fiber
 int unfinished = 0;
 long progress = 0;  // barrier arrivals and fiber ends so far: a wait that sees none in a whole round is a deadlock
@@ -65,7 +66,7 @@ void load_state(Fiber& f) {
 // Switches from the running fiber to the next unfinished one after it (itself when it is the
 // only one), or back to the launcher when every fiber has ended.
 void switch_to_next() {
-    const int from = current, n = int(fibers.size());
+    const int from = current, n = launched;
     save_state(fibers[from]);
     if (unfinished == 0) {
         current = -1;
@@ -102,12 +103,10 @@ void run_as_fibers(int threads, const std::function<void(int)>& run_thread) {
     save_state(host);
     if (int(fibers.size()) < threads) fibers.resize(size_t(threads));
     for (int t = 0; t < threads; ++t) {
-        Fiber& f = fibers[size_t(t)];
+        Fiber& f = fibers[size_t(t)];  // run_thread sets the indices and the barrier interval
         if (!f.stack) f.stack = new_stack();
         f.done = false;
-        f.thread_idx = make_uint3(unsigned(t), 0, 0);
-        f.block_idx = host.block_idx;
-        f.epoch = f.committed_groups = 0;
+        f.committed_groups = 0;
         f.pending_copies.clear();
         getcontext(&f.context);
         f.context.uc_stack.ss_sp = f.stack;
@@ -115,7 +114,7 @@ void run_as_fibers(int threads, const std::function<void(int)>& run_thread) {
         f.context.uc_link = nullptr;
         makecontext(&f.context, fiber_main, 0);
     }
-    for (int t = threads; t < int(fibers.size()); ++t) fibers[size_t(t)].done = true;  // stacks kept, not run
+    launched = threads;
     body = &run_thread;
     unfinished = threads;
     current = 0;

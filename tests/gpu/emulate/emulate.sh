@@ -86,11 +86,15 @@ for name in $RUN; do
 done
 
 status=0
-# The two long programs start at once and run beside the others (each fiber-run program keeps
-# one core busy); their logs are read in order below.
+# The long programs start at once and run beside the others (each fiber-run program keeps one
+# core busy); their logs go to files, read in order below.
+long_running() { [ "$1" = sweep ] || [ "$1" = batch_sweep ]; }
 declare -A started
 for name in $RUN; do
-    case "$name" in sweep | batch_sweep) "$WORK/$name" >"$WORK/$name.log" 2>&1 & started[$name]=$! ;; esac
+    if long_running "$name"; then
+        "$WORK/$name" >"$WORK/$name.log" 2>&1 &
+        started[$name]=$!
+    fi
 done
 for name in $RUN; do
     if [ "$name" = python_batch ]; then
@@ -105,7 +109,7 @@ for name in $RUN; do
             GQA_LIBRARY="$WORK/libgqa_emu.so" PYTHONPATH="$ROOT/python:$ROOT/tests/python" \
                 "$PY" -m pytest -q -p no:cacheprovider "$HERE/test_python_batch.py" || status=1
         fi
-    elif [ "$name" = sweep ] || [ "$name" = batch_sweep ]; then  # long: the log to a file, failures to the terminal
+    elif long_running "$name"; then  # the log to a file, failures to the terminal
         wait "${started[$name]}" || status=1
         echo "$name:"
         grep -E "^FAIL|^decode kernel|cases,|emulated kernel error" "$WORK/$name.log"
