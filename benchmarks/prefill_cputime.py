@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault("GQA_NUM_THREADS", "1")
@@ -144,10 +146,14 @@ def cmd_ab(args) -> None:
     from gqa._ffi import ffi
     from gqa.bench import runners
 
-    libs, isas = {}, {}
+    libs, isas, seen = {}, {}, set()
+    copies = tempfile.mkdtemp(prefix="gqa-ab-")
     for spec in args.lib:
         name, path = spec.split("=", 1)
         path, _, isas[name] = path.partition(":")
+        if os.path.realpath(path) in seen:  # dlopen would hand back the loaded one, ISA and all
+            path = shutil.copy(path, os.path.join(copies, f"{name}.so"))
+        seen.add(os.path.realpath(path))
         libs[name] = ffi.dlopen(path)
     names = list(libs)
     print(f"CPU time per call, {os.environ['GQA_NUM_THREADS']} thread(s); ratio = build / {names[0]} (medians); "
