@@ -14,7 +14,7 @@ struct Simd {
     static constexpr int64_t kWidth = 8;
     // Decode, G > 1 in bf16/f16: convert K in each row's loads rather than stage it in fp32 once
     // per block (faster on Zen 3: benchmarks/NOTES.md section 13).
-    static constexpr bool kStageHalfKeys = false;
+    static constexpr bool stage_half_keys() { return false; }
 
     static Reg zero() { return _mm256_setzero_ps(); }
     static Reg set1(float x) { return _mm256_set1_ps(x); }

@@ -14,8 +14,8 @@
 // head sharing every V load. Rows are read straight from the cache and converted in registers
 // (no copy): V always, K when one row reads it (G = 1) or when it is f32. K in bf16/f16 read by
 // G > 1 rows is converted once per block into fp32 scratch instead of once per row where that
-// is faster (Simd::kStageHalfKeys). A head_dim that is not a whole number of vectors stages both
-// (zero padded), so no load crosses a row.
+// is faster (Simd::stage_half_keys(): by ISA and CPU vendor). A head_dim that is not a whole
+// number of vectors stages both (zero padded), so no load crosses a row.
 //
 // Keys a row does not see (causal mask, window) are never read for that row: its visible range
 // bounds the loops, so a NaN/Inf there cannot reach it. Softcap applies to the scaled logits
@@ -245,7 +245,7 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     const int64_t g_len = t0.group, nq = t0.num_queries, rows = nq * g_len, heads = w.num_kv_heads;
     const int64_t es = elem_bytes(T), k_stride = t0.kv_stride * es, v_stride = value_step(t0) * es;
     const bool direct_v = d % W == 0;
-    const bool direct_k = direct_v && (T == DType::F32 || g_len == 1 || !Simd::kStageHalfKeys);
+    const bool direct_k = direct_v && (T == DType::F32 || g_len == 1 || !Simd::stage_half_keys());
     const int64_t sp = kKeyBlock;           // score row stride
     float* qf = align64(scratch);           // [heads * rows][dp] scaled queries
     float* acc = qf + heads * rows * dp;    // [heads * rows][dp]

@@ -34,11 +34,6 @@ bool cpuid7_bit(unsigned sub, int reg, int bit) {
     return (r[reg] >> bit) & 1u;
 }
 bool has_avx512_bf16() { return cpuid7_bit(1, 0, 5); }                         // leaf 7.1 EAX[5]
-// CPUID leaf 0 vendor "AuthenticAMD" (EBX, EDX, ECX).
-bool cpu_is_amd() {
-    unsigned a, b, c, d;
-    return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
-}
 bool has_amx_bf16() { return cpuid7_bit(0, 3, 22) && cpuid7_bit(0, 3, 24); }  // 7.0 EDX: AMX-BF16, AMX-TILE
 
 // Linux hands out AMX tile state only on request (arch_prctl ARCH_REQ_XCOMP_PERM, kernel 5.16+):
@@ -162,6 +157,18 @@ IsaChoice choose() {
 }
 
 }  // namespace
+
+bool cpu_is_amd() {
+#if defined(__x86_64__) || defined(_M_X64)
+    static const bool amd = [] {  // CPUID leaf 0 vendor "AuthenticAMD" (EBX, EDX, ECX); a CPUID traps in a VM
+        unsigned a, b, c, d;
+        return __get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+    }();
+    return amd;
+#else
+    return false;
+#endif
+}
 
 const IsaChoice& selected_isa() {
     static const IsaChoice choice = choose();

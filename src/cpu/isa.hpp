@@ -25,5 +25,8 @@ struct IsaChoice {
 // or unsupported value logs a WARNING and falls back to the best available.
 const IsaChoice& selected_isa();
 
+// CPUID's vendor is AMD (checked once); kernels whose best form differs by vendor ask it.
+bool cpu_is_amd();
+
 }  // namespace cpu
 }  // namespace gqa

@@ -13,6 +13,8 @@
 #include <cmath>
 #include <cstdint>
 
+#include "cpu/isa.hpp"
+
 namespace gqa {
 namespace cpu {
 namespace {
@@ -20,9 +22,10 @@ namespace {
 struct Simd {
     using Reg = __m512;
     static constexpr int64_t kWidth = 16;
-    // Decode, G > 1 in bf16/f16: stage K in fp32 once per block rather than convert it in each
-    // row's loads (faster on the Xeon: benchmarks/NOTES.md section 8).
-    static constexpr bool kStageHalfKeys = true;
+    // Decode, G > 1 in bf16/f16: on Intel, stage K in fp32 once per block rather than convert
+    // it in each row's loads (its conversions take the shuffle port: benchmarks/NOTES.md
+    // section 8); on AMD convert in the loads (Zen 5: 0.69-0.90x the time, section 16).
+    static bool stage_half_keys() { return !cpu_is_amd(); }
 
     static Reg zero() { return _mm512_setzero_ps(); }
     static Reg set1(float x) { return _mm512_set1_ps(x); }

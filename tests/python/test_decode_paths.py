@@ -1,8 +1,8 @@
 """The CPU decode kernel's paths (src/cpu/decode_simd.inl) against the float64 reference: K/V
-rows read from the cache (f32, and G = 1 bf16/f16) or staged in fp32 (G > 1 bf16/f16, a
-head_dim that is not whole vectors), fixed and generic widths, caches long enough to be split
-and merged by the last split's task, and NaN past the visible positions. Run under every
-GQA_CPU_ISA by the test command."""
+rows read from the cache (f32, G = 1 bf16/f16, and G > 1 bf16/f16 on AVX2 and AMD's AVX-512)
+or staged in fp32 (G > 1 bf16/f16 K on Intel's AVX-512, a head_dim that is not whole vectors),
+fixed and generic widths, caches long enough to be split and merged by the last split's task,
+and NaN past the visible positions. Run under every GQA_CPU_ISA by the test command."""
 
 import numpy as np
 import pytest
