@@ -81,6 +81,13 @@ def test_a_wrong_peer_is_never_the_fastest():
     assert alone["best_peer"] is None and alone["ratio"] is None and alone["target"] == "n/a"
 
 
+def test_a_half_dtype_slower_than_f32_at_matmul_is_measured_against_f32():
+    meta = {**META, "matmul": {**META["matmul"], "f32": {"gflops": 300.0}, "f16": {"gflops": 1.0}}}
+    row = report.annotate(_row(Config("prefill", "Qwen2.5-0.5B", 14, 2, 64, "f16", 1, 128, 0), 1e-3,
+                               {"torch": 2e-3}), meta)
+    assert row["ceiling_fraction"] == pytest.approx(row["gqa_gflops"] / 300.0)
+
+
 def test_prefill_without_a_matmul_rate_has_no_fraction():
     row = report.annotate(_row(Config("prefill", "Qwen2.5-0.5B", 14, 2, 64, "f16", 1, 128, 0), 1e-3,
                                {"torch": 2e-3}), META)

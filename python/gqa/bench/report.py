@@ -32,10 +32,19 @@ def _ms(stats: Optional[dict]) -> Optional[float]:
     return None if stats is None else 1e3 * stats["median"]
 
 
+def matmul_ceiling(meta: dict, dtype: str) -> Optional[float]:
+    """The prefill ceiling of a dtype, GFLOP/s: its own matmul rate, or fp32's where that is faster
+    (a CPU without f16 matmul units multiplies f16 data fastest as fp32, as libgqa's f16 path
+    does); None when the dtype's own rate was not measured."""
+    rates = meta.get("matmul", {})
+    own = rates.get(dtype, {}).get("gflops")
+    return max(own, rates.get("f32", {}).get("gflops") or 0.0) if own else None
+
+
 def annotate(row: dict, meta: dict, noisy_spread: float = NOISY_SPREAD) -> dict:
     """The row plus: gqa_ms, best_peer, best_peer_ms, ratio (fastest peer's median / libgqa's),
-    the throughput and its fraction of the ceiling (prefill: GFLOP/s of the dtype's matmul
-    rate; decode: GB/s of the copy bandwidth), fits_l2, noisy, target ("met", "missed", or
+    the throughput and its fraction of the ceiling (prefill: GFLOP/s of matmul_ceiling's rate;
+    decode: GB/s of the copy bandwidth), fits_l2, noisy, target ("met", "missed", or
     "n/a" when no peer ran)."""
     row = dict(row)
     gqa = Stats.from_dict(row["gqa"]["stats"])
@@ -50,7 +59,7 @@ def annotate(row: dict, meta: dict, noisy_spread: float = NOISY_SPREAD) -> dict:
     row["noisy"] = row["spread"] > noisy_spread
     if row["op"] == "prefill":
         row["gqa_gflops"] = row["flops"] / gqa.median / 1e9
-        rate = meta.get("matmul", {}).get(row["dtype"], {}).get("gflops")
+        rate = matmul_ceiling(meta, row["dtype"])
         row["ceiling_fraction"] = row["gqa_gflops"] / rate if rate else None
         met = row["ratio"] is not None and row["ratio"] >= PREFILL_TARGET
     else:
@@ -192,7 +201,8 @@ def markdown(meta: dict, rows: list[dict], wake: Optional[dict] = None, section:
         f"load average {meta['loadavg_start']} at start, {meta.get('loadavg_end', '?')} at end",
         f"- Ceilings, same run: copy bandwidth **{copy['gbs']:.1f} GB/s** (bytes copied per second, {copy['mib']} MiB: "
         f"NumPy 1 thread {copy['numpy_gbs']:.1f}, torch {copy.get('torch_threads', '—')} threads "
-        f"{_fmt(copy.get('torch_gbs'))}); matmul (torch.mm n={meta['matmul_n']}): {matmul}",
+        f"{_fmt(copy.get('torch_gbs'))}); matmul (torch.mm n={meta['matmul_n']}): {matmul}; "
+        "a prefill's % of matmul is of its dtype's rate, or of f32's where that is faster",
         "- Timing: every backend interleaved in rotating order; per round an untimed warm-up call then a burst "
         "of timed calls; median over all timed calls, min–max beside it; a row marked ~N% had an "
         f"interquartile range over {100 * meta['noisy_spread']:.0f}% of its median (libgqa or the fastest peer): noisy.",
