@@ -71,14 +71,17 @@ static inline int64_t decode_block(const DecodeWork& w) {
 
 // fp32 scratch a decode kernel may use for one DecodeWork (or for one head's Tile, which a
 // group that fills the lanes runs through the tile kernel).
+// Floats between the scaled queries and the accumulators in the SIMD kernel's scratch.
+constexpr int64_t kAccOffset = 256;
+
 static inline int64_t decode_scratch_floats(const DecodeWork& w) {
     const int64_t rows = w.head0.num_queries * w.head0.group;
     const int64_t dp = (w.head0.head_dim + 15) / 16 * 16;
     const int64_t own = 2 * w.num_kv_heads * rows * dp  // scaled queries and accumulators of every row
                         + 4 * w.num_kv_heads * rows     // running max / sum / correction
-                        + rows * kKeyBlock              // one head's scores of a block
+                        + w.num_kv_heads * rows * kKeyBlock  // a block's scores (every head's rows)
                         + 2 * kKeyBlock * dp            // one head's K and V block, staged in fp32 when needed
-                        + 64;                           // alignment slack
+                        + kAccOffset + 64;              // acc's offset, alignment slack
     const int64_t tile = tile_scratch_floats(w.head0);
     return own > tile ? own : tile;
 }

@@ -4,11 +4,13 @@
 //
 // One call per DecodeWork (a split of one sequence, every KV head). A group with at least as
 // many query rows as lanes (G >= 16 on AVX-512) goes to the rows-in-lanes kernel instead
-// (prefill_lanes.inl), one head at a time over the whole split: no horizontal sums there. Positions are walked in
-// blocks of decode_block() positions; each block visits every KV head before the next block, so
-// the K and V rows of a block (all heads of a position are one contiguous row) are read as one
-// stream, prefetched into L2 one block ahead. Every query row's online softmax state (scaled q,
-// accumulator, max, sum) lives in scratch for the whole split.
+// (prefill_lanes.inl), one head at a time over the whole split: no horizontal sums there.
+// Positions are walked in blocks of decode_block() positions; each block visits every KV head
+// before the next block, so the K and V rows of a block (all heads of a position are one
+// contiguous row) are read as one stream, prefetched into L2 one block ahead; a single query
+// with G = 1 (MHA) walks each block position by position instead (block_by_position: the cache
+// in address order). Every query row's online softmax state (scaled q, accumulator, max, sum)
+// lives in scratch for the whole split.
 //
 // head_dim is the vector axis: a dot product per (row, key), then P.V with all G rows of a KV
 // head sharing every V load. Rows are read straight from the cache and converted in registers
@@ -238,8 +240,63 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
     }
 }
 
+// One block of a single-token decode with one query row per KV head (G = 1, MHA) and rows read
+// in place, walked position by position: every head's score for position jj (all heads of a
+// position are one contiguous run of the cache), then each head's softmax step, then P.V
+// position by position. So the block is read as one stream: a C loop reading Phi-3's f32 cache
+// head by head, 8 positions at a time (the other order) got 20-24 GB/s on one Zen 5 core,
+// position by position 37-40 (benchmarks/NOTES.md section 16). k_pos[jj] / v_pos[jj]: position
+// jj's row of head 0; head h at + h * head_bytes; head h's state at h.
+template <DType T>
+void block_by_position(const char* const* k_pos, const char* const* v_pos, int64_t n, int64_t head_bytes,
+                       int64_t heads, int64_t vectors, const float* qf, float* acc, float* sc, int64_t sp,
+                       float* run_max, float* run_sum, float softcap) {
+    const int64_t rows = heads;
+    const int64_t dp = vectors * W, step = W * elem_bytes(T);
+    for (int64_t jj = 0; jj < n; ++jj) {
+        int64_t r = 0;
+        for (; r + 4 <= rows; r += 4) {  // 4 rows per reduction: 4 independent FMA chains
+            Reg a[4];
+            const char* k[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) {
+                k[i] = k_pos[jj] + (r + i) * head_bytes;
+                a[i] = Simd::mul(Simd::load(qf + (r + i) * dp), load_elems<T>(k[i]));
+            }
+            for (int64_t c = 1; c < vectors; ++c) {
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) a[i] = Simd::fmadd(Simd::load(qf + (r + i) * dp + c * W), load_elems<T>(k[i] + c * step), a[i]);
+            }
+            float s4[4];
+            Simd::reduce_add4(a[0], a[1], a[2], a[3], s4);
+            for (int i = 0; i < 4; ++i) sc[(r + i) * sp + jj] = s4[i];
+        }
+        for (; r < rows; ++r) {
+            const char* k = k_pos[jj] + r * head_bytes;
+            Reg a = Simd::mul(Simd::load(qf + r * dp), load_elems<T>(k));
+            for (int64_t c = 1; c < vectors; ++c) a = Simd::fmadd(Simd::load(qf + r * dp + c * W), load_elems<T>(k + c * step), a);
+            sc[r * sp + jj] = Simd::reduce_add(a);
+        }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        float* s = sc + r * sp;
+        if (softcap > 0.0f) softcap_scores(s, round_up(n, W), 1.0f, softcap);  // q is pre-scaled
+        const Reg correction = Simd::set1(softmax_step(s, n, run_max[r], run_sum[r]));
+        for (int64_t c = 0; c < dp; c += W) Simd::store(acc + r * dp + c, Simd::mul(Simd::load(acc + r * dp + c), correction));
+    }
+    for (int64_t jj = 0; jj < n; ++jj) {
+        for (int64_t r = 0; r < rows; ++r) {
+            const char* v = v_pos[jj] + r * head_bytes;
+            const Reg p = Simd::set1(sc[r * sp + jj]);
+            float* a = acc + r * dp;
+            for (int64_t c = 0; c < vectors; ++c) Simd::store(a + c * W, Simd::fmadd(p, load_elems<T>(v + c * step), Simd::load(a + c * W)));
+        }
+    }
+}
+
 template <DType T>
 void decode_heads(const DecodeWork& w, float* scratch) {
+    static_assert(kAccOffset % 16 == 0, "acc stays 64-byte aligned");
     const Tile& t0 = w.head0;
     const int64_t d = t0.head_dim, dp = round_up(d, W), vectors = dp / W;
     const int64_t g_len = t0.group, nq = t0.num_queries, rows = nq * g_len, heads = w.num_kv_heads;
@@ -248,12 +305,15 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     const bool direct_k = direct_v && (T == DType::F32 || g_len == 1 || !Simd::stage_half_keys());
     const int64_t sp = kKeyBlock;           // score row stride
     float* qf = align64(scratch);           // [heads * rows][dp] scaled queries
-    float* acc = qf + heads * rows * dp;    // [heads * rows][dp]
+    // [heads * rows][dp], 1 KiB past the queries: for G = 1 f32 on Zen 5, 0.94-0.96x the time of
+    // acc right after them (NOTES.md section 16; 4K aliasing of its stores with the V loads is a
+    // guess, unconfirmed without counters).
+    float* acc = qf + heads * rows * dp + kAccOffset;
     float* run_max = acc + heads * rows * dp;
     float* run_sum = run_max + heads * rows;
     float* correction = run_sum + heads * rows;  // [rows] of the head being computed
-    float* sc = correction + rows;               // [rows][sp] scores, then probabilities
-    float* kb = sc + rows * sp;                  // [kKeyBlock][dp] staged K
+    float* sc = correction + rows;               // [heads * rows][sp] scores, then probabilities
+    float* kb = sc + heads * rows * sp;          // [kKeyBlock][dp] staged K
     float* vb = kb + kKeyBlock * dp;             // [kKeyBlock][dp] staged V
 
     for (int64_t h = 0; h < heads; ++h) {  // the row state: scaled queries, an empty softmax (or the sink)
@@ -269,7 +329,12 @@ void decode_heads(const DecodeWork& w, float* scratch) {
         }
     }
 
-    const int64_t block = decode_block(w);
+    // One query and G = 1, rows read in place: blocks walked position by position
+    // (block_by_position); otherwise head by head, blocks sized for the L2 (decode_block), which
+    // shares each K and V load among a group's rows (by position, Qwen2.5's f32 G = 7 took
+    // 1.25-2.2x the time on Zen 5).
+    const bool by_position = nq == 1 && direct_k && g_len == 1;
+    const int64_t block = by_position ? kKeyBlock : decode_block(w);
     const int64_t last_end = visible_end(t0, nq - 1);
     for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
         // Blocks never depend on the page layout (a paged cache gives the dense cache's bits):
@@ -294,6 +359,20 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                     v_off[r] = vo;
                 }
             }
+        }
+        if (by_position) {
+            const int64_t lo = visible_begin(t0, 0) > j0 ? visible_begin(t0, 0) - j0 : 0;
+            const int64_t visible = min64(n, visible_end(t0, 0) - j0) - lo;
+            if (visible <= 0) continue;
+            const char* k_pos[kKeyBlock];
+            const char* v_pos[kKeyBlock];
+            for (int64_t jj = 0; jj < visible; ++jj) {
+                k_pos[jj] = one_run ? k0 + (lo + jj) * k_stride : static_cast<const char*>(t0.k) + k_off[lo + jj];
+                v_pos[jj] = one_run ? v0 + (lo + jj) * v_stride : static_cast<const char*>(t0.v) + v_off[lo + jj];
+            }
+            block_by_position<T>(k_pos, v_pos, visible, d * es, heads, vectors, qf, acc, sc, sp, run_max, run_sum,
+                                 t0.softcap);
+            continue;
         }
         for (int64_t h = 0; h < heads; ++h) {
             // Head h's share of the next block, so the whole next block is in L2 by the time the
