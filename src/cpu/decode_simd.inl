@@ -8,8 +8,8 @@
 // Positions are walked in blocks of decode_block() positions; each block visits every KV head
 // before the next block, so the K and V rows of a block (all heads of a position are one
 // contiguous row) are read as one stream, prefetched into L2 one block ahead; a single query
-// with G = 1 (MHA) walks each block position by position instead (block_by_position: the cache
-// in address order). Every query row's online softmax state (scaled q, accumulator, max, sum)
+// with G <= 4 walks each block position by position instead (block_by_position_mha / _group:
+// the cache in address order). Every query row's online softmax state (scaled q, accumulator, max, sum)
 // lives in scratch for the whole split.
 //
 // head_dim is the vector axis: a dot product per (row, key), then P.V with all G rows of a KV
@@ -240,6 +240,23 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
     }
 }
 
+// M rows of one head, one position (block_by_position_group): s[i * sp] = q_i . K, q_i at q + i * dp,
+// one K row for all M (each K vector loaded and converted once).
+template <DType T, int M>
+inline void shared_key_scores(const float* q, int64_t dp, const char* k, int64_t vectors, float* s, int64_t sp) {
+    const int64_t step = W * elem_bytes(T);
+    Reg a[4] = {Simd::zero(), Simd::zero(), Simd::zero(), Simd::zero()};
+    for (int64_t c = 0; c < vectors; ++c) {
+        const Reg kv = load_elems<T>(k + c * step);
+#pragma GCC unroll 4
+        for (int i = 0; i < M; ++i) a[i] = Simd::fmadd(Simd::load(q + i * dp + c * W), kv, a[i]);
+    }
+    float s4[4];
+    Simd::reduce_add4(a[0], a[1], a[2], a[3], s4);
+#pragma GCC unroll 4
+    for (int i = 0; i < M; ++i) s[i * sp] = s4[i];
+}
+
 // One block of a single-token decode with one query row per KV head (G = 1, MHA) and rows read
 // in place, walked position by position: every head's score for position jj (all heads of a
 // position are one contiguous run of the cache), then each head's softmax step, then P.V
@@ -248,9 +265,9 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
 // position by position 37-40 (benchmarks/NOTES.md section 16). k_pos[jj] / v_pos[jj]: position
 // jj's row of head 0; head h at + h * head_bytes; head h's state at h.
 template <DType T>
-void block_by_position(const char* const* k_pos, const char* const* v_pos, int64_t n, int64_t head_bytes,
-                       int64_t heads, int64_t vectors, const float* qf, float* acc, float* sc, int64_t sp,
-                       float* run_max, float* run_sum, float softcap) {
+void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, int64_t n, int64_t head_bytes,
+                           int64_t heads, int64_t vectors, const float* qf, float* acc, float* sc, int64_t sp,
+                           float* run_max, float* run_sum, float softcap) {
     const int64_t rows = heads;
     const int64_t dp = vectors * W, step = W * elem_bytes(T);
     for (int64_t jj = 0; jj < n; ++jj) {
@@ -294,6 +311,50 @@ void block_by_position(const char* const* k_pos, const char* const* v_pos, int64
     }
 }
 
+// The same walk for 2 <= G <= 4 (block_by_position_mha's comment): up to four rows of a head
+// share each K load (and its conversion) for the scores, and each V load for P.V. Row
+// h * g_len + r (query head r of KV head h) keeps its state there.
+template <DType T>
+void block_by_position_group(const char* const* k_pos, const char* const* v_pos, int64_t n, int64_t head_bytes,
+                             int64_t heads, int64_t g_len, int64_t vectors, const float* qf, float* acc, float* sc,
+                             int64_t sp, float* run_max, float* run_sum, float softcap) {
+    const int64_t rows = heads * g_len;
+    const int64_t dp = vectors * W, step = W * elem_bytes(T);
+    for (int64_t jj = 0; jj < n; ++jj) {
+        for (int64_t h = 0; h < heads; ++h) {
+            const char* k = k_pos[jj] + h * head_bytes;
+            for (int64_t r = h * g_len; r < (h + 1) * g_len; r += 4) {
+                const float* q = qf + r * dp;
+                float* s = sc + r * sp + jj;
+                switch (min64(4, (h + 1) * g_len - r)) {
+                    case 4: shared_key_scores<T, 4>(q, dp, k, vectors, s, sp); break;
+                    case 3: shared_key_scores<T, 3>(q, dp, k, vectors, s, sp); break;
+                    case 2: shared_key_scores<T, 2>(q, dp, k, vectors, s, sp); break;
+                    default: shared_key_scores<T, 1>(q, dp, k, vectors, s, sp); break;
+                }
+            }
+        }
+    }
+    for (int64_t r = 0; r < rows; ++r) {
+        float* s = sc + r * sp;
+        if (softcap > 0.0f) softcap_scores(s, round_up(n, W), 1.0f, softcap);  // q is pre-scaled
+        const Reg correction = Simd::set1(softmax_step(s, n, run_max[r], run_sum[r]));
+        for (int64_t c = 0; c < dp; c += W) Simd::store(acc + r * dp + c, Simd::mul(Simd::load(acc + r * dp + c), correction));
+    }
+    for (int64_t jj = 0; jj < n; ++jj) {
+        for (int64_t h = 0; h < heads; ++h) {
+            const char* v = v_pos[jj] + h * head_bytes;
+            Reg p[4];
+            for (int64_t r = 0; r < g_len; ++r) p[r] = Simd::set1(sc[(h * g_len + r) * sp + jj]);
+            float* a = acc + h * g_len * dp;
+            for (int64_t c = 0; c < vectors; ++c) {
+                const Reg x = load_elems<T>(v + c * step);
+                for (int64_t r = 0; r < g_len; ++r) Simd::store(a + r * dp + c * W, Simd::fmadd(p[r], x, Simd::load(a + r * dp + c * W)));
+            }
+        }
+    }
+}
+
 template <DType T>
 void decode_heads(const DecodeWork& w, float* scratch) {
     static_assert(kAccOffset % 16 == 0, "acc stays 64-byte aligned");
@@ -329,11 +390,11 @@ void decode_heads(const DecodeWork& w, float* scratch) {
         }
     }
 
-    // One query and G = 1, rows read in place: blocks walked position by position
-    // (block_by_position); otherwise head by head, blocks sized for the L2 (decode_block), which
-    // shares each K and V load among a group's rows (by position, Qwen2.5's f32 G = 7 took
-    // 1.25-2.2x the time on Zen 5).
-    const bool by_position = nq == 1 && direct_k && g_len == 1;
+    // One query, G <= 4, rows read in place: blocks walked position by position
+    // (block_by_position_*); otherwise head by head, blocks sized for the L2 (decode_block), which
+    // keeps a larger group's accumulators in registers over a block (by position, G = 7 and 8
+    // took 1.3-1.5x the time on Zen 5, G = 2 to 4 0.69-0.89x; NOTES.md section 16).
+    const bool by_position = nq == 1 && direct_k && g_len <= 4;
     const int64_t block = by_position ? kKeyBlock : decode_block(w);
     const int64_t last_end = visible_end(t0, nq - 1);
     for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
@@ -370,8 +431,13 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 k_pos[jj] = one_run ? k0 + (lo + jj) * k_stride : static_cast<const char*>(t0.k) + k_off[lo + jj];
                 v_pos[jj] = one_run ? v0 + (lo + jj) * v_stride : static_cast<const char*>(t0.v) + v_off[lo + jj];
             }
-            block_by_position<T>(k_pos, v_pos, visible, d * es, heads, vectors, qf, acc, sc, sp, run_max, run_sum,
-                                 t0.softcap);
+            if (g_len == 1) {
+                block_by_position_mha<T>(k_pos, v_pos, visible, d * es, heads, vectors, qf, acc, sc, sp, run_max, run_sum,
+                                         t0.softcap);
+            } else {
+                block_by_position_group<T>(k_pos, v_pos, visible, d * es, heads, g_len, vectors, qf, acc, sc, sp, run_max,
+                                           run_sum, t0.softcap);
+            }
             continue;
         }
         for (int64_t h = 0; h < heads; ++h) {
