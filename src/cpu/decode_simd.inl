@@ -240,6 +240,18 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
     }
 }
 
+// The softmax step of a block's rows (block_by_position_*): each row's n scores (rows sp apart)
+// become probabilities, and its accumulator (rows dp apart) is rescaled to the new max.
+inline void softmax_rows(int64_t rows, int64_t n, float softcap, float* sc, int64_t sp, float* run_max, float* run_sum,
+                         float* acc, int64_t dp) {
+    for (int64_t r = 0; r < rows; ++r) {
+        float* s = sc + r * sp;
+        if (softcap > 0.0f) softcap_scores(s, round_up(n, W), 1.0f, softcap);  // q is pre-scaled
+        const Reg correction = Simd::set1(softmax_step(s, n, run_max[r], run_sum[r]));
+        for (int64_t c = 0; c < dp; c += W) Simd::store(acc + r * dp + c, Simd::mul(Simd::load(acc + r * dp + c), correction));
+    }
+}
+
 // M rows of one head, one position (block_by_position_group): s[i * sp] = q_i . K, q_i at q + i * dp,
 // one K row for all M (each K vector loaded and converted once).
 template <DType T, int M>
@@ -295,12 +307,7 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
             sc[r * sp + jj] = Simd::reduce_add(a);
         }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-        float* s = sc + r * sp;
-        if (softcap > 0.0f) softcap_scores(s, round_up(n, W), 1.0f, softcap);  // q is pre-scaled
-        const Reg correction = Simd::set1(softmax_step(s, n, run_max[r], run_sum[r]));
-        for (int64_t c = 0; c < dp; c += W) Simd::store(acc + r * dp + c, Simd::mul(Simd::load(acc + r * dp + c), correction));
-    }
+    softmax_rows(rows, n, softcap, sc, sp, run_max, run_sum, acc, dp);
     for (int64_t jj = 0; jj < n; ++jj) {
         for (int64_t r = 0; r < rows; ++r) {
             const char* v = v_pos[jj] + r * head_bytes;
@@ -335,12 +342,7 @@ void block_by_position_group(const char* const* k_pos, const char* const* v_pos,
             }
         }
     }
-    for (int64_t r = 0; r < rows; ++r) {
-        float* s = sc + r * sp;
-        if (softcap > 0.0f) softcap_scores(s, round_up(n, W), 1.0f, softcap);  // q is pre-scaled
-        const Reg correction = Simd::set1(softmax_step(s, n, run_max[r], run_sum[r]));
-        for (int64_t c = 0; c < dp; c += W) Simd::store(acc + r * dp + c, Simd::mul(Simd::load(acc + r * dp + c), correction));
-    }
+    softmax_rows(rows, n, softcap, sc, sp, run_max, run_sum, acc, dp);
     for (int64_t jj = 0; jj < n; ++jj) {
         for (int64_t h = 0; h < heads; ++h) {
             const char* v = v_pos[jj] + h * head_bytes;
