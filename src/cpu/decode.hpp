@@ -69,11 +69,11 @@ static inline int64_t decode_block(const DecodeWork& w) {
     return fit < 16 ? 8 : fit > kKeyBlock ? kKeyBlock : fit;
 }
 
-// fp32 scratch a decode kernel may use for one DecodeWork (or for one head's Tile, which a
-// group that fills the lanes runs through the tile kernel).
 // Floats between the scaled queries and the accumulators in the SIMD kernel's scratch.
 constexpr int64_t kAccOffset = 256;
 
+// fp32 scratch a decode kernel may use for one DecodeWork (or for one head's Tile, which a
+// group that fills the lanes runs through the tile kernel).
 static inline int64_t decode_scratch_floats(const DecodeWork& w) {
     const int64_t rows = w.head0.num_queries * w.head0.group;
     const int64_t dp = (w.head0.head_dim + 15) / 16 * 16;

@@ -8,9 +8,9 @@
 // Positions are walked in blocks of decode_block() positions; each block visits every KV head
 // before the next block, so the K and V rows of a block (all heads of a position are one
 // contiguous row) are read as one stream, prefetched into L2 one block ahead; a single query
-// with G <= 4 walks each block position by position instead (block_by_position_mha / _group:
-// the cache in address order). Every query row's online softmax state (scaled q, accumulator, max, sum)
-// lives in scratch for the whole split.
+// with G <= kByPositionMaxGroup walks each block position by position instead
+// (block_by_position_mha / _group: the cache in address order). Every query row's online
+// softmax state (scaled q, accumulator, max, sum) lives in scratch for the whole split.
 //
 // head_dim is the vector axis: a dot product per (row, key), then P.V with all G rows of a KV
 // head sharing every V load. Rows are read straight from the cache and converted in registers
@@ -240,6 +240,9 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
     }
 }
 
+// The largest group a single-token decode walks position by position (decode_heads).
+constexpr int64_t kByPositionMaxGroup = 4;
+
 // The softmax step of a block's rows (block_by_position_*): each row's n scores (rows sp apart)
 // become probabilities, and its accumulator (rows dp apart) is rescaled to the new max.
 inline void softmax_rows(int64_t rows, int64_t n, float softcap, float* sc, int64_t sp, float* run_max, float* run_sum,
@@ -318,7 +321,7 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
     }
 }
 
-// The same walk for 2 <= G <= 4 (block_by_position_mha's comment): up to four rows of a head
+// The same walk for 2 <= G <= kByPositionMaxGroup (block_by_position_mha's comment): up to four rows of a head
 // share each K load (and its conversion) for the scores, and each V load for P.V. Row
 // h * g_len + r (query head r of KV head h) keeps its state there.
 template <DType T>
@@ -346,7 +349,7 @@ void block_by_position_group(const char* const* k_pos, const char* const* v_pos,
     for (int64_t jj = 0; jj < n; ++jj) {
         for (int64_t h = 0; h < heads; ++h) {
             const char* v = v_pos[jj] + h * head_bytes;
-            Reg p[4];
+            Reg p[kByPositionMaxGroup];
             for (int64_t r = 0; r < g_len; ++r) p[r] = Simd::set1(sc[(h * g_len + r) * sp + jj]);
             float* a = acc + h * g_len * dp;
             for (int64_t c = 0; c < vectors; ++c) {
@@ -392,11 +395,12 @@ void decode_heads(const DecodeWork& w, float* scratch) {
         }
     }
 
-    // One query, G <= 4, rows read in place: blocks walked position by position
-    // (block_by_position_*); otherwise head by head, blocks sized for the L2 (decode_block), which
-    // keeps a larger group's accumulators in registers over a block (by position, G = 7 and 8
-    // took 1.3-1.5x the time on Zen 5, G = 2 to 4 0.69-0.89x; NOTES.md section 16).
-    const bool by_position = nq == 1 && direct_k && g_len <= 4;
+    // One query, G <= kByPositionMaxGroup, rows read in place: blocks walked position by
+    // position (block_by_position_*); otherwise head by head, blocks sized for the L2
+    // (decode_block), which keeps a larger group's accumulators in registers over a block (by
+    // position, G = 7 and 8 took 1.3-1.5x the time on Zen 5, G = 2 to 4 0.69-0.89x; NOTES.md
+    // section 16).
+    const bool by_position = nq == 1 && direct_k && g_len <= kByPositionMaxGroup;
     const int64_t block = by_position ? kKeyBlock : decode_block(w);
     const int64_t last_end = visible_end(t0, nq - 1);
     for (int64_t j0 = visible_begin(t0, 0), n; j0 < last_end; j0 += n) {
