@@ -278,3 +278,33 @@ def test_bench_modules_import_without_the_peers(monkeypatch):
     for peer in cpu_run.PEERS:
         with pytest.raises(runners.Unavailable):
             cpu_run.PEERS[peer](inputs, 1)
+
+
+def test_every_peer_runner_lives_until_its_timing_is_done(monkeypatch):
+    # A peer's calls may point at memory only its Runner holds (onnxruntime's output binding):
+    # measure() must not drop a runner when it builds the next peer's.
+    import gc
+    import weakref
+
+    class Held:
+        pass
+
+    refs = {}
+
+    def fake_peer(name):
+        def build(inputs, threads):
+            held = Held()
+            refs[name] = weakref.ref(held)
+
+            def call():
+                gc.collect()
+                assert refs[name]() is not None, f"{name}'s runner was freed before its timed calls"
+            return runners.Runner(call, lambda: np.zeros(inputs.q.shape, np.float32), keep=held)
+        return build
+
+    for name in ("first", "second"):
+        monkeypatch.setitem(cpu_run.PEERS, name, fake_peer(name))
+    monkeypatch.setattr(cpu_run, "check", lambda output, reference, dtype: (True, 0.0))
+    row = cpu_run.measure(TINY[1], 1, ["first", "second"], budget_s=0.0, min_rounds=1)
+    assert row["peers"]["first"]["stats"] is not None and row["peers"]["first"]["na"] is None, row["peers"]
+    assert row["peers"]["second"]["stats"] is not None

@@ -83,12 +83,18 @@ def measure(cfg: Config, threads: int, peers: list[str], budget_s: float, min_ro
            "isa": runners.libgqa_isa(gqa.call), "peers": {}}
     reference = gqa.output().astype(np.float64)
     timed = {"libgqa": timing.Timed(gqa.call)}
+    # Every built runner stays alive until its timing is done: a peer's calls can point at memory
+    # only its Runner holds (onnxruntime's binding writes into its output array), so a runner
+    # dropped when the loop moved on had its calls timed on freed memory (--threads 1 with
+    # onnxruntime before torch: glibc aborted on the heap it corrupted).
+    built: list[Runner] = []
     for name in peers:
         if cfg.op == "decode" and name in PREFILL_ONLY:
             continue
         runner, why = _build(name, inputs, threads)
         entry = {"stats": None, "err": None, "na": why, "note": runner.note if runner else ""}
         if runner:
+            built.append(runner)
             try:
                 if runner.reset:
                     runner.reset()
@@ -107,7 +113,7 @@ def measure(cfg: Config, threads: int, peers: list[str], budget_s: float, min_ro
     row["gqa"] = {"stats": stats.pop("libgqa").as_dict()}
     for name, s in stats.items():
         row["peers"][name]["stats"] = s.as_dict()
-    del timed, inputs
+    del timed, built, inputs
     gc.collect()
     return row
 
