@@ -11,6 +11,9 @@
  *     -s MS                   the settle sleep (default 30: longer than a pool's polling, so the
  *                             previous library's workers are asleep)
  *     -g MS                   idle-gap mode: sleep MS before each timed call (no burst)
+ *     -P                      plain 4 KiB pages for the buffers (default: 2 MiB aligned and
+ *                             madvise(MADV_HUGEPAGE), as NumPy does for its large arrays, so the
+ *                             benchmark's arrays and these see the same TLB reach)
  *
  * Prints per config and library: min and median wall time per call, GB/s of K+V at the
  * median, process CPU time per call (all threads), for every library after the first its time
@@ -21,6 +24,7 @@
  * workers go back to sleep. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <sys/mman.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +63,17 @@ static void sleep_ms(double ms) {
 static int compare(const void* a, const void* b) {
     const double x = *(const double*)a, y = *(const double*)b;
     return (x > y) - (x < y);
+}
+
+static int huge_pages = 1;
+
+/* A buffer like a large NumPy array's: transparent huge pages where the kernel grants them. */
+static void* alloc_buffer(size_t bytes) {
+    if (!huge_pages) return malloc(bytes);
+    const size_t huge = (size_t)2 << 20, rounded = (bytes + huge - 1) / huge * huge;
+    void* p = aligned_alloc(huge, rounded);
+    if (p) madvise(p, rounded, MADV_HUGEPAGE);
+    return p;
 }
 
 static int elem_bytes(int dtype) { return dtype == GQA_DTYPE_F32 ? 4 : 2; }
@@ -109,6 +124,8 @@ int main(int argc, char** argv) {
             settle_ms = atof(argv[++i]);
         } else if (!strcmp(argv[i], "-g") && i + 1 < argc) {
             gap_ms = atof(argv[++i]);
+        } else if (!strcmp(argv[i], "-P")) {
+            huge_pages = 0;
         } else if (nlibs < 8) {
             void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
             if (!h) return fprintf(stderr, "%s\n", dlerror()), 2;
@@ -119,7 +136,7 @@ int main(int argc, char** argv) {
             ++nlibs;
         }
     }
-    if (!nlibs) return fprintf(stderr, "usage: decode_ab [-c Hq:Hkv:D:B:L:dtype]... [-t N] [-r N] [-g MS] LIB.so...\n"), 2;
+    if (!nlibs) return fprintf(stderr, "usage: decode_ab [-c Hq:Hkv:D:B:L:dtype]... [-t N] [-r N] [-g MS] [-P] LIB.so...\n"), 2;
     if (!nconfigs) {
         const int models[3][3] = {{14, 2, 64}, {32, 32, 96}, {32, 8, 128}};
         const int shapes[4][2] = {{1, 1024}, {1, 8192}, {8, 1024}, {8, 8192}};
@@ -136,7 +153,7 @@ int main(int argc, char** argv) {
         const size_t qn = (size_t)c.b * c.hq * c.d, kn = (size_t)c.b * c.hkv * c.d;
         const size_t cn = (size_t)c.b * (size_t)(c.l + 1) * c.hkv * c.d;
         char *q = malloc(qn * es), *k = malloc(kn * es), *v = malloc(kn * es), *out = malloc(qn * es);
-        char *kc = malloc(cn * es), *vc = malloc(cn * es);
+        char *kc = alloc_buffer(cn * es), *vc = alloc_buffer(cn * es);
         fill(q, qn, c.dtype, 1);
         fill(k, kn, c.dtype, 2);
         fill(v, kn, c.dtype, 3);
