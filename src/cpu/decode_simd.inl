@@ -278,12 +278,14 @@ inline void shared_key_scores(const float* q, int64_t dp, const char* k, int64_t
 // position by position. So the block is read as one stream: a C loop reading Phi-3's f32 cache
 // head by head, 8 positions at a time (the other order) got 20-24 GB/s on one Zen 5 core,
 // position by position 37-40 (benchmarks/NOTES.md section 16). k_pos[jj] / v_pos[jj]: position
-// jj's row of head 0; head h at + h * head_bytes; head h's state at h.
-template <DType T>
+// jj's row of head 0; head h at + h * head_bytes; head h's state at h. FixedVectors > 0 is
+// `vectors` known at compile time (mha_walk_for), 0 reads it at run time.
+template <DType T, int FixedVectors>
 void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, int64_t n, int64_t head_bytes,
-                           int64_t heads, int64_t vectors, const float* qf, float* acc, float* sc, int64_t sp,
-                           float* run_max, float* run_sum, float softcap) {
+                           int64_t heads, int64_t runtime_vectors, const float* qf, float* acc, float* sc,
+                           int64_t sp, float* run_max, float* run_sum, float softcap) {
     const int64_t rows = heads;
+    const int64_t vectors = FixedVectors > 0 ? FixedVectors : runtime_vectors;
     const int64_t dp = vectors * W, step = W * elem_bytes(T);
     for (int64_t jj = 0; jj < n; ++jj) {
         int64_t r = 0;
@@ -295,6 +297,7 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
                 k[i] = k_pos[jj] + (r + i) * head_bytes;
                 a[i] = Simd::mul(Simd::load(qf + (r + i) * dp), load_elems<T>(k[i]));
             }
+#pragma GCC unroll 16
             for (int64_t c = 1; c < vectors; ++c) {
 #pragma GCC unroll 4
                 for (int i = 0; i < 4; ++i) a[i] = Simd::fmadd(Simd::load(qf + (r + i) * dp + c * W), load_elems<T>(k[i] + c * step), a[i]);
@@ -306,6 +309,7 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
         for (; r < rows; ++r) {
             const char* k = k_pos[jj] + r * head_bytes;
             Reg a = Simd::mul(Simd::load(qf + r * dp), load_elems<T>(k));
+#pragma GCC unroll 16
             for (int64_t c = 1; c < vectors; ++c) a = Simd::fmadd(Simd::load(qf + r * dp + c * W), load_elems<T>(k + c * step), a);
             sc[r * sp + jj] = Simd::reduce_add(a);
         }
@@ -316,8 +320,23 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
             const char* v = v_pos[jj] + r * head_bytes;
             const Reg p = Simd::set1(sc[r * sp + jj]);
             float* a = acc + r * dp;
+#pragma GCC unroll 16
             for (int64_t c = 0; c < vectors; ++c) Simd::store(a + c * W, Simd::fmadd(p, load_elems<T>(v + c * step), Simd::load(a + c * W)));
         }
+    }
+}
+
+// block_by_position_mha for `vectors` = head_dim / W: compiled for the head dims 64, 96 and 128
+// on this width, so each row's loads and FMAs are straight-line code. On one Zen 4 core Phi-3's
+// f32 decode (d = 96) took 0.86-0.92x the time of the run-time count (benchmarks/NOTES.md
+// section 17); the arithmetic order, and so every bit, is the same.
+template <DType T>
+auto mha_walk_for(int64_t vectors) {
+    switch (vectors * W) {
+        case 64: return block_by_position_mha<T, 64 / W>;
+        case 96: return block_by_position_mha<T, 96 / W>;
+        case 128: return block_by_position_mha<T, 128 / W>;
+        default: return block_by_position_mha<T, 0>;
     }
 }
 
@@ -438,8 +457,8 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 v_pos[jj] = one_run ? v0 + (lo + jj) * v_stride : static_cast<const char*>(t0.v) + v_off[lo + jj];
             }
             if (g_len == 1) {
-                block_by_position_mha<T>(k_pos, v_pos, visible, d * es, heads, vectors, qf, acc, sc, sp, run_max, run_sum,
-                                         t0.softcap);
+                const auto walk = mha_walk_for<T>(vectors);
+                walk(k_pos, v_pos, visible, d * es, heads, vectors, qf, acc, sc, sp, run_max, run_sum, t0.softcap);
             } else {
                 block_by_position_group<T>(k_pos, v_pos, visible, d * es, heads, g_len, vectors, qf, acc, sc, sp, run_max,
                                            run_sum, t0.softcap);
