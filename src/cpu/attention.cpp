@@ -332,7 +332,8 @@ struct DecodeTask {
 };
 
 // The decode kernel of an ISA: the SIMD ones stream the cache (decode_simd.inl); the bf16/AMX
-// prefill paths run on AVX-512 CPUs, so they decode with AVX-512.
+// prefill paths run on CPUs with AVX-512 BF16, so they decode with AVX-512 and its bf16 dot
+// products (decode_avx512_bf16.cpp).
 struct DecodePath {
     cpu::DecodeKernel kernel;
     const char* name;
@@ -342,7 +343,8 @@ DecodePath decode_path(const cpu::IsaChoice& isa) {
     switch (isa.isa) {
         case cpu::Isa::Scalar: return {&cpu::decode_scalar, "scalar"};
         case cpu::Isa::Avx2: return {&cpu::decode_avx2, "avx2"};
-        default: return {&cpu::decode_avx512, "avx512"};
+        case cpu::Isa::Avx512: return {&cpu::decode_avx512, "avx512"};
+        default: return {&cpu::decode_avx512_bf16, "avx512_bf16"};
     }
 #else
     (void)isa;

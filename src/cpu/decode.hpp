@@ -81,6 +81,7 @@ static inline int64_t decode_scratch_floats(const DecodeWork& w) {
                         + 4 * w.num_kv_heads * rows     // running max / sum / correction
                         + w.num_kv_heads * rows * kKeyBlock  // a block's scores (every head's rows)
                         + 2 * kKeyBlock * dp            // one head's K and V block, staged in fp32 when needed
+                        + w.num_kv_heads * rows * dp / 2  // the queries in bf16 (decode_avx512_bf16)
                         + kAccOffset + 64;              // acc's offset, alignment slack
     const int64_t tile = tile_scratch_floats(w.head0);
     return own > tile ? own : tile;
@@ -91,6 +92,7 @@ void decode_scalar(const DecodeWork& w, float* scratch);
 #if defined(__x86_64__) || defined(_M_X64)
 void decode_avx2(const DecodeWork& w, float* scratch);
 void decode_avx512(const DecodeWork& w, float* scratch);
+void decode_avx512_bf16(const DecodeWork& w, float* scratch);  // bf16 Q.K^T as vdpbf16ps
 #endif
 
 }  // namespace cpu

@@ -43,7 +43,8 @@ template <DType T>
 struct Rows {
     const char* base;
     int64_t stride;
-    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(base + jj * stride + c * W * (T == DType::F32 ? 4 : 2)); }
+    const char* row(int64_t jj) const { return base + jj * stride; }
+    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(row(jj) + c * W * (T == DType::F32 ? 4 : 2)); }
 };
 // Rows at base + offsets[jj] bytes: a block that spans pages, read in place (the same loads
 // as Rows, so the same bits).
@@ -51,7 +52,8 @@ template <DType T>
 struct GatherRows {
     const char* base;
     const int64_t* offsets;
-    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(base + offsets[jj] + c * W * (T == DType::F32 ? 4 : 2)); }
+    const char* row(int64_t jj) const { return base + offsets[jj]; }
+    Reg load(int64_t jj, int64_t c) const { return load_elems<T>(row(jj) + c * W * (T == DType::F32 ? 4 : 2)); }
 };
 
 // s[jj] = q . row jj for jj < n, C vectors of q held in registers, 4 rows per reduction.
@@ -131,6 +133,67 @@ inline void dots(const float* q, int64_t vectors, const R& k, int64_t n, float* 
         case 8: dots_fixed<8>(q, k, n, s); break;
         default: dots_streamed(q, vectors, k, n, s); break;
     }
+}
+
+#if defined(__AVX512BF16__)
+constexpr bool kBf16Dots = true;
+#else
+constexpr bool kBf16Dots = false;
+#endif
+
+#if defined(__AVX512BF16__)
+// s[jj] = scale * (q . row jj) for bf16 rows and the bf16 query q (the input itself, exact),
+// with vdpbf16ps: two exact bf16 products per fp32 lane, so no conversion and half the
+// multiply-adds of dots; C pairs-vectors (32 bf16 each) of q held in registers, 4 rows per
+// reduction. Compiled where the including file has AVX-512 BF16 (decode_avx512_bf16.cpp).
+template <int C, typename R>
+inline void dots_bf16_fixed(const uint16_t* q, const R& k, int64_t n, float scale, float* s) {
+    auto pairs = [](const void* p) { return reinterpret_cast<__m512bh>(_mm512_loadu_si512(p)); };
+    __m512bh qv[C];
+#pragma GCC unroll 8
+    for (int c = 0; c < C; ++c) qv[c] = pairs(q + c * 32);
+    int64_t jj = 0;
+    for (; jj + 4 <= n; jj += 4) {
+        Reg a[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < 4; ++i) a[i] = _mm512_dpbf16_ps(Simd::zero(), qv[0], pairs(k.row(jj + i)));
+#pragma GCC unroll 8
+        for (int c = 1; c < C; ++c) {
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; ++i) a[i] = _mm512_dpbf16_ps(a[i], qv[c], pairs(k.row(jj + i) + c * 64));
+        }
+        float s4[4];
+        Simd::reduce_add4(a[0], a[1], a[2], a[3], s4);
+        for (int i = 0; i < 4; ++i) s[jj + i] = s4[i] * scale;
+    }
+    for (; jj < n; ++jj) {
+        Reg a = _mm512_dpbf16_ps(Simd::zero(), qv[0], pairs(k.row(jj)));
+#pragma GCC unroll 8
+        for (int c = 1; c < C; ++c) a = _mm512_dpbf16_ps(a, qv[c], pairs(k.row(jj) + c * 64));
+        s[jj] = Simd::reduce_add(a) * scale;
+    }
+}
+#endif
+
+// The scores of one query row over n keys of a block: q_bf16 (the row's bf16 query, or null)
+// takes the bf16 dot products where they are compiled in and head_dim is 64, 96 or 128 (whole
+// 64-byte rows); otherwise dots on the scaled fp32 query q.
+template <DType T, typename R>
+inline void row_scores(const float* q, const uint16_t* q_bf16, int64_t vectors, const R& k, int64_t n, float scale,
+                       float* s) {
+#if defined(__AVX512BF16__)
+    if (T == DType::BF16 && q_bf16) {
+        switch (vectors * W) {
+            case 64: return dots_bf16_fixed<2>(q_bf16, k, n, scale, s);
+            case 96: return dots_bf16_fixed<3>(q_bf16, k, n, scale, s);
+            case 128: return dots_bf16_fixed<4>(q_bf16, k, n, scale, s);
+            default: break;
+        }
+    }
+#endif
+    (void)q_bf16;
+    (void)scale;
+    dots(q, vectors, k, n, s);
 }
 
 // acc[r][c .. c + CB) = acc[r][..] * correction[r] + sum_jj p[r][jj] * V[jj][..] for NR rows
@@ -400,12 +463,18 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     float* sc = correction + rows;               // [heads * rows][sp] scores, then probabilities
     float* kb = sc + heads * rows * sp;          // [kKeyBlock][dp] staged K
     float* vb = kb + kKeyBlock * dp;             // [kKeyBlock][dp] staged V
+    // [heads * rows][dp] the queries as bf16 (their input values: exact), for row_scores' bf16
+    // dot products; null where those are not compiled in or the input is not bf16.
+    uint16_t* q_bf16 = kBf16Dots && T == DType::BF16 ? reinterpret_cast<uint16_t*>(vb + kKeyBlock * dp) : nullptr;
 
     for (int64_t h = 0; h < heads; ++h) {  // the row state: scaled queries, an empty softmax (or the sink)
         const Tile th = decode_head_tile(w, h);
         for (int64_t r = 0; r < rows; ++r) {
             float* q = qf + (h * rows + r) * dp;
             load_row(th.q, r / g_len * th.q_stride + r % g_len * th.q_head_stride, T, d, dp, q);
+            if (q_bf16) {
+                for (int64_t c = 0; c < dp; c += W) Simd::store_bf16(q_bf16 + (h * rows + r) * dp + c, Simd::load(q + c));
+            }
             for (int64_t c = 0; c < dp; c += W) {
                 Simd::store(q + c, Simd::mul(Simd::load(q + c), Simd::set1(th.scale)));
                 Simd::store(acc + (h * rows + r) * dp + c, Simd::zero());
@@ -489,14 +558,16 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 const int64_t r0 = i * g_len, state = h * rows + r0;
                 for (int64_t r = 0; r < g_len; ++r) {
                     float* s = sc + (r0 + r) * sp;
+                    const float* q = qf + (state + r) * dp;
+                    const uint16_t* qb = q_bf16 ? q_bf16 + (state + r) * dp : nullptr;
                     if (k_direct) {
-                        dots(qf + (state + r) * dp, vectors, k_seen, visible, s);
+                        row_scores<T>(q, qb, vectors, k_seen, visible, t0.scale, s);
                     } else if (direct_k) {
-                        dots(qf + (state + r) * dp, vectors, GatherRows<T>{k_head, k_off + lo}, visible, s);
+                        row_scores<T>(q, qb, vectors, GatherRows<T>{k_head, k_off + lo}, visible, t0.scale, s);
                     } else {
-                        dots(qf + (state + r) * dp, vectors, k_staged, visible, s);
+                        dots(q, vectors, k_staged, visible, s);
                     }
-                    if (t0.softcap > 0.0f) softcap_scores(s, round_up(visible, W), 1.0f, t0.softcap);  // q is pre-scaled
+                    if (t0.softcap > 0.0f) softcap_scores(s, round_up(visible, W), 1.0f, t0.softcap);  // s is scaled
                     correction[r0 + r] = softmax_step(s, visible, run_max[state + r], run_sum[state + r]);
                 }
                 if (v_direct) {

@@ -21,7 +21,7 @@ namespace {
 
 void decode_simd(const DecodeWork& w, float* scratch);  // decode_simd.inl
 
-void attend_tile_simd(const Tile& t, float* scratch) {
+inline void attend_tile_simd(const Tile& t, float* scratch) {  // inline: unused where only decode is built
     if (t.num_queries * t.group >= W) {
         prefill_lanes<FmaMma>(t, scratch);
     } else {

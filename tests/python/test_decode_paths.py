@@ -1,6 +1,7 @@
 """The CPU decode kernel's paths (src/cpu/decode_simd.inl) against the float64 reference: K/V
-rows read from the cache (f32, G = 1 bf16/f16, and G > 1 bf16/f16 on AVX2 and AMD's AVX-512)
-or staged in fp32 (G > 1 bf16/f16 K on Intel's AVX-512, a head_dim that is not whole vectors),
+rows read from the cache (f32, G = 1 bf16/f16, and G > 1 bf16/f16 on AVX2 and AMD's AVX-512,
+bf16 scores of G > 4 as vdpbf16ps dot products under avx512_bf16 where K is read in place) or staged
+in fp32 (G > 1 bf16/f16 K on Intel's AVX-512, a head_dim that is not whole vectors),
 fixed and generic widths, caches long enough to be split and merged by the last split's task,
 and NaN past the visible positions. Run under every GQA_CPU_ISA by the test command."""
 
@@ -10,8 +11,9 @@ import pytest
 import gqa
 from gqa_testing import DTYPES, TOL, max_err, poisoned, rand
 
-# (Hq, Hkv, D): G = 1, 2, 4, 7 and 8; head dims of 4, 5, 6, 8, 12.5 and 0.25 AVX-512 vectors.
-SHAPES = [(32, 32, 96), (6, 3, 64), (32, 8, 128), (14, 2, 64), (8, 1, 80), (5, 5, 200), (4, 2, 4), (16, 16, 128)]
+# (Hq, Hkv, D): G = 1, 2, 4, 5, 7 and 8; head dims of 4, 5, 6, 8, 12.5 and 0.25 AVX-512 vectors.
+SHAPES = [(32, 32, 96), (6, 3, 64), (32, 8, 128), (14, 2, 64), (8, 1, 80), (5, 5, 200), (4, 2, 4), (16, 16, 128),
+          (10, 2, 96), (16, 2, 128)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
