@@ -95,9 +95,10 @@ typedef enum gqa_status {
  * runs instead). bf16 prefill on amx_bf16 (AMX tiles; libgqa asks Linux for AMX state once) and
  * avx512_bf16 (vdpbf16ps) multiplies bf16 pairs exactly, accumulates in fp32, reads subnormal
  * bf16 inputs as 0 and rounds the softmax probabilities P to bf16 (nearest even) before P.V, as
- * the CUDA kernels do; every other CPU path and all decode keep P in fp32. bf16 decode on
+ * the CUDA kernels do; every other CPU path keeps P in fp32, decode too except below. bf16 decode on
  * those two paths forms Q.K scores over cache rows read in place with vdpbf16ps too (exact
- * products, fp32 sums, subnormals as 0, the softmax scale applied after the sum). */
+ * products, fp32 sums, subnormals as 0, the softmax scale applied after the sum) and, for
+ * head_dim 64, P.V as well, with P rounded to bf16 as in prefill. */
 #define GQA_DTYPE_F16 1
 #define GQA_DTYPE_BF16 2
 #define GQA_DTYPE_F32 3 /* CPU only */

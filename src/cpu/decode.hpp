@@ -82,6 +82,7 @@ static inline int64_t decode_scratch_floats(const DecodeWork& w) {
                         + w.num_kv_heads * rows * kKeyBlock  // a block's scores (every head's rows)
                         + 2 * kKeyBlock * dp            // one head's K and V block, staged in fp32 when needed
                         + w.num_kv_heads * rows * dp / 2  // the queries in bf16 (decode_avx512_bf16)
+                        + rows * kKeyBlock / 2          // one head's probabilities in bf16 (same)
                         + kAccOffset + 64;              // acc's offset, alignment slack
     const int64_t tile = tile_scratch_floats(w.head0);
     return own > tile ? own : tile;

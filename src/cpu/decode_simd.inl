@@ -264,6 +264,95 @@ inline void pv(int64_t rows, const R& v, int64_t vectors, int64_t n, const float
     }
 }
 
+#if defined(__AVX512BF16__)
+// One row's probabilities p[0..n) rounded to bf16 (nearest even) at out, for pv_bf16.
+inline void probs_to_bf16(const float* p, int64_t n, uint16_t* out) {
+    for (int64_t jj = 0; jj < n; jj += W) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + jj), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(Simd::load(p + jj))));
+    }
+}
+
+// pv_vectors with vdpbf16ps for NR rows and 32 dimensions [c32 * 32, + 32) of bf16 V rows: two
+// positions per step, the rows' bf16 probabilities pb as (p[jj], p[jj + 1]) pairs against V's
+// two rows interleaved element by element (unpacklo/hi_epi16), so each fp32 lane adds two exact
+// bf16 products. Interleaving within 128-bit lanes puts dimensions {0-3, 8-11, 16-19, 24-27} in
+// the "lo" accumulator and {4-7, 12-15, 20-23, 28-31} in "hi": acc is permuted into that order
+// on load and back on store. An odd last position pairs with 0 (its partner is never read).
+template <int NR, typename R>
+inline void pv_bf16_chunk(const R& v, int64_t c32, int64_t n, const uint16_t* pb, int64_t pb_stride, float* acc,
+                          int64_t acc_stride, const float* correction) {
+    const __m512i to_lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const __m512i to_hi = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    const __m512i back0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i back1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    auto pairs = [](__m512i x) { return reinterpret_cast<__m512bh>(x); };
+    Reg lo[NR], hi[NR];
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+        const float* a = acc + r * acc_stride + c32 * 32;
+        const Reg a0 = Simd::load(a), a1 = Simd::load(a + W), cr = Simd::set1(correction[r]);
+        lo[r] = Simd::mul(_mm512_permutex2var_ps(a0, to_lo, a1), cr);
+        hi[r] = Simd::mul(_mm512_permutex2var_ps(a0, to_hi, a1), cr);
+    }
+    int64_t jj = 0;
+    for (; jj + 2 <= n; jj += 2) {
+        const __m512i x0 = _mm512_loadu_si512(v.row(jj) + c32 * 64), x1 = _mm512_loadu_si512(v.row(jj + 1) + c32 * 64);
+        const __m512bh vlo = pairs(_mm512_unpacklo_epi16(x0, x1)), vhi = pairs(_mm512_unpackhi_epi16(x0, x1));
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) {
+            int32_t pair;
+            __builtin_memcpy(&pair, pb + r * pb_stride + jj, sizeof pair);
+            const __m512bh pp = pairs(_mm512_set1_epi32(pair));
+            lo[r] = _mm512_dpbf16_ps(lo[r], pp, vlo);
+            hi[r] = _mm512_dpbf16_ps(hi[r], pp, vhi);
+        }
+    }
+    if (jj < n) {
+        const __m512i x0 = _mm512_loadu_si512(v.row(jj) + c32 * 64), x1 = _mm512_setzero_si512();
+        const __m512bh vlo = pairs(_mm512_unpacklo_epi16(x0, x1)), vhi = pairs(_mm512_unpackhi_epi16(x0, x1));
+#pragma GCC unroll 8
+        for (int r = 0; r < NR; ++r) {
+            const __m512bh pp = pairs(_mm512_set1_epi32(pb[r * pb_stride + jj]));
+            lo[r] = _mm512_dpbf16_ps(lo[r], pp, vlo);
+            hi[r] = _mm512_dpbf16_ps(hi[r], pp, vhi);
+        }
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < NR; ++r) {
+        float* a = acc + r * acc_stride + c32 * 32;
+        Simd::store(a, _mm512_permutex2var_ps(lo[r], back0, hi[r]));
+        Simd::store(a + W, _mm512_permutex2var_ps(lo[r], back1, hi[r]));
+    }
+}
+
+template <int NR, typename R>
+inline void pv_bf16_rows(const R& v, int64_t vectors, int64_t n, const uint16_t* pb, int64_t pb_stride, float* acc,
+                         int64_t acc_stride, const float* correction) {
+    for (int64_t c32 = 0; c32 < vectors / 2; ++c32) pv_bf16_chunk<NR>(v, c32, n, pb, pb_stride, acc, acc_stride, correction);
+}
+
+// pv for bf16 V and a head_dim of whole 32-element chunks, with the probabilities rounded to
+// bf16 (pb): up to 8 rows at a time (16 accumulators).
+template <typename R>
+inline void pv_bf16(int64_t rows, const R& v, int64_t vectors, int64_t n, const uint16_t* pb, int64_t pb_stride,
+                    float* acc, int64_t acc_stride, const float* correction) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) pv_bf16_rows<8>(v, vectors, n, pb + r * pb_stride, pb_stride, acc + r * acc_stride, acc_stride, correction + r);
+    const uint16_t* pr = pb + r * pb_stride;
+    float* ar = acc + r * acc_stride;
+    switch (rows - r) {
+        case 7: pv_bf16_rows<7>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 6: pv_bf16_rows<6>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 5: pv_bf16_rows<5>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 4: pv_bf16_rows<4>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 3: pv_bf16_rows<3>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 2: pv_bf16_rows<2>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        case 1: pv_bf16_rows<1>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
+        default: break;
+    }
+}
+#endif
+
 // One row's online-softmax step over its `visible` scores s[0..visible) of a block: s becomes
 // the probabilities relative to the new running max; returns the factor the row's earlier
 // accumulator and sum must be multiplied by. A NaN score stays NaN (and poisons the row); while
@@ -466,6 +555,12 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     // [heads * rows][dp] the queries as bf16 (their input values: exact), for row_scores' bf16
     // dot products; null where those are not compiled in or the input is not bf16.
     uint16_t* q_bf16 = kBf16Dots && T == DType::BF16 ? reinterpret_cast<uint16_t*>(vb + kKeyBlock * dp) : nullptr;
+    // [rows][sp] one head's probabilities in bf16, for pv_bf16: head_dim 64 only (Qwen2.5 14:2
+    // 0.88-0.91x the time on Zen 4; 28:4 d128 took 1.05x, d96 unmeasured: NOTES.md section 17).
+    const bool bf16_pv = q_bf16 && d == 64 && direct_v;
+    uint16_t* p_bf16 = q_bf16 ? q_bf16 + heads * rows * dp : nullptr;
+    (void)bf16_pv;
+    (void)p_bf16;
 
     for (int64_t h = 0; h < heads; ++h) {  // the row state: scaled queries, an empty softmax (or the sink)
         const Tile th = decode_head_tile(w, h);
@@ -569,7 +664,21 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                     }
                     if (t0.softcap > 0.0f) softcap_scores(s, round_up(visible, W), 1.0f, t0.softcap);  // s is scaled
                     correction[r0 + r] = softmax_step(s, visible, run_max[state + r], run_sum[state + r]);
+#if defined(__AVX512BF16__)
+                    if (bf16_pv) probs_to_bf16(s, visible, p_bf16 + (r0 + r) * sp);
+#endif
                 }
+#if defined(__AVX512BF16__)
+                if (bf16_pv) {
+                    if (v_direct) {
+                        pv_bf16(g_len, v_seen, vectors, visible, p_bf16 + r0 * sp, sp, acc + state * dp, dp, correction + r0);
+                    } else {
+                        pv_bf16(g_len, GatherRows<T>{v_head, v_off + lo}, vectors, visible, p_bf16 + r0 * sp, sp,
+                                acc + state * dp, dp, correction + r0);
+                    }
+                    continue;
+                }
+#endif
                 if (v_direct) {
                     pv(g_len, v_seen, vectors, visible, sc + r0 * sp, sp, acc + state * dp, dp, correction + r0);
                 } else if (direct_v) {
