@@ -1,5 +1,6 @@
 // decode_simd.inl: the SIMD decode kernel (decode.hpp), written once over `Simd` and compiled
-// per ISA (attention_avx2.cpp, attention_avx512.cpp). Include after kernel_simd.inl, whose
+// per ISA (attention_avx2.cpp, attention_avx512.cpp, decode_avx512_bf16.cpp: the last also takes
+// bf16 rows read in place with vdpbf16ps, row_scores and pv_bf16). Include after kernel_simd.inl, whose
 // helpers (visible_end, load_row, finish_row, round_up, ...) it uses.
 //
 // One call per DecodeWork (a split of one sequence, every KV head). A group with at least as
