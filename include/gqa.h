@@ -98,7 +98,7 @@ typedef enum gqa_status {
  * the CUDA kernels do; every other CPU path keeps P in fp32, decode too except below. bf16 decode on
  * those two paths forms Q.K scores over cache rows read in place with vdpbf16ps too (exact
  * products, fp32 sums, subnormals as 0, the softmax scale applied after the sum) and, for
- * head_dim 64, P.V as well, with P rounded to bf16 as in prefill. */
+ * head_dim 64 on AMD CPUs, P.V as well, with P rounded to bf16 as in prefill. */
 #define GQA_DTYPE_F16 1
 #define GQA_DTYPE_BF16 2
 #define GQA_DTYPE_F32 3 /* CPU only */

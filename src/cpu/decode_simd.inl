@@ -25,6 +25,7 @@
 // (softcap_scores), sinks start the row state (init_row_state) and the lse is written with the
 // output (finish_row): the same helpers as the prefill kernel.
 #include "cpu/decode.hpp"
+#include "cpu/isa.hpp"  // cpu_is_amd
 
 namespace gqa {
 namespace cpu {
@@ -556,9 +557,10 @@ void decode_heads(const DecodeWork& w, float* scratch) {
     // [heads * rows][dp] the queries as bf16 (their input values: exact), for row_scores' bf16
     // dot products; null where those are not compiled in or the input is not bf16.
     uint16_t* q_bf16 = kBf16Dots && T == DType::BF16 ? reinterpret_cast<uint16_t*>(vb + kKeyBlock * dp) : nullptr;
-    // [rows][sp] one head's probabilities in bf16, for pv_bf16: head_dim 64 only (Qwen2.5 14:2
-    // 0.88-0.91x the time on Zen 4; 28:4 d128 took 1.05x, d96 unmeasured: NOTES.md section 17).
-    const bool bf16_pv = q_bf16 && d == 64 && direct_v;
+    // [rows][sp] one head's probabilities in bf16, for pv_bf16: head_dim 64 on AMD only (Qwen2.5
+    // 14:2 0.88-0.91x the time on Zen 4; 28:4 d128 took 1.05x, d96 unmeasured: NOTES.md section
+    // 17); Intel's zmm vdpbf16ps issues at half its two FMA ports' rate (section 7), unmeasured.
+    const bool bf16_pv = q_bf16 && d == 64 && direct_v && cpu_is_amd();
     uint16_t* p_bf16 = q_bf16 ? q_bf16 + heads * rows * dp : nullptr;
     (void)bf16_pv;
     (void)p_bf16;
