@@ -24,6 +24,8 @@
 // bounds the loops, so a NaN/Inf there cannot reach it. Softcap applies to the scaled logits
 // (softcap_scores), sinks start the row state (init_row_state) and the lse is written with the
 // output (finish_row): the same helpers as the prefill kernel.
+#include <type_traits>
+
 #include "cpu/decode.hpp"
 #include "cpu/isa.hpp"  // cpu_is_amd
 
@@ -247,23 +249,31 @@ inline void pv_rows(const R& v, int64_t vectors, int64_t n, const float* p, int6
     for (; c < vectors; ++c) pv_vectors<NR, 1>(v, c, n, p, p_stride, acc, acc_stride, correction);
 }
 
+// f(std::integral_constant<int, NR>{}, r) for groups of rows [r, r + NR) that cover `rows`:
+// 8 at a time, then the rest in one group (the kernels' row count is a compile-time constant).
+template <typename F>
+inline void for_row_groups(int64_t rows, F&& f) {
+    int64_t r = 0;
+    for (; r + 8 <= rows; r += 8) f(std::integral_constant<int, 8>{}, r);
+    switch (rows - r) {
+        case 7: f(std::integral_constant<int, 7>{}, r); break;
+        case 6: f(std::integral_constant<int, 6>{}, r); break;
+        case 5: f(std::integral_constant<int, 5>{}, r); break;
+        case 4: f(std::integral_constant<int, 4>{}, r); break;
+        case 3: f(std::integral_constant<int, 3>{}, r); break;
+        case 2: f(std::integral_constant<int, 2>{}, r); break;
+        case 1: f(std::integral_constant<int, 1>{}, r); break;
+        default: break;
+    }
+}
+
 template <typename R>
 inline void pv(int64_t rows, const R& v, int64_t vectors, int64_t n, const float* p, int64_t p_stride, float* acc,
                int64_t acc_stride, const float* correction) {
-    int64_t r = 0;
-    for (; r + 8 <= rows; r += 8) pv_rows<8>(v, vectors, n, p + r * p_stride, p_stride, acc + r * acc_stride, acc_stride, correction + r);
-    const float* pr = p + r * p_stride;
-    float* ar = acc + r * acc_stride;
-    switch (rows - r) {
-        case 7: pv_rows<7>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 6: pv_rows<6>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 5: pv_rows<5>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 4: pv_rows<4>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 3: pv_rows<3>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 2: pv_rows<2>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        case 1: pv_rows<1>(v, vectors, n, pr, p_stride, ar, acc_stride, correction + r); break;
-        default: break;
-    }
+    for_row_groups(rows, [&](auto nr, int64_t r) {
+        pv_rows<decltype(nr)::value>(v, vectors, n, p + r * p_stride, p_stride, acc + r * acc_stride, acc_stride,
+                                     correction + r);
+    });
 }
 
 #if defined(__AVX512BF16__)
@@ -327,31 +337,17 @@ inline void pv_bf16_chunk(const R& v, int64_t c32, int64_t n, const uint16_t* pb
     }
 }
 
-template <int NR, typename R>
-inline void pv_bf16_rows(const R& v, int64_t vectors, int64_t n, const uint16_t* pb, int64_t pb_stride, float* acc,
-                         int64_t acc_stride, const float* correction) {
-    for (int64_t c32 = 0; c32 < vectors / 2; ++c32) pv_bf16_chunk<NR>(v, c32, n, pb, pb_stride, acc, acc_stride, correction);
-}
-
 // pv for bf16 V and a head_dim of whole 32-element chunks, with the probabilities rounded to
 // bf16 (pb): up to 8 rows at a time (16 accumulators).
 template <typename R>
 inline void pv_bf16(int64_t rows, const R& v, int64_t vectors, int64_t n, const uint16_t* pb, int64_t pb_stride,
                     float* acc, int64_t acc_stride, const float* correction) {
-    int64_t r = 0;
-    for (; r + 8 <= rows; r += 8) pv_bf16_rows<8>(v, vectors, n, pb + r * pb_stride, pb_stride, acc + r * acc_stride, acc_stride, correction + r);
-    const uint16_t* pr = pb + r * pb_stride;
-    float* ar = acc + r * acc_stride;
-    switch (rows - r) {
-        case 7: pv_bf16_rows<7>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 6: pv_bf16_rows<6>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 5: pv_bf16_rows<5>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 4: pv_bf16_rows<4>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 3: pv_bf16_rows<3>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 2: pv_bf16_rows<2>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        case 1: pv_bf16_rows<1>(v, vectors, n, pr, pb_stride, ar, acc_stride, correction + r); break;
-        default: break;
-    }
+    for_row_groups(rows, [&](auto nr, int64_t r) {
+        for (int64_t c32 = 0; c32 < vectors / 2; ++c32) {
+            pv_bf16_chunk<decltype(nr)::value>(v, c32, n, pb + r * pb_stride, pb_stride, acc + r * acc_stride,
+                                               acc_stride, correction + r);
+        }
+    });
 }
 #endif
 
