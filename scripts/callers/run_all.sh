@@ -114,7 +114,10 @@ rust_bindings() (  # a subshell: its cd and exports stay inside
 
 go_bindings() (  # a subshell: its cd and exports stay inside
     cd "$ROOT/examples/go" &&
-    export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib" CGO_ENABLED=1 GOPROXY=off GOFLAGS=-mod=mod &&
+    # A build cache of its own (see go_against_pip_install): one left by an earlier run would
+    # link against that run's prefix, which may be gone.
+    export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig" LD_LIBRARY_PATH="$PREFIX/lib" CGO_ENABLED=1 GOPROXY=off GOFLAGS=-mod=mod \
+           GOCACHE="$WORK/go-cache" &&
     go vet ./... &&
     go test -count=1 -v ./...
 )
@@ -206,7 +209,8 @@ go_against_pip_install() (  # a subshell: its cd and exports stay inside
     cd "$ROOT/examples/go/downstream" || exit 1
     unset LD_LIBRARY_PATH
     # A build cache of its own: go does not rebuild a cached cgo package when only pkg-config's
-    # answer changed, and the go step above linked the same package against $PREFIX.
+    # answer changed (it links the cached one with the old -L), and the go step above linked the
+    # same package against $PREFIX.
     export PKG_CONFIG_PATH="$(pip_gqa --pkg-config-path)" CGO_ENABLED=1 GOPROXY=off GOFLAGS=-mod=mod \
            GOCACHE="$WORK/go-cache-pip" &&
     go build -o "$WORK/gqa-go-downstream" . &&

@@ -80,7 +80,10 @@ def go_layout(tmp_path):
         missing("go or pkg-config not found")
     root = prefix()
     env = {"PKG_CONFIG_PATH": str(root / "lib/pkgconfig"), "CGO_ENABLED": "1",
-           "LD_LIBRARY_PATH": str(root / "lib"), "GOFLAGS": "-mod=mod", "GOPROXY": "off"}
+           "LD_LIBRARY_PATH": str(root / "lib"), "GOFLAGS": "-mod=mod", "GOPROXY": "off",
+           # go reuses a cached cgo package even when pkg-config's answer changed, linking it
+           # with the -L of whatever prefix built it first, which may be gone: a cache of its own.
+           "GOCACHE": str(tmp_path / "go-cache")}
     return run(["go", "run", "./cmd/gqa-layout"], ROOT / "examples/go", env)
 
 
