@@ -177,6 +177,12 @@ float* thread_scratch(int64_t floats) {
 constexpr int64_t kPackSlabBytesPerThread = int64_t{3} << 19;
 // Key blocks per pack task; slabs of fewer blocks are packed by the calling thread alone.
 constexpr int64_t kPackTaskBlocks = 8;
+// The most query rows (positions x group) a sequence may have for its f32 K to be read in place
+// instead of packed (Tile::keys_in_place): with few tiles per block the pack does not pay for
+// itself; rows kv_stride apart (often a multiple of 4 KiB) conflict in L1 when many tiles reread
+// them. Two Zen 4 cores, f32: Phi-3 S=128 0.89-0.93x the time, S=1024 0.96x, S=2048 1.01x;
+// Llama-3 S=256 (1024 rows) 0.96x, S=2048 (8192 rows) 1.04x (benchmarks/NOTES.md section 18).
+constexpr int64_t kKeysInPlaceMaxRows = 1024;
 
 struct alignas(64) CacheLine {
     unsigned char bytes[64];
@@ -249,6 +255,7 @@ void run_prefill(const Problem& p, const std::vector<int64_t>& sequences, const 
                 t.packed = arena_bytes + first * block_bytes;
                 t.packed_v_nonfinite = nonfinite_flags + first;
                 t.packed_first_key = pr.first_key;
+                t.keys_in_place = p.q_len(pr.b) * p.group <= kKeysInPlaceMaxRows;
             }
             return t;
         };

@@ -93,6 +93,9 @@ struct Tile {
     const void* packed = nullptr;
     const uint8_t* packed_v_nonfinite = nullptr;
     int64_t packed_first_key = 0;
+    // Set by the driver for both the pack and the tiles of a pair: f32 K rows are read in place
+    // rather than packed where f32_keys_in_place (prefill_lanes.inl) allows it.
+    bool keys_in_place = false;
 
     int64_t visible_end(int64_t i) const {
         if (!causal) return key_end;

@@ -230,14 +230,25 @@ inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
     if (r < rows) prefetch_row(t.q, query_offset(t, r), t);
 }
 
+// The K rows of a block starting at key j0, where the scores read them in place rather than
+// packed (FmaMma): asked for by the driver (t.keys_in_place), f32 rows of whole vectors in one
+// dense cache or input, kv_stride apart. The same values in the same order: the same bits as
+// the packed copy.
+inline const float* f32_keys_in_place(const Tile& t, int64_t j0) {
+    if (!t.keys_in_place || t.dtype != DType::F32 || t.head_dim % W != 0 || t.pages) return nullptr;
+    return static_cast<const float*>(t.k) + key_offset(t, j0);
+}
+
 // Keys [j0, j0 + n) of K and V into one packed block of fp32 (layout: PackKernel in
-// kernel.hpp). Returns whether a V value was non-finite (stored as 0).
+// kernel.hpp; K left out where f32_keys_in_place reads it). Returns whether a V value was
+// non-finite (stored as 0).
 inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
     float* kb = block;
     float* vt = block + kPrefillKeyBlock * dp;
     const BlockRows at(t, j0, n);
     for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) at.prefetch(t, jj);
-    for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
+    const bool pack_keys = !f32_keys_in_place(t, j0);
+    for (int64_t jj = 0; pack_keys && jj < kPrefillKeyBlock; ++jj) {
         if (jj < n) {
             at.prefetch(t, jj + kPrefetchAhead);
             load_row(t.k, at.k[jj], t.dtype, t.head_dim, dp, kb + jj * dp);
@@ -396,9 +407,10 @@ struct FmaMma {
     static bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
         return pack_block_f32(t, j0, n, dp, block, stage);
     }
-    static void scores(const float* qt, const float* kb, int64_t d_len, int64_t dp, int64_t rp, const int32_t* vec_keys,
-                       float* st) {
-        outer_product<FmaOp, KeysAre::Count>(kb, dp, 1, 0, qt, rp, d_len, st, /*accumulate=*/false, vec_keys);
+    // key_stride: floats between kb's key rows (dp packed; kv_stride in place).
+    static void scores(const float* qt, const float* kb, int64_t d_len, int64_t key_stride, int64_t rp,
+                       const int32_t* vec_keys, float* st) {
+        outer_product<FmaOp, KeysAre::Count>(kb, key_stride, 1, 0, qt, rp, d_len, st, /*accumulate=*/false, vec_keys);
     }
     static void pv(const float* vt, int64_t d_len, int64_t /*dp*/, const void* p, int64_t rp, const int32_t* vec_keys,
                    float* ot) {
@@ -461,7 +473,12 @@ void lanes_chunk(const Tile& t, float* scratch) {
             for (int64_t r = v * W; r < min64(rows, (v + 1) * W); ++r) keys = keys > ends[r] - j0 ? keys : ends[r] - j0;
             vec_keys[v] = static_cast<int32_t>(keys < 0 ? 0 : keys > n ? n : keys);
         }
-        Mma::scores(q, kb, d_len, dp, rp, vec_keys, st);
+        if constexpr (std::is_same_v<Mma, FmaMma>) {
+            const float* k_rows = f32_keys_in_place(t, j0);
+            Mma::scores(q, k_rows ? k_rows : kb, d_len, k_rows ? t.kv_stride : dp, rp, vec_keys, st);
+        } else {
+            Mma::scores(q, kb, d_len, dp, rp, vec_keys, st);
+        }
         // Past a vector's vec_keys its lanes are all masked: the scores there are not computed
         // and mask_score replaces them (after the softcap, which may see anything there).
         if (t.softcap > 0.0f) softcap_scores(st, n * rp, t.scale, t.softcap);
