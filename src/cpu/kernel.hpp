@@ -135,8 +135,8 @@ using TileKernel = void (*)(const Tile& tile, float* scratch);
 // Packs the K/V blocks [first_block, first_block + num_blocks) of a Tile's (sequence, KV head)
 // (block b: keys from tile.packed_first_key + b * kPrefillKeyBlock, up to tile.key_end)
 // into `blocks` (block b at b * packed_block_bytes) and sets v_nonfinite[b]. Layout of one block, in the path's element type, head_dim padded with zeros
-// to the path's dim_align (dp): K as [kPrefillKeyBlock][dp], then V transposed as
-// [dp][kPrefillKeyBlock];
+// to the path's dim_align (dp): K as [kPrefillKeyBlock][dp] (left unwritten where the tile
+// reads K in place: Tile::keys_in_place), then V transposed as [dp][kPrefillKeyBlock];
 // keys past key_end are zeros. A non-finite V value is stored as 0 and its block flagged: the
 // kernel adds that key's product back from the storage row for the rows that see it, so that
 // 0 * NaN from a key a row must not see never reaches the row.

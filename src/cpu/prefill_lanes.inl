@@ -1,6 +1,7 @@
 // prefill_lanes.inl: attention with the query rows of a tile in the vector lanes, over K/V
 // blocks packed once per call (PrefillPath::pack) or, for a decode tile with a large group,
-// packed here one block at a time.
+// packed here one block at a time; f32 K of a short sequence is read in place
+// (f32_keys_in_place).
 //
 // A tile's rows (query positions x heads of a group) are the lanes: Q^T and O^T are [dp][rp]
 // (dp: head_dim padded, rp: rows padded to whole vectors), the scores S^T [key][rp]. For each
