@@ -233,10 +233,14 @@ inline void prefetch_query(const Tile& t, int64_t r, int64_t rows) {
 
 // The K rows of a block starting at key j0, where the scores read them in place rather than
 // packed (FmaMma): asked for by the driver (t.keys_in_place), f32 rows of whole vectors in one
-// dense cache or input, kv_stride apart. The same values in the same order: the same bits as
-// the packed copy.
+// dense cache or input, kv_stride apart, 4-byte aligned (FmaOp reads floats; a misaligned input
+// is packed, whose loads take any address). The same values in the same order: the same bits
+// as the packed copy.
 inline const float* f32_keys_in_place(const Tile& t, int64_t j0) {
-    if (!t.keys_in_place || t.dtype != DType::F32 || t.head_dim % W != 0 || t.pages) return nullptr;
+    if (!t.keys_in_place || t.dtype != DType::F32 || t.head_dim % W != 0 || t.pages ||
+        reinterpret_cast<uintptr_t>(t.k) % alignof(float) != 0) {
+        return nullptr;
+    }
     return static_cast<const float*>(t.k) + key_offset(t, j0);
 }
 
