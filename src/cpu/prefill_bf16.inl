@@ -122,6 +122,8 @@ struct Bf16MmaBase {
     static bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t dp, uint16_t* block, float* stage) {
         return pack_block_bf16(t, j0, n, dp, block, stage);
     }
+    // bf16 K is always packed: scores reads it in its pair layout.
+    static const uint16_t* keys_in_place(const Tile& /*t*/, int64_t /*j0*/) { return nullptr; }
     static void store_pair(void* pairs, int64_t rp, int64_t pair, int64_t rv, Reg p0, Reg p1) {
         store_p_pair(pairs, rp, pair, rv, p0, p1);
     }

@@ -252,13 +252,14 @@ inline bool pack_block_f32(const Tile& t, int64_t j0, int64_t n, int64_t dp, flo
     float* vt = block + kPrefillKeyBlock * dp;
     const BlockRows at(t, j0, n);
     for (int64_t jj = 0; jj < kPrefetchAhead; ++jj) at.prefetch(t, jj);
-    const bool pack_keys = !f32_keys_in_place(t, j0);
-    for (int64_t jj = 0; pack_keys && jj < kPrefillKeyBlock; ++jj) {
-        if (jj < n) {
-            at.prefetch(t, jj + kPrefetchAhead);
-            load_row(t.k, at.k[jj], t.dtype, t.head_dim, dp, kb + jj * dp);
-        } else {
-            for (int64_t d = 0; d < dp; d += W) Simd::store(kb + jj * dp + d, Simd::zero());
+    if (!f32_keys_in_place(t, j0)) {
+        for (int64_t jj = 0; jj < kPrefillKeyBlock; ++jj) {
+            if (jj < n) {
+                at.prefetch(t, jj + kPrefetchAhead);
+                load_row(t.k, at.k[jj], t.dtype, t.head_dim, dp, kb + jj * dp);
+            } else {
+                for (int64_t d = 0; d < dp; d += W) Simd::store(kb + jj * dp + d, Simd::zero());
+            }
         }
     }
     Reg poison = Simd::zero();  // stays 0 unless some V is Inf or NaN (Inf * 0 = NaN)
@@ -412,6 +413,8 @@ struct FmaMma {
     static bool pack_block(const Tile& t, int64_t j0, int64_t n, int64_t dp, float* block, float* stage) {
         return pack_block_f32(t, j0, n, dp, block, stage);
     }
+    // The block's K rows where scores reads them in place (kv_stride apart), else null: packed.
+    static const float* keys_in_place(const Tile& t, int64_t j0) { return f32_keys_in_place(t, j0); }
     // key_stride: floats between kb's key rows (dp packed; kv_stride in place).
     static void scores(const float* qt, const float* kb, int64_t d_len, int64_t key_stride, int64_t rp,
                        const int32_t* vec_keys, float* st) {
@@ -478,12 +481,8 @@ void lanes_chunk(const Tile& t, float* scratch) {
             for (int64_t r = v * W; r < min64(rows, (v + 1) * W); ++r) keys = keys > ends[r] - j0 ? keys : ends[r] - j0;
             vec_keys[v] = static_cast<int32_t>(keys < 0 ? 0 : keys > n ? n : keys);
         }
-        if constexpr (std::is_same_v<Mma, FmaMma>) {
-            const float* k_rows = f32_keys_in_place(t, j0);
-            Mma::scores(q, k_rows ? k_rows : kb, d_len, k_rows ? t.kv_stride : dp, rp, vec_keys, st);
-        } else {
-            Mma::scores(q, kb, d_len, dp, rp, vec_keys, st);
-        }
+        const Elem* k_rows = Mma::keys_in_place(t, j0);
+        Mma::scores(q, k_rows ? k_rows : kb, d_len, k_rows ? t.kv_stride : dp, rp, vec_keys, st);
         // Past a vector's vec_keys its lanes are all masked: the scores there are not computed
         // and mask_score replaces them (after the softcap, which may see anything there).
         if (t.softcap > 0.0f) softcap_scores(st, n * rp, t.scale, t.softcap);
