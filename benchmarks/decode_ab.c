@@ -4,6 +4,8 @@
  *
  *   cc -O2 -Iinclude benchmarks/decode_ab.c -o build/decode_ab -ldl -lm
  *   build/decode_ab [options] LIB.so [LIB.so ...]
+ *     LIB.so@N                the library with num_splits = N (a library may be named more than
+ *                             once, e.g. lib.so@4 lib.so@5, to compare split counts)
  *     -c Hq:Hkv:D:B:L:dtype   a config (repeatable; dtype f32|bf16|f16); default: the CPU grid
  *     -t N                    threads for every library (default 2)
  *     -r N                    rounds (default 15); each round: every library in rotating order,
@@ -42,6 +44,7 @@ typedef struct {
     const char* path;
     decode_fn decode;
     init_fn init;
+    int num_splits; /* 0: the library chooses */
 } Lib;
 
 typedef struct {
@@ -127,7 +130,12 @@ int main(int argc, char** argv) {
         } else if (!strcmp(argv[i], "-P")) {
             huge_pages = 0;
         } else if (nlibs < 8) {
-            void* h = dlopen(argv[i], RTLD_NOW | RTLD_LOCAL);
+            char path[4096];
+            snprintf(path, sizeof path, "%s", argv[i]);
+            char* at = strrchr(path, '@');
+            libs[nlibs].num_splits = at ? atoi(at + 1) : 0;
+            if (at) *at = 0;
+            void* h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
             if (!h) return fprintf(stderr, "%s\n", dlerror()), 2;
             libs[nlibs].path = argv[i];
             libs[nlibs].decode = (decode_fn)dlsym(h, "gqa_attention_decode");
@@ -178,6 +186,7 @@ int main(int argc, char** argv) {
                 cfg.head_dim = c.d;
                 cfg.max_seq_len = c.l + 1;
                 cfg.cache_len = c.l;
+                cfg.num_splits = libs[li].num_splits;
                 sleep_ms(settle_ms);
                 if (libs[li].decode(out, q, k, v, kc, vc, &cfg, NULL) != GQA_STATUS_OK) {
                     return fprintf(stderr, "%s: decode failed\n", libs[li].path), 1;

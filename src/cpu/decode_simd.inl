@@ -440,17 +440,16 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
     for (int64_t jj = 0; jj < n; ++jj) {
         int64_t r = 0;
         for (; r + 4 <= rows; r += 4) {  // 4 rows per reduction: 4 independent FMA chains
+            // Written head after head, so the loads go out in address order: with the four
+            // heads' loads interleaved (each 384 bytes from the next), one Zen 4 core read an
+            // L3-resident cache at less than half the rate (benchmarks/NOTES.md section 19).
             Reg a[4];
-            const char* k[4];
 #pragma GCC unroll 4
             for (int i = 0; i < 4; ++i) {
-                k[i] = k_pos[jj] + (r + i) * head_bytes;
-                a[i] = Simd::mul(Simd::load(qf + (r + i) * dp), load_elems<T>(k[i]));
-            }
+                const char* k = k_pos[jj] + (r + i) * head_bytes;
+                a[i] = Simd::mul(Simd::load(qf + (r + i) * dp), load_elems<T>(k));
 #pragma GCC unroll 16
-            for (int64_t c = 1; c < vectors; ++c) {
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) a[i] = Simd::fmadd(Simd::load(qf + (r + i) * dp + c * W), load_elems<T>(k[i] + c * step), a[i]);
+                for (int64_t c = 1; c < vectors; ++c) a[i] = Simd::fmadd(Simd::load(qf + (r + i) * dp + c * W), load_elems<T>(k + c * step), a[i]);
             }
             float s4[4];
             Simd::reduce_add4(a[0], a[1], a[2], a[3], s4);
