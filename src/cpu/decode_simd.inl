@@ -422,10 +422,43 @@ inline void shared_key_scores(const float* q, int64_t dp, const char* k, int64_t
     for (int i = 0; i < M; ++i) s[i * sp] = s4[i];
 }
 
+// P.V of block_by_position_mha for P consecutive positions (v_pos[0 .. P), their probabilities
+// at sc[r * sp + i]): each accumulator vector is loaded and stored once per pass, and the FMAs
+// run in position order, so any P gives the same bits.
+template <DType T, int FixedVectors, int P>
+inline void mha_pv_pass(const char* const* v_pos, int64_t rows, int64_t head_bytes, int64_t runtime_vectors,
+                        const float* sc, int64_t sp, float* acc) {
+    const int64_t vectors = FixedVectors > 0 ? FixedVectors : runtime_vectors;
+    const int64_t dp = vectors * W, step = W * elem_bytes(T);
+    for (int64_t r = 0; r < rows; ++r) {
+        Reg p[P];
+        const char* v[P];
+#pragma GCC unroll 4
+        for (int i = 0; i < P; ++i) {
+            p[i] = Simd::set1(sc[r * sp + i]);
+            v[i] = v_pos[i] + r * head_bytes;
+        }
+        float* a = acc + r * dp;
+#pragma GCC unroll 16
+        for (int64_t c = 0; c < vectors; ++c) {
+            Reg x = Simd::load(a + c * W);
+#pragma GCC unroll 4
+            for (int i = 0; i < P; ++i) x = Simd::fmadd(p[i], load_elems<T>(v[i] + c * step), x);
+            Simd::store(a + c * W, x);
+        }
+    }
+}
+
+// Position rows (every KV head) of at least this many bytes get P.V four positions per pass, the
+// rest one: on one Zen 4 core, rows of 8-20 KiB (Phi-3's 12 KiB, 32:32 d64/d128, 40:40 d128) took
+// 0.71-0.97x the time, rows of 3-6 KiB 1.05-1.26x (benchmarks/NOTES.md section 19; why the short
+// rows lose is not known).
+constexpr int64_t kMhaFourPositionRowBytes = 8192;
+
 // One block of a single-token decode with one query row per KV head (G = 1, MHA) and rows read
 // in place, walked position by position: every head's score for position jj (all heads of a
 // position are one contiguous run of the cache), then each head's softmax step, then P.V
-// position by position. So the block is read as one stream: a C loop reading Phi-3's f32 cache
+// position by position (mha_pv_pass). So the block is read as one stream: a C loop reading Phi-3's f32 cache
 // head by head, 8 positions at a time (the other order) got 20-24 GB/s on one Zen 5 core,
 // position by position 37-40 (benchmarks/NOTES.md section 16). k_pos[jj] / v_pos[jj]: position
 // jj's row of head 0; head h at + h * head_bytes; head h's state at h. FixedVectors > 0 is
@@ -464,15 +497,11 @@ void block_by_position_mha(const char* const* k_pos, const char* const* v_pos, i
         }
     }
     softmax_rows(rows, n, softcap, sc, sp, run_max, run_sum, acc, dp);
-    for (int64_t jj = 0; jj < n; ++jj) {
-        for (int64_t r = 0; r < rows; ++r) {
-            const char* v = v_pos[jj] + r * head_bytes;
-            const Reg p = Simd::set1(sc[r * sp + jj]);
-            float* a = acc + r * dp;
-#pragma GCC unroll 16
-            for (int64_t c = 0; c < vectors; ++c) Simd::store(a + c * W, Simd::fmadd(p, load_elems<T>(v + c * step), Simd::load(a + c * W)));
-        }
+    int64_t jj = 0;
+    if (rows * head_bytes >= kMhaFourPositionRowBytes) {
+        for (; jj + 4 <= n; jj += 4) mha_pv_pass<T, FixedVectors, 4>(v_pos + jj, rows, head_bytes, vectors, sc + jj, sp, acc);
     }
+    for (; jj < n; ++jj) mha_pv_pass<T, FixedVectors, 1>(v_pos + jj, rows, head_bytes, vectors, sc + jj, sp, acc);
 }
 
 // block_by_position_mha for `vectors` = head_dim / W: compiled for the head dims 64, 96 and 128
