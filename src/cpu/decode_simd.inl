@@ -449,11 +449,17 @@ inline void mha_pv_pass(const char* const* v_pos, int64_t rows, int64_t head_byt
     }
 }
 
-// Position rows (every KV head) of at least this many bytes get P.V four positions per pass, the
-// rest one: on one Zen 4 core, rows of 8-20 KiB (Phi-3's 12 KiB, 32:32 d64/d128, 40:40 d128) took
-// 0.71-0.97x the time, rows of 3-6 KiB 1.05-1.26x (benchmarks/NOTES.md section 19; why the short
-// rows lose is not known).
+// Position rows (every KV head) of at least this many bytes get the MHA walk's P.V four
+// positions per pass, the rest one: on one Zen 4 core, rows of 8-20 KiB (Phi-3's 12 KiB, 32:32
+// d64/d128, 40:40 d128) took 0.71-0.97x the time, rows of 3-6 KiB 1.05-1.26x (benchmarks/NOTES.md
+// section 19; why the short rows lose is not known).
 constexpr int64_t kMhaFourPositionRowBytes = 8192;
+
+// The group walk (2 <= G <= 4) runs its P.V four positions per pass when a block's accumulators
+// and scores, rows * (dp + sp) fp32, take at least this many bytes: on one Zen 4 core Llama-3
+// 32:8 took 0.64-0.95x the time (f32, bf16, f16), 32:16 d128 0.90-0.95x; SmolLM2 9:3 (5 KiB)
+// 1.09-1.22x with four per pass, so it keeps one (NOTES.md section 19; an L1 guess, no counters).
+constexpr int64_t kGroupFourPositionBytes = 16 * 1024;
 
 // One block of a single-token decode with one query row per KV head (G = 1, MHA) and rows read
 // in place, walked position by position: every head's score for position jj (all heads of a
@@ -543,7 +549,34 @@ void block_by_position_group(const char* const* k_pos, const char* const* v_pos,
         }
     }
     softmax_rows(rows, n, softcap, sc, sp, run_max, run_sum, acc, dp);
-    for (int64_t jj = 0; jj < n; ++jj) {
+    // P.V: each V vector loaded (and converted) once for the group's rows; four positions per
+    // pass where the block's state is large (kGroupFourPositionBytes), the FMAs in position order
+    // either way (same bits).
+    const bool four_per_pass = rows * (dp + sp) * static_cast<int64_t>(sizeof(float)) >= kGroupFourPositionBytes;
+    int64_t j4 = 0;
+    for (; four_per_pass && j4 + 4 <= n; j4 += 4) {
+        for (int64_t h = 0; h < heads; ++h) {
+            const char* v[4];
+            for (int i = 0; i < 4; ++i) v[i] = v_pos[j4 + i] + h * head_bytes;
+            Reg p[kByPositionMaxGroup][4];
+            for (int64_t r = 0; r < g_len; ++r) {
+                for (int i = 0; i < 4; ++i) p[r][i] = Simd::set1(sc[(h * g_len + r) * sp + j4 + i]);
+            }
+            float* a = acc + h * g_len * dp;
+            for (int64_t c = 0; c < vectors; ++c) {
+                Reg x[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < 4; ++i) x[i] = load_elems<T>(v[i] + c * step);
+                for (int64_t r = 0; r < g_len; ++r) {
+                    Reg y = Simd::load(a + r * dp + c * W);
+#pragma GCC unroll 4
+                    for (int i = 0; i < 4; ++i) y = Simd::fmadd(p[r][i], x[i], y);
+                    Simd::store(a + r * dp + c * W, y);
+                }
+            }
+        }
+    }
+    for (int64_t jj = j4; jj < n; ++jj) {
         for (int64_t h = 0; h < heads; ++h) {
             const char* v = v_pos[jj] + h * head_bytes;
             Reg p[kByPositionMaxGroup];
