@@ -524,6 +524,38 @@ auto mha_walk_for(int64_t vectors) {
     }
 }
 
+// P.V of block_by_position_group for P consecutive positions (v_pos[0 .. P), row r's
+// probabilities at sc[r * sp + i]): each V vector is loaded (and converted) once for the G rows
+// of its KV head, each accumulator vector loaded and stored once per pass, and the FMAs run in
+// position order, so any P gives the same bits.
+template <DType T, int P>
+inline void group_pv_pass(const char* const* v_pos, int64_t heads, int64_t g_len, int64_t head_bytes,
+                          int64_t vectors, const float* sc, int64_t sp, float* acc) {
+    const int64_t dp = vectors * W, step = W * elem_bytes(T);
+    for (int64_t h = 0; h < heads; ++h) {
+        const char* v[P];
+#pragma GCC unroll 4
+        for (int i = 0; i < P; ++i) v[i] = v_pos[i] + h * head_bytes;
+        Reg p[kByPositionMaxGroup][P];
+        for (int64_t r = 0; r < g_len; ++r) {
+#pragma GCC unroll 4
+            for (int i = 0; i < P; ++i) p[r][i] = Simd::set1(sc[(h * g_len + r) * sp + i]);
+        }
+        float* a = acc + h * g_len * dp;
+        for (int64_t c = 0; c < vectors; ++c) {
+            Reg x[P];
+#pragma GCC unroll 4
+            for (int i = 0; i < P; ++i) x[i] = load_elems<T>(v[i] + c * step);
+            for (int64_t r = 0; r < g_len; ++r) {
+                Reg y = Simd::load(a + r * dp + c * W);
+#pragma GCC unroll 4
+                for (int i = 0; i < P; ++i) y = Simd::fmadd(p[r][i], x[i], y);
+                Simd::store(a + r * dp + c * W, y);
+            }
+        }
+    }
+}
+
 // The same walk for 2 <= G <= kByPositionMaxGroup (block_by_position_mha's comment): up to four rows of a head
 // share each K load (and its conversion) for the scores, and each V load for P.V. Row
 // h * g_len + r (query head r of KV head h) keeps its state there.
@@ -532,7 +564,7 @@ void block_by_position_group(const char* const* k_pos, const char* const* v_pos,
                              int64_t heads, int64_t g_len, int64_t vectors, const float* qf, float* acc, float* sc,
                              int64_t sp, float* run_max, float* run_sum, float softcap) {
     const int64_t rows = heads * g_len;
-    const int64_t dp = vectors * W, step = W * elem_bytes(T);
+    const int64_t dp = vectors * W;
     for (int64_t jj = 0; jj < n; ++jj) {
         for (int64_t h = 0; h < heads; ++h) {
             const char* k = k_pos[jj] + h * head_bytes;
@@ -549,45 +581,12 @@ void block_by_position_group(const char* const* k_pos, const char* const* v_pos,
         }
     }
     softmax_rows(rows, n, softcap, sc, sp, run_max, run_sum, acc, dp);
-    // P.V: each V vector loaded (and converted) once for the group's rows; four positions per
-    // pass where the block's state is large (kGroupFourPositionBytes), the FMAs in position order
-    // either way (same bits).
-    const bool four_per_pass = rows * (dp + sp) * static_cast<int64_t>(sizeof(float)) >= kGroupFourPositionBytes;
-    int64_t j4 = 0;
-    for (; four_per_pass && j4 + 4 <= n; j4 += 4) {
-        for (int64_t h = 0; h < heads; ++h) {
-            const char* v[4];
-            for (int i = 0; i < 4; ++i) v[i] = v_pos[j4 + i] + h * head_bytes;
-            Reg p[kByPositionMaxGroup][4];
-            for (int64_t r = 0; r < g_len; ++r) {
-                for (int i = 0; i < 4; ++i) p[r][i] = Simd::set1(sc[(h * g_len + r) * sp + j4 + i]);
-            }
-            float* a = acc + h * g_len * dp;
-            for (int64_t c = 0; c < vectors; ++c) {
-                Reg x[4];
-#pragma GCC unroll 4
-                for (int i = 0; i < 4; ++i) x[i] = load_elems<T>(v[i] + c * step);
-                for (int64_t r = 0; r < g_len; ++r) {
-                    Reg y = Simd::load(a + r * dp + c * W);
-#pragma GCC unroll 4
-                    for (int i = 0; i < 4; ++i) y = Simd::fmadd(p[r][i], x[i], y);
-                    Simd::store(a + r * dp + c * W, y);
-                }
-            }
-        }
+    // P.V four positions per pass where the block's state is large (kGroupFourPositionBytes).
+    int64_t jj = 0;
+    if (rows * (dp + sp) * static_cast<int64_t>(sizeof(float)) >= kGroupFourPositionBytes) {
+        for (; jj + 4 <= n; jj += 4) group_pv_pass<T, 4>(v_pos + jj, heads, g_len, head_bytes, vectors, sc + jj, sp, acc);
     }
-    for (int64_t jj = j4; jj < n; ++jj) {
-        for (int64_t h = 0; h < heads; ++h) {
-            const char* v = v_pos[jj] + h * head_bytes;
-            Reg p[kByPositionMaxGroup];
-            for (int64_t r = 0; r < g_len; ++r) p[r] = Simd::set1(sc[(h * g_len + r) * sp + jj]);
-            float* a = acc + h * g_len * dp;
-            for (int64_t c = 0; c < vectors; ++c) {
-                const Reg x = load_elems<T>(v + c * step);
-                for (int64_t r = 0; r < g_len; ++r) Simd::store(a + r * dp + c * W, Simd::fmadd(p[r], x, Simd::load(a + r * dp + c * W)));
-            }
-        }
-    }
+    for (; jj < n; ++jj) group_pv_pass<T, 1>(v_pos + jj, heads, g_len, head_bytes, vectors, sc + jj, sp, acc);
 }
 
 template <DType T>
