@@ -8,7 +8,8 @@
 // (prefill_lanes.inl), one head at a time over the whole split: no horizontal sums there.
 // Positions are walked in blocks of decode_block() positions; each block visits every KV head
 // before the next block, so the K and V rows of a block (all heads of a position are one
-// contiguous row) are read as one stream, prefetched into L2 one block ahead; a single query
+// contiguous row) are read as one stream, the next block prefetched while this one is computed
+// (a share of it before each row's scores); a single query
 // with G <= kByPositionMaxGroup walks each block position by position instead
 // (block_by_position_mha / _group: the cache in address order). Every query row's online
 // softmax state (scaled q, accumulator, max, sum) lives in scratch for the whole split.
@@ -375,7 +376,7 @@ inline float softmax_step(float* s, int64_t visible, float& running_max, float& 
     return correction;
 }
 
-// Prefetch toward L2 the K and V rows (all heads: each row spans kv_stride elements) of
+// Prefetch toward L2 (prefetch_l2) the K and V rows (all heads: each row spans kv_stride elements) of
 // positions [j0, j0 + n), part `part` of `parts` of each run of consecutive rows, one prefetch
 // per 64-byte line.
 inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t part, int64_t parts) {
@@ -385,8 +386,8 @@ inline void prefetch_positions(const Tile& t, int64_t j0, int64_t n, int64_t par
         const int64_t k_bytes = run * t.kv_stride * es, v_bytes = run * value_step(t) * es;
         const char* k = static_cast<const char*>(t.k) + key_offset(t, j) * es;
         const char* v = static_cast<const char*>(t.v) + value_offset(t, j) * es;
-        for (int64_t b = k_bytes * part / parts; b < k_bytes * (part + 1) / parts; b += 64) _mm_prefetch(k + b, _MM_HINT_T1);
-        for (int64_t b = v_bytes * part / parts; b < v_bytes * (part + 1) / parts; b += 64) _mm_prefetch(v + b, _MM_HINT_T1);
+        for (int64_t b = k_bytes * part / parts; b < k_bytes * (part + 1) / parts; b += 64) prefetch_l2(k + b);
+        for (int64_t b = v_bytes * part / parts; b < v_bytes * (part + 1) / parts; b += 64) prefetch_l2(v + b);
     }
 }
 
@@ -689,9 +690,6 @@ void decode_heads(const DecodeWork& w, float* scratch) {
             continue;
         }
         for (int64_t h = 0; h < heads; ++h) {
-            // Head h's share of the next block, so the whole next block is in L2 by the time the
-            // heads of this one are done.
-            prefetch_positions(t0, j0 + n, next, h, heads);
             const Rows<T> k_rows{k0 + h * d * es, k_stride}, v_rows{v0 + h * d * es, v_stride};
             const char* k_head = static_cast<const char*>(t0.k) + h * d * es;
             const char* v_head = static_cast<const char*>(t0.v) + h * d * es;
@@ -711,6 +709,10 @@ void decode_heads(const DecodeWork& w, float* scratch) {
                 const Rows<DType::F32> v_staged{reinterpret_cast<const char*>(vb + lo * dp), dp * 4};
                 const int64_t r0 = i * g_len, state = h * rows + r0;
                 for (int64_t r = 0; r < g_len; ++r) {
+                    // Row r's share of the next block: the whole next block is asked for by the
+                    // time this one is done, a few lines at a time (a burst per head instead took
+                    // 0.96-1.03x the time of no prefetch on Zen 4, this 0.6-0.76x: NOTES.md section 20).
+                    prefetch_positions(t0, j0 + n, next, (h * nq + i) * g_len + r, heads * rows);
                     float* s = sc + (r0 + r) * sp;
                     const float* q = qf + (state + r) * dp;
                     const uint16_t* qb = q_bf16 ? q_bf16 + (state + r) * dp : nullptr;

@@ -196,7 +196,7 @@ constexpr int64_t kPrefetchAhead = 8;
 
 inline void prefetch_row(const void* base, int64_t offset, const Tile& t) {
     const char* row = static_cast<const char*>(base) + offset * elem_bytes(t.dtype);
-    for (int64_t b = 0; b < t.head_dim * elem_bytes(t.dtype); b += 64) _mm_prefetch(row + b, _MM_HINT_T0);
+    for (int64_t b = 0; b < t.head_dim * elem_bytes(t.dtype); b += 64) prefetch_l1(row + b);
 }
 // Where the K and V rows of the keys j0, j0 + 1, ... of one packed block (and the
 // kPrefetchAhead after it, for the prefetches) start in t.k / t.v: found by walking runs of

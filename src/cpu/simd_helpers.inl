@@ -18,6 +18,13 @@ namespace {
 using Reg = Simd::Reg;
 constexpr int64_t W = Simd::kWidth;
 
+// Asks for the 64-byte line at p in L1 (prefetch_l1) or L2 (prefetch_l2). Not _mm_prefetch: GCC
+// 12 at -O2 and -O3 deleted every loop of libgqa whose body was only _mm_prefetch calls (with
+// -fno-finite-loops or -fno-tree-dce they stayed), so none of its prefetches was in the library
+// until 2026-12-03 (benchmarks/NOTES.md section 20). A volatile asm statement is never deleted.
+inline void prefetch_l1(const void* p) { __asm__ volatile("prefetcht0 %0" : : "m"(*static_cast<const char*>(p))); }
+inline void prefetch_l2(const void* p) { __asm__ volatile("prefetcht1 %0" : : "m"(*static_cast<const char*>(p))); }
+
 // Local copies of Tile::visible_end/begin and dtype_bytes: this file is compiled with ISA
 // flags, and calling an inline function with external linkage from here could let the linker
 // keep this file's (AVX) copy for the whole library. The same reason for __builtin_fmaxf over
@@ -71,8 +78,8 @@ inline void prefetch_block(const Tile& t, int64_t j0, int64_t n) {
         const char* v = static_cast<const char*>(t.v) + value_offset(t, j) * es;
         for (int64_t jj = 0; jj < run; ++jj, k += k_stride_bytes, v += v_stride_bytes) {
             for (int64_t b = 0; b < row_bytes; b += 64) {
-                _mm_prefetch(k + b, _MM_HINT_T0);
-                _mm_prefetch(v + b, _MM_HINT_T0);
+                prefetch_l1(k + b);
+                prefetch_l1(v + b);
             }
         }
     }
