@@ -10,7 +10,7 @@
  *     -t N                    threads for every library (default 2)
  *     -r N                    rounds (default 15); each round: every library in rotating order,
  *                             a settle sleep, one untimed call, a burst of timed calls
- *     -s MS                   the settle sleep (default 30: longer than a pool's 20 ms spin, so the
+ *     -s MS                   the settle sleep (default 30: longer than a pool's poll budget, so the
  *                             previous library's workers are asleep)
  *     -g MS                   idle-gap mode: sleep MS before each timed call (no burst)
  *     -P                      plain 4 KiB pages for the buffers (default: 2 MiB aligned and
@@ -146,10 +146,10 @@ int main(int argc, char** argv) {
     }
     if (!nlibs) return fprintf(stderr, "usage: decode_ab [-c Hq:Hkv:D:B:L:dtype]... [-t N] [-r N] [-g MS] [-P] LIB.so...\n"), 2;
     if (threads > 1 && nlibs > 1 && settle_ms < 25) {
-        // A pool spins up to 20 ms (GQA_CPU_SPIN_US) after a call: with a shorter settle the
+        // A pool's workers poll up to 20 ms (GQA_CPU_SPIN_US) after a call: with a shorter settle the
         // previous library's worker still holds a core during the next one's burst. On two Zen
         // 4 cores, -s 5 made a copy of one library time 2x its original (NOTES.md section 20).
-        fprintf(stderr, "decode_ab: -s %g is shorter than a pool's 20 ms spin: libraries after the first lose a core\n",
+        fprintf(stderr, "decode_ab: -s %g is shorter than a pool's poll budget (up to 20 ms): libraries after the first may lose a core\n",
                 settle_ms);
     }
     if (!nconfigs) {
