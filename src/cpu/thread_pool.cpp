@@ -2,12 +2,12 @@
 #include "cpu/thread_pool.hpp"
 
 #include <pthread.h>
-#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <new>
 
 #include "gqa.h"
@@ -57,7 +57,7 @@ int64_t ThreadPool::spin_ns() {
 }
 
 template <typename Ready>
-ThreadPool::Polled ThreadPool::poll(const Ready& ready, int64_t limit, const std::atomic<int>* avoid_cpu) {
+ThreadPool::Polled ThreadPool::poll(const Ready& ready, int64_t limit, int64_t* lost_at) {
     if (limit == 0) return ready() ? Polled::Ready : Polled::TimedOut;
     using Clock = std::chrono::steady_clock;
     const auto ns = [](Clock::duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); };
@@ -67,9 +67,13 @@ ThreadPool::Polled ThreadPool::poll(const Ready& ready, int64_t limit, const std
         if (ready()) return Polled::Ready;
         if (i % 64 == 0) {  // the clock (~20 ns) once per 64 pauses
             const Clock::time_point now = Clock::now();
-            if (ns(now - last) >= kPreemptedNs) return Polled::Preempted;
+            if (ns(now - last) >= kPreemptedNs) {
+                if (!lost_at) return Polled::Preempted;
+                const int64_t at = ns(now.time_since_epoch()), previous = *lost_at;
+                *lost_at = at;
+                if (at - previous < kLostCoreWindowNs) return Polled::Preempted;
+            }
             if (ns(now - start) >= limit) return Polled::TimedOut;
-            if (avoid_cpu && sched_getcpu() == avoid_cpu->load(std::memory_order_relaxed)) return Polled::Preempted;
             last = now;
         }
 #if defined(__x86_64__) || defined(__i386__)
@@ -83,6 +87,8 @@ int64_t ThreadPool::adapt_poll_ns(int64_t used, Polled result) {
     int64_t next = used;
     if (result == Polled::Preempted) next = std::max(floor, used / 4);
     if (result == Polled::Ready) next = std::min(ceiling, std::max(floor, used + kMinPollNs));
+    // A whole budget polled without losing the core: nothing competes for it (any more).
+    if (result == Polled::TimedOut) next = std::min(ceiling, std::max(floor, 2 * used));
     poll_ns_.store(next, std::memory_order_relaxed);
     return next;
 }
@@ -90,9 +96,8 @@ int64_t ThreadPool::adapt_poll_ns(int64_t used, Polled result) {
 void ThreadPool::resize(int32_t workers) {
     if (static_cast<int32_t>(threads_.size()) == workers) return;
     stop_workers();
-    // A new worker must not act on the generation of a run that is already over (it would read
-    // a stale ticket and decrement busy_ of the next run): it starts from the current
-    // generation and joins only runs set up after it exists.
+    // A new worker starts from the current generation: it joins only runs set up after it
+    // exists.
     const uint64_t current = generation_of(ticket_.load(std::memory_order_acquire));
     for (int32_t w = 0; w < workers; ++w) threads_.emplace_back(&ThreadPool::worker_loop, this, w + 1, current);
 }
@@ -110,23 +115,27 @@ void ThreadPool::worker_loop(int32_t worker, uint64_t seen) {
         return stopping_.load(std::memory_order_acquire) ||
                generation_of(ticket_.load(std::memory_order_acquire)) != seen;
     };
+    int64_t lost_at = std::numeric_limits<int64_t>::min() / 2;  // no lost slice yet
     for (;;) {
         int64_t budget = poll_ns_.load(std::memory_order_relaxed);
         if (budget < 0) budget = spin_ns();
-        const Polled polled = poll(ready, budget, &caller_cpu_);
+        const Polled polled = poll(ready, budget, &lost_at);
         adapt_poll_ns(budget, polled);
         if (polled != Polled::Ready) {  // idle for the whole budget, or lost the core: sleep
             std::unique_lock<std::mutex> lock(state_mutex_);
             wake_.wait(lock, ready);
         }
         if (stopping_.load(std::memory_order_acquire)) return;
-        // A run cannot end before its workers took part, so the ticket read here is the run
-        // this worker was woken for, or a later one if it was not needed for that one.
+        // The run this worker was woken for, or a later one; it may be over already.
         const uint64_t ticket = ticket_.load(std::memory_order_acquire);
         seen = generation_of(ticket);
         if (worker > active_of(ticket)) continue;  // not needed for this run
-        work(worker);
-        if (busy_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        // Enter, then look whether the run is still open; the caller closes, then waits for
+        // none inside (both seq_cst): either this worker sees it closed and leaves the tasks
+        // alone, or the caller sees it inside and waits for it.
+        inside_.fetch_add(1, std::memory_order_seq_cst);
+        if (open_.load(std::memory_order_seq_cst) == seen) work(worker);
+        if (inside_.fetch_sub(1, std::memory_order_seq_cst) == 1) {
             std::lock_guard<std::mutex> lock(state_mutex_);  // the caller may be asleep on done_
             done_.notify_one();
         }
@@ -157,21 +166,23 @@ void ThreadPool::run(int64_t num_tasks, int32_t num_threads, const Task& task) {
         }
     };
     const int32_t active = static_cast<int32_t>(useful) - 1;
-    caller_cpu_.store(sched_getcpu(), std::memory_order_relaxed);
     {
         std::lock_guard<std::mutex> lock(state_mutex_);
         task_ = &guarded;
         num_tasks_ = num_tasks;
         next_.store(0, std::memory_order_relaxed);
-        busy_.store(active, std::memory_order_relaxed);
         const uint64_t generation = generation_of(ticket_.load(std::memory_order_relaxed)) + 1;
+        open_.store(generation, std::memory_order_relaxed);  // published by the ticket's release
         ticket_.store(generation << kActiveBits | static_cast<uint64_t>(active), std::memory_order_release);
     }
     wake_.notify_all();  // no system call when every worker is polling
     work(0);
-    // Briefly: a worker still busy may have lost its core, and this thread polling on could
-    // keep it from getting one back.
-    const auto done = [&] { return busy_.load(std::memory_order_acquire) == 0; };
+    // Every task is taken: close the run, so that a worker that has not woken up yet (a slow
+    // wake-up, a halted virtual CPU) is not waited for. Then wait for those still inside,
+    // briefly by polling: one may have lost its core, and this thread polling on could keep it
+    // from getting one back.
+    open_.store(0, std::memory_order_seq_cst);
+    const auto done = [&] { return inside_.load(std::memory_order_seq_cst) == 0; };
     if (poll(done, std::min(spin_ns(), kCallerPollNs), nullptr) != Polled::Ready) {
         std::unique_lock<std::mutex> lock(state_mutex_);
         done_.wait(lock, done);

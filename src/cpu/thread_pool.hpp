@@ -11,13 +11,17 @@
 // finds its workers awake instead of paying a wake-up; a process idle for longer costs at most
 // the budget of CPU per worker. The budget adapts to the machine: GQA_CPU_SPIN_US (spin_ns(),
 // default kDefaultSpinUs; 0: sleep at once) while pollers keep their cores, cut by 4 (down to
-// kMinPollNs) each time a poller finds it lost its core for kPreemptedNs: then there are more
-// runnable threads than cores, a poller takes a core from threads with work (its own caller's
-// too), and a sleeper woken by the next run gets a core sooner than a poller waiting for its
-// turn. A poller that finds itself on the core its caller last ran on counts as having lost
-// it. Each poll that saw its run arrive adds kMinPollNs back (slow growth, fast cuts). The
-// caller polls for the workers' last tasks for at most kCallerPollNs before it sleeps: a
-// worker that lost its core mid-task needs that core back.
+// kMinPollNs) when a poller finds it lost its core for kPreemptedNs twice within
+// kLostCoreWindowNs: then there are more runnable threads than cores, a poller takes a core
+// from threads with work (its own caller's too), and a sleeper woken by the next run gets a
+// core sooner than a poller waiting for its turn. One lost slice alone (a kernel thread, an
+// interrupt: a few a second on a quiet 2-vCPU guest) is not that, and is forgiven. Each poll
+// that saw its run arrive adds kMinPollNs back, each that polled its whole budget doubles it
+// (up to the ceiling). The caller polls for the workers' last tasks for at most
+// kCallerPollNs before it sleeps: a worker that lost its core mid-task needs that core back.
+// Once every task is taken the caller closes the run: a worker not awake yet then skips it,
+// and the caller does not wait for a wake-up it no longer needs (a halted virtual CPU can
+// take milliseconds to run again).
 //
 // Concurrency: one call owns the pool at a time. A call that finds the pool busy (another user
 // thread, or a log callback that calls back into libgqa) does not wait: it runs all its tasks
@@ -55,6 +59,7 @@ public:
 
     static constexpr int64_t kDefaultSpinUs = 20000;
     static constexpr int64_t kPreemptedNs = 200000;
+    static constexpr int64_t kLostCoreWindowNs = 10000000;
     static constexpr int64_t kMinPollNs = 50000;
     static constexpr int64_t kCallerPollNs = 50000;
     // How long a worker (or the waiting caller) polls before it sleeps, from GQA_CPU_SPIN_US
@@ -68,11 +73,12 @@ private:
     void stop_workers();           // pool_mutex_ held
     void worker_loop(int32_t worker, uint64_t seen);
     void work(int32_t worker);
-    // Polls until ready() or limit_ns has passed, or until it finds it lost its core (or is on
-    // *avoid_cpu, when given).
+    // Polls until ready() or limit_ns has passed, or until it finds it lost its core. With lost_at (a worker's own: the steady-clock ns of the last lost
+    // slice it saw), a lost slice counts only when another came less than kLostCoreWindowNs
+    // before it; without (the caller's short wait), every one counts.
     enum class Polled { Ready, TimedOut, Preempted };
     template <typename Ready>
-    static Polled poll(const Ready& ready, int64_t limit_ns, const std::atomic<int>* avoid_cpu);
+    static Polled poll(const Ready& ready, int64_t limit_ns, int64_t* lost_at);
     // The next poll budget after a poll of `used` ns ended with `result` (see Waiting above).
     int64_t adapt_poll_ns(int64_t used, Polled result);
 
@@ -92,9 +98,9 @@ private:
     std::vector<std::thread> threads_;
     std::atomic<uint64_t> ticket_{0};
     std::atomic<bool> stopping_{false};
-    std::atomic<int32_t> busy_{0};  // workers of this run still working
+    std::atomic<uint64_t> open_{0};  // the generation of the run workers may still join; 0: none
+    std::atomic<int32_t> inside_{0};  // workers inside a run (or looking whether it is open)
     std::atomic<int64_t> poll_ns_{-1};  // the workers' poll budget; -1: spin_ns() (not read yet)
-    std::atomic<int> caller_cpu_{-1};   // the CPU the caller of the latest run started it on
 
     const Task* task_ = nullptr;
     int64_t num_tasks_ = 0;
