@@ -35,8 +35,10 @@ namespace {
 // packed key block many times, few enough that the tile's Q^T and O^T stay close to L1
 // (128 rows measured slower than 64: benchmarks/NOTES.md section 5).
 constexpr int64_t kRowsPerTile = 64;
-// Decode: aim for at least this many (sequence, split) tasks, and never split below
-// kMinKeysPerSplit keys. Constants, so the split never depends on the thread count.
+// Decode, unless the caller sets num_splits: aim for at least this many (sequence, split) tasks,
+// with at most ceil(keys / kMinKeysPerSplit) splits (so a cache cut in two or more keeps more
+// than kMinKeysPerSplit / 2 keys a split). Constants, so the split never depends on the thread
+// count.
 constexpr int64_t kDecodeTargetTasks = 32;
 constexpr int64_t kMinKeysPerSplit = 256;
 // Batched op: a sequence with at most this many new tokens (a decode step, a speculative
