@@ -100,6 +100,7 @@ private:
     std::atomic<bool> stopping_{false};
     std::atomic<uint64_t> open_{0};  // the generation of the run workers may still join; 0: none
     std::atomic<int32_t> inside_{0};  // workers inside a run (or looking whether it is open)
+    int32_t started_ = 0;              // workers of the latest resize() running their loop (state_mutex_)
     std::atomic<int64_t> poll_ns_{-1};  // the workers' poll budget; -1: spin_ns() (not read yet)
 
     const Task* task_ = nullptr;

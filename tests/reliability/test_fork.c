@@ -8,7 +8,10 @@
  *   2. a child that never calls libgqa and only exit()s (static destructors run)
  *   3. a child that calls, then forks a grandchild that calls (a child's own pool forks too)
  *   4. forks while another parent thread keeps the pool busy (its locks held at fork time)
- *   5. the parent afterwards: still correct, on its own workers */
+ *   5. children that fork at once after their first call, whose workers have just started
+ *      (a run can end before a worker takes part: a thread still starting up in a sanitizer
+ *      runtime at fork time left its lock taken in the grandchild)
+ *   6. the parent afterwards: still correct, on its own workers */
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -21,7 +24,7 @@
 
 #include "attn_case.h"
 
-enum { kChildSeconds = 30, kParentSeconds = 500, kBusyForks = 8, kThreads = 4 };
+enum { kChildSeconds = 30, kParentSeconds = 500, kBusyForks = 8, kFreshForks = 100, kThreads = 4 };
 
 /* One case with its expected results, taken once: a run rewrites the same cache slots with
  * the same values, so every later run must match them too. */
@@ -69,15 +72,18 @@ static long child_calls(const char* where) {
     return run_checked(&g_prefill, where) + run_checked(&g_decode, where);
 }
 
-typedef enum { kChildCalls, kChildExits, kChildCallsThenForks } child_kind;
+typedef enum { kChildCalls, kChildExits, kChildCallsThenForks, kChildFirstCallForks } child_kind;
 
 static int wait_child(pid_t pid, const char* what);
 
-/* A child's calls; with kChildCallsThenForks it then forks a grandchild that calls too.
+/* A child's calls (kChildFirstCallForks: one decode, the first parallel run of its fresh pool);
+ * with kChildCallsThenForks and kChildFirstCallForks it then forks a grandchild that calls too.
  * Returns the failures. */
 static long child_work(child_kind kind, const char* where) {
-    long failures = kind == kChildExits ? 0 : child_calls(where);
-    if (kind == kChildCallsThenForks) {
+    long failures = kind == kChildExits            ? 0
+                    : kind == kChildFirstCallForks ? run_checked(&g_decode, where)
+                                                   : child_calls(where);
+    if (kind == kChildCallsThenForks || kind == kChildFirstCallForks) {
         fflush(NULL);
         const pid_t grandchild = fork();
         if (grandchild == 0) {
@@ -155,6 +161,11 @@ int main(void) {
     fork_and_check(kChildCalls, "child calls prefill + decode, exits");
     fork_and_check(kChildExits, "child only exits");
     fork_and_check(kChildCallsThenForks, "child calls, forks a grandchild that calls");
+    for (int i = 0; i < kFreshForks; ++i) {
+        char what[96];
+        snprintf(what, sizeof what, "child's first call, then a grandchild at once (%d)", i);
+        fork_and_check(kChildFirstCallForks, what);
+    }
 
     pthread_t busy;
     CHECK(pthread_create(&busy, NULL, keep_busy, NULL) == 0, "pthread_create failed");
