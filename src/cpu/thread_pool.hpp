@@ -73,9 +73,10 @@ private:
     void stop_workers();           // pool_mutex_ held
     void worker_loop(int32_t worker, uint64_t seen);
     void work(int32_t worker);
-    // Polls until ready() or limit_ns has passed, or until it finds it lost its core. With lost_at (a worker's own: the steady-clock ns of the last lost
-    // slice it saw), a lost slice counts only when another came less than kLostCoreWindowNs
-    // before it; without (the caller's short wait), every one counts.
+    // Polls until ready() or limit_ns has passed, or until it finds it lost its core. With
+    // lost_at (a worker's own: the steady-clock ns of the last lost slice it saw), a lost slice
+    // counts only when another came less than kLostCoreWindowNs before it; without (the
+    // caller's short wait), every one counts.
     enum class Polled { Ready, TimedOut, Preempted };
     template <typename Ready>
     static Polled poll(const Ready& ready, int64_t limit_ns, int64_t* lost_at);
@@ -100,7 +101,7 @@ private:
     std::atomic<bool> stopping_{false};
     std::atomic<uint64_t> open_{0};  // the generation of the run workers may still join; 0: none
     std::atomic<int32_t> inside_{0};  // workers inside a run (or looking whether it is open)
-    int32_t started_ = 0;              // workers of the latest resize() running their loop (state_mutex_)
+    int32_t started_ = 0;  // workers of the latest resize() that run their loop (state_mutex_)
     std::atomic<int64_t> poll_ns_{-1};  // the workers' poll budget; -1: spin_ns() (not read yet)
 
     const Task* task_ = nullptr;
